@@ -1,0 +1,98 @@
+//! Wiring: turns a validated configuration into running parts (token cache, upstream
+//! client, proxy), shared by `serve`, `token`, `demo` and the tests.
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Credential, ServeConfig};
+use crate::proxy::{self, Proxy, Route};
+use crate::server::{self, ServerOptions};
+use crate::tls;
+use crate::token::{endpoint, RefreshPolicy, Token, TokenCache, TokenError, TokenSource};
+
+/// A failure while starting up.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The token endpoint client cannot be built.
+    #[error("cannot build the token endpoint client: {0}")]
+    HttpClient(#[from] reqwest::Error),
+}
+
+/// The HTTP client for discovery and token requests.
+pub fn token_http_client() -> Result<reqwest::Client, StartError> {
+    Ok(endpoint::http_client(tls::client_config(
+        tls::root_store(),
+        &[],
+    ))?)
+}
+
+/// Mints one token for `credential`, without caching: what `mintproxy token` does.
+pub async fn mint_once(credential: &Credential) -> Result<Token, MintError> {
+    let source = credential.source(token_http_client()?);
+    Ok(source.fetch().await?)
+}
+
+/// Why `mint_once` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MintError {
+    /// Startup failed.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// The token endpoint said no.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+}
+
+/// Binds the listen address.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+/// Builds the proxy for `config`: starts the credential's token refresher (stopped by
+/// `stop`) and the upstream client.
+pub fn build_proxy(
+    config: &ServeConfig,
+    policy: RefreshPolicy,
+    stop: CancellationToken,
+) -> Result<Proxy, StartError> {
+    let roots = tls::root_store();
+    let http = endpoint::http_client(tls::client_config(roots.clone(), &[]))?;
+    let tokens = TokenCache::spawn("default", config.credential.source(http), policy, stop);
+    let route = Route {
+        upstream: config.upstream.as_ref().clone(),
+        tokens,
+        headers: config.headers.clone(),
+        replay_limit: proxy::DEFAULT_REPLAY_LIMIT,
+    };
+    Ok(Proxy::new(
+        route,
+        proxy::forward::client(tls::client_config(roots, &[])),
+    ))
+}
+
+/// Runs the proxy on `listener` until `shutdown`, then drains and stops the refresher.
+pub async fn run_proxy(
+    listener: TcpListener,
+    config: &ServeConfig,
+    options: ServerOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), StartError> {
+    let stop = CancellationToken::new();
+    let proxy = build_proxy(config, RefreshPolicy::default(), stop.clone())?;
+    server::serve(listener, proxy, options, shutdown).await;
+    stop.cancel();
+    Ok(())
+}

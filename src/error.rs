@@ -1,0 +1,181 @@
+//! The one table from failure to response: status, JSON body, `Proxy-Status` (RFC 9209),
+//! and `grpc-status`/`grpc-message` for gRPC callers.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::{Either, Full};
+use serde_json::{json, Map, Value};
+
+use crate::proxy::ProxyBody;
+use crate::token::NoToken;
+
+/// Every way the proxy itself can fail a request.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No valid token for the route's credential.
+    #[error(transparent)]
+    NoToken(#[from] NoToken),
+    /// The upstream could not be reached, or broke off.
+    #[error("upstream unreachable: {0}")]
+    UpstreamUnreachable(String),
+    /// The client's request body broke off or was not what it announced.
+    #[error("cannot read the request body: {0}")]
+    ClientBody(String),
+    /// `CONNECT` would make this an open proxy.
+    #[error("CONNECT is not supported: mintproxy forwards only to its configured upstream")]
+    ConnectRefused,
+}
+
+/// gRPC status codes used here (grpc/doc/statuscodes.md).
+mod grpc {
+    pub const INVALID_ARGUMENT: u8 = 3;
+    pub const UNIMPLEMENTED: u8 = 12;
+    pub const UNAVAILABLE: u8 = 14;
+    pub const UNAUTHENTICATED: u8 = 16;
+}
+
+impl ProxyError {
+    /// (HTTP status, short error code, RFC 9209 error type, gRPC status)
+    fn classify(&self) -> (StatusCode, &'static str, &'static str, u8) {
+        match self {
+            Self::NoToken(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_token",
+                "proxy_internal_error",
+                grpc::UNAUTHENTICATED,
+            ),
+            Self::UpstreamUnreachable(_) => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_unreachable",
+                "destination_unavailable",
+                grpc::UNAVAILABLE,
+            ),
+            Self::ClientBody(_) => (
+                StatusCode::BAD_REQUEST,
+                "bad_request_body",
+                "http_request_error",
+                grpc::INVALID_ARGUMENT,
+            ),
+            Self::ConnectRefused => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "http_request_denied",
+                grpc::UNIMPLEMENTED,
+            ),
+        }
+    }
+
+    /// The JSON body: `error` and `detail`, plus the token endpoint's own words when the
+    /// failure is theirs.
+    fn body(&self, code: &str) -> Value {
+        let mut body = Map::new();
+        body.insert("error".into(), json!(code));
+        body.insert("detail".into(), json!(self.to_string()));
+        if let Self::NoToken(no_token) = self {
+            if let Some(cause) = no_token.cause() {
+                if let Some((error, description)) = cause.provider_error() {
+                    body.insert("provider_error".into(), json!(error));
+                    body.insert("provider_error_description".into(), json!(description));
+                }
+                if let Some(diagnosis) = cause.diagnosis() {
+                    body.insert("diagnosis".into(), json!(diagnosis));
+                }
+            }
+        }
+        Value::Object(body)
+    }
+
+    /// The response a caller gets; `grpc` adds the gRPC status headers.
+    pub fn to_response(&self, grpc: bool) -> Response<ProxyBody> {
+        let (status, code, proxy_status, grpc_status) = self.classify();
+        let detail = self.to_string();
+        let mut response = Response::new(Either::Right(Full::new(Bytes::from(
+            self.body(code).to_string(),
+        ))));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let proxy_status = format!(
+            "mintproxy; error={proxy_status}; details=\"{}\"",
+            sf_string(&detail)
+        );
+        if let Ok(value) = HeaderValue::try_from(proxy_status) {
+            headers.insert("proxy-status", value);
+        }
+        if grpc {
+            headers.insert("grpc-status", HeaderValue::from(u16::from(grpc_status)));
+            if let Ok(value) = HeaderValue::try_from(percent_encode(&detail)) {
+                headers.insert("grpc-message", value);
+            }
+        }
+        response
+    }
+}
+
+/// An error and its causes on one line: the top message of a client error alone says little.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Text fit for a structured-field string (RFC 8941): printable ASCII, `"` and `\` escaped.
+fn sf_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            ' '..='~' => out.push(c),
+            _ => out.push('?'),
+        }
+    }
+    out
+}
+
+/// `grpc-message` is percent-encoded UTF-8 (gRPC over HTTP/2 spec).
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if (b' '..=b'~').contains(&byte) && byte != b'%' {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_is_a_json_405_with_proxy_status() {
+        let response = ProxyError::ConnectRefused.to_response(true);
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        let headers = response.headers();
+        assert_eq!(headers["content-type"], "application/json");
+        assert!(headers["proxy-status"]
+            .to_str()
+            .unwrap()
+            .starts_with("mintproxy; error=http_request_denied; details=\"CONNECT"));
+        assert_eq!(headers["grpc-status"], "12");
+    }
+
+    #[test]
+    fn header_texts_are_escaped() {
+        assert_eq!(sf_string(r#"a "b" \ é"#), r#"a \"b\" \\ ?"#);
+        assert_eq!(percent_encode("100% é"), "100%25 %C3%A9");
+    }
+}

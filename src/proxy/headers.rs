@@ -1,0 +1,132 @@
+//! Header hygiene between client and upstream: hop-by-hop removal (RFC 9110 §7.6.1) and
+//! the `X-Forwarded-*` headers.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Hop-by-hop headers that never cross the proxy, whatever `Connection` says.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers, including every header `Connection` names. `TE` survives
+/// only as `te: trailers`, which gRPC needs end to end.
+///
+/// Run this before adding the bearer, so `Connection: authorization` cannot remove it.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(&HOP_BY_HOP) {
+        headers.remove(name);
+    }
+    let wants_trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|coding| coding.trim().eq_ignore_ascii_case("trailers"));
+    headers.remove(header::TE);
+    if wants_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Appends the client to `X-Forwarded-For` and records the scheme and host it used.
+pub fn add_forwarding(
+    headers: &mut HeaderMap,
+    client: IpAddr,
+    proto: &'static str,
+    host: Option<&HeaderValue>,
+) {
+    let xff = HeaderName::from_static("x-forwarded-for");
+    let client = client.to_string();
+    let value = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
+        Some(previous) => format!("{previous}, {client}"),
+        None => client,
+    };
+    if let Ok(value) = HeaderValue::try_from(value) {
+        headers.insert(xff, value);
+    }
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(proto),
+    );
+    match host {
+        Some(host) => headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone()),
+        None => headers.remove(HeaderName::from_static("x-forwarded-host")),
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn removes_hop_by_hop_and_connection_named_headers() {
+        let mut map = headers(&[
+            ("connection", "keep-alive, X-Secret-Hop"),
+            ("connection", "authorization"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret-hop", "1"),
+            ("authorization", "Basic Zm9vOmJhcg=="),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic eA=="),
+            ("te", "gzip, trailers"),
+            ("accept", "application/json"),
+        ]);
+        strip_hop_by_hop(&mut map);
+        let mut names: Vec<&str> = map.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["accept", "te"]);
+        assert_eq!(map["te"], "trailers");
+    }
+
+    #[test]
+    fn te_without_trailers_is_dropped() {
+        let mut map = headers(&[("te", "gzip")]);
+        strip_hop_by_hop(&mut map);
+        assert!(map.is_empty());
+    }
+
+    #[test]
+    fn forwarding_headers_append_the_client() {
+        let mut map = headers(&[
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-host", "evil"),
+        ]);
+        add_forwarding(
+            &mut map,
+            "127.0.0.1".parse().unwrap(),
+            "http",
+            Some(&HeaderValue::from_static("localhost:8080")),
+        );
+        assert_eq!(map["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(map["x-forwarded-proto"], "http");
+        assert_eq!(map["x-forwarded-host"], "localhost:8080");
+    }
+}

@@ -1,0 +1,319 @@
+//! One valid token per credential: a background refresher mints and publishes, requests
+//! only read.
+//!
+//! The request path loads the current token from an [`ArcSwapOption`]: no lock, no
+//! allocation. Only when no valid token exists does a request touch the status channel,
+//! and then it either waits for the one fetch in flight (single flight) or fails at once
+//! with the last error, never hanging while the refresher backs off.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwapOption;
+use http::HeaderValue;
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{Token, TokenError, TokenSource};
+
+/// When to refresh and how to retry.
+#[derive(Debug, Clone)]
+pub struct RefreshPolicy {
+    /// Refresh after this share of the lifetime, give or take [`RefreshPolicy::jitter`].
+    pub refresh_at: f64,
+    /// Spread of the refresh point, as a share of the lifetime.
+    pub jitter: f64,
+    /// First retry delay after a failed fetch; doubles with each failure.
+    pub backoff_base: Duration,
+    /// Longest retry delay.
+    pub backoff_cap: Duration,
+    /// How long a request waits for the fetch in flight before answering 503.
+    pub max_wait: Duration,
+}
+
+impl Default for RefreshPolicy {
+    fn default() -> Self {
+        Self {
+            refresh_at: 0.8,
+            jitter: 0.05,
+            backoff_base: Duration::from_millis(250),
+            backoff_cap: Duration::from_secs(10),
+            max_wait: super::endpoint::REQUEST_TIMEOUT * 2,
+        }
+    }
+}
+
+impl RefreshPolicy {
+    fn refresh_in(&self, lifetime: Duration) -> Duration {
+        let share = self.refresh_at + self.jitter * (2.0 * random_unit() - 1.0);
+        lifetime.mul_f64(share.clamp(0.1, 0.95))
+    }
+
+    /// Exponential backoff with "equal jitter": between half and all of the capped delay.
+    fn backoff(&self, failures: u32) -> Duration {
+        let exp = self
+            .backoff_base
+            .saturating_mul(1 << failures.saturating_sub(1).min(16));
+        let delay = exp.min(self.backoff_cap);
+        delay.mul_f64(0.5 + 0.5 * random_unit())
+    }
+}
+
+/// A token as the request path uses it.
+#[derive(Debug)]
+pub struct CachedToken {
+    header: HeaderValue,
+    usable_until: Instant,
+    /// When the issuer says the token expires (for display and metrics).
+    pub expires_at: SystemTime,
+    /// The scopes the issuer granted, when it said.
+    pub scope: Option<String>,
+}
+
+impl CachedToken {
+    fn new(token: Token, requested_at: Instant, requested_at_wall: SystemTime) -> Self {
+        let mut header = HeaderValue::try_from(format!("Bearer {}", token.access_token.expose()))
+            .expect("the token endpoint client checked the token is a valid header value");
+        header.set_sensitive(true);
+        // Stop using a token slightly before it expires so it does not die in flight.
+        let margin = (token.lifetime / 20).min(Duration::from_secs(30));
+        Self {
+            header,
+            usable_until: requested_at + token.lifetime - margin,
+            expires_at: requested_at_wall + token.lifetime,
+            scope: token.scope,
+        }
+    }
+
+    /// The `Authorization` value, marked sensitive.
+    pub fn header(&self) -> &HeaderValue {
+        &self.header
+    }
+
+    fn is_usable(&self) -> bool {
+        Instant::now() < self.usable_until
+    }
+}
+
+/// What the refresher last did, for requests that find no valid token.
+#[derive(Debug, Clone)]
+enum Status {
+    /// A fetch is under way and has not failed yet: wait for it.
+    Fetching,
+    /// The last fetch succeeded.
+    Ready,
+    /// The last fetch failed; the refresher is backing off.
+    Failed(Arc<TokenError>),
+}
+
+/// Why a request has no token to send.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NoToken {
+    /// The last fetch failed and no valid token is left.
+    #[error("no valid token: {0}")]
+    Failed(Arc<TokenError>),
+    /// The fetch in flight took longer than a request may wait.
+    #[error("no valid token yet: the token endpoint has not answered within {0:?}")]
+    Timeout(Duration),
+    /// The cache is shut down.
+    #[error("no valid token: the token refresher has stopped")]
+    Stopped,
+}
+
+impl NoToken {
+    /// The token endpoint's error, when there is one.
+    pub fn cause(&self) -> Option<&TokenError> {
+        match self {
+            Self::Failed(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+struct Shared {
+    name: String,
+    current: ArcSwapOption<CachedToken>,
+    status: watch::Sender<Status>,
+    wake: Notify,
+    policy: RefreshPolicy,
+}
+
+/// A cached, self-refreshing token for one credential. Cheap to clone.
+#[derive(Clone)]
+pub struct TokenCache {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCache")
+            .field("name", &self.shared.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenCache {
+    /// Starts the refresher for `source`; it stops when `stop` is cancelled.
+    ///
+    /// The first fetch starts at once, so the token is usually there before the first
+    /// request.
+    pub fn spawn(
+        name: impl Into<String>,
+        source: impl TokenSource,
+        policy: RefreshPolicy,
+        stop: CancellationToken,
+    ) -> Self {
+        let shared = Arc::new(Shared {
+            name: name.into(),
+            current: ArcSwapOption::empty(),
+            status: watch::Sender::new(Status::Fetching),
+            wake: Notify::new(),
+            policy,
+        });
+        tokio::spawn(refresh_loop(shared.clone(), source, stop));
+        Self { shared }
+    }
+
+    /// The current token if it is valid; otherwise waits for the fetch in flight, or
+    /// fails at once when the last fetch failed.
+    pub async fn token(&self) -> Result<Arc<CachedToken>, NoToken> {
+        if let Some(token) = self.valid() {
+            return Ok(token);
+        }
+        self.wait_for_token().await
+    }
+
+    /// The current token, if it is still valid. Never waits.
+    pub fn valid(&self) -> Option<Arc<CachedToken>> {
+        self.shared.current.load_full().filter(|t| t.is_usable())
+    }
+
+    #[cold]
+    async fn wait_for_token(&self) -> Result<Arc<CachedToken>, NoToken> {
+        let deadline = Instant::now() + self.shared.policy.max_wait;
+        let mut status = self.shared.status.subscribe();
+        loop {
+            // Subscribed before looking, so a publish between the two is not missed.
+            if let Some(token) = self.valid() {
+                return Ok(token);
+            }
+            match &*status.borrow_and_update() {
+                Status::Failed(error) => return Err(NoToken::Failed(error.clone())),
+                Status::Fetching => {}
+                // Published but already unusable (the process slept, say): ask for another.
+                Status::Ready => self.shared.wake.notify_one(),
+            }
+            match tokio::time::timeout_at(deadline, status.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(NoToken::Stopped),
+                Err(_) => return Err(NoToken::Timeout(self.shared.policy.max_wait)),
+            }
+        }
+    }
+
+    /// Drops `used` because the upstream refused it, and has a new one minted. A token
+    /// already replaced by a newer one is left alone, so a burst of 401s mints once.
+    pub fn reject(&self, used: &Arc<CachedToken>) {
+        let current = self.shared.current.load();
+        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, used)) {
+            let previous = self.shared.current.compare_and_swap(&*current, None);
+            if previous.as_ref().is_some_and(|p| Arc::ptr_eq(p, used)) {
+                tracing::info!(credential = %self.shared.name, "upstream refused the token; minting a new one");
+                self.shared.status.send_replace(Status::Fetching);
+                self.shared.wake.notify_one();
+            }
+        }
+    }
+}
+
+async fn refresh_loop(shared: Arc<Shared>, source: impl TokenSource, stop: CancellationToken) {
+    let mut failures = 0u32;
+    loop {
+        let requested_at = Instant::now();
+        let requested_at_wall = SystemTime::now();
+        let outcome = tokio::select! {
+            outcome = source.fetch() => outcome,
+            () = stop.cancelled() => return,
+        };
+        let wait = match outcome {
+            Ok(token) => {
+                failures = 0;
+                let lifetime = token.lifetime;
+                let token = Arc::new(CachedToken::new(token, requested_at, requested_at_wall));
+                tracing::info!(
+                    credential = %shared.name,
+                    expires_in_s = lifetime.as_secs(),
+                    scope = token.scope.as_deref().unwrap_or(""),
+                    "minted a new token"
+                );
+                shared.current.store(Some(token));
+                shared.status.send_replace(Status::Ready);
+                shared.policy.refresh_in(lifetime)
+            }
+            Err(error) => {
+                failures += 1;
+                let retry_in = shared.policy.backoff(failures);
+                let still_valid = shared
+                    .current
+                    .load()
+                    .as_ref()
+                    .is_some_and(|t| t.is_usable());
+                tracing::warn!(
+                    credential = %shared.name,
+                    error = %error,
+                    diagnosis = error.diagnosis().unwrap_or(""),
+                    still_serving_previous_token = still_valid,
+                    retry_in_ms = retry_in.as_millis() as u64,
+                    "token fetch failed"
+                );
+                shared.status.send_replace(Status::Failed(Arc::new(error)));
+                retry_in
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shared.wake.notified() => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// A uniform sample in `[0, 1)` for jitter, from the system's secure generator.
+fn random_unit() -> f64 {
+    let mut bytes = [0u8; 8];
+    // The generator only fails when the OS has no entropy source at all; no jitter then.
+    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+        return 0.5;
+    }
+    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_lands_around_eighty_percent() {
+        let policy = RefreshPolicy::default();
+        for _ in 0..100 {
+            let at = policy.refresh_in(Duration::from_secs(1000)).as_secs_f64();
+            assert!((750.0..=850.0).contains(&at), "{at}");
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let policy = RefreshPolicy::default();
+        for failures in 1..40 {
+            let full =
+                (policy.backoff_base * 2u32.pow((failures - 1).min(16))).min(policy.backoff_cap);
+            let delay = policy.backoff(failures);
+            assert!(
+                delay >= full / 2 && delay <= full,
+                "{failures}: {delay:?} vs {full:?}"
+            );
+        }
+        assert!(policy.backoff(100) <= Duration::from_secs(10));
+    }
+}

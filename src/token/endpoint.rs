@@ -1,0 +1,339 @@
+//! The token endpoint: OIDC discovery, the token request, and what its errors mean.
+//!
+//! The HTTP client follows no redirects and ignores `HTTPS_PROXY`-style variables, so a
+//! grant carrying an assertion or a client secret only ever goes where it was configured.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::OnceCell;
+use url::Url;
+
+use super::Token;
+use crate::error::error_chain;
+use crate::secret::AccessToken;
+
+/// How long connecting to the token endpoint may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one discovery or token request may take in all.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Builds the HTTP client for discovery and token requests.
+pub fn http_client(tls: rustls::ClientConfig) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .user_agent(concat!("mintproxy/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// An issuer's token endpoint, found by discovery unless given.
+#[derive(Debug)]
+pub struct Endpoint {
+    client: reqwest::Client,
+    issuer: String,
+    token_endpoint: Option<Url>,
+    resolved: OnceCell<Resolved>,
+}
+
+/// The issuer string to put in `aud`, and where to send token requests.
+#[derive(Debug, Clone)]
+struct Resolved {
+    issuer: String,
+    token_endpoint: Url,
+}
+
+impl Endpoint {
+    /// An endpoint for `issuer`; `token_endpoint` skips discovery.
+    pub fn new(
+        client: reqwest::Client,
+        issuer: impl Into<String>,
+        token_endpoint: Option<Url>,
+    ) -> Self {
+        Self {
+            client,
+            issuer: issuer.into(),
+            token_endpoint,
+            resolved: OnceCell::new(),
+        }
+    }
+
+    /// The issuer exactly as discovery states it: the `aud` of an assertion.
+    pub async fn issuer(&self) -> Result<&str, TokenError> {
+        Ok(&self.resolve().await?.issuer)
+    }
+
+    async fn resolve(&self) -> Result<&Resolved, TokenError> {
+        self.resolved
+            .get_or_try_init(|| async {
+                match &self.token_endpoint {
+                    Some(url) => Ok(Resolved {
+                        issuer: self.issuer.clone(),
+                        token_endpoint: url.clone(),
+                    }),
+                    None => self.discover().await,
+                }
+            })
+            .await
+    }
+
+    async fn discover(&self) -> Result<Resolved, TokenError> {
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            self.issuer.trim_end_matches('/')
+        );
+        let fail = |reason: String| TokenError::Discovery {
+            url: url.clone(),
+            reason,
+        };
+        let response = self
+            .client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| fail(error_chain(&e)))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(fail(format!("status {status}")));
+        }
+        let document: Value = response
+            .json()
+            .await
+            .map_err(|_| fail("the answer is not JSON".into()))?;
+        let text = |field: &str| {
+            document
+                .get(field)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let issuer = text("issuer").ok_or_else(|| fail("no `issuer` in the document".into()))?;
+        let token_endpoint = text("token_endpoint")
+            .ok_or_else(|| fail("no `token_endpoint` in the document".into()))?
+            .parse::<Url>()
+            .map_err(|e| fail(format!("`token_endpoint` is not a URL: {e}")))?;
+        tracing::debug!(%issuer, %token_endpoint, "discovered the token endpoint");
+        Ok(Resolved {
+            issuer,
+            token_endpoint,
+        })
+    }
+
+    /// POSTs a grant (form fields) and reads the token response.
+    pub async fn request(&self, form: &[(&str, &str)]) -> Result<Token, TokenError> {
+        let url = &self.resolve().await?.token_endpoint;
+        let response = self
+            .client
+            .post(url.clone())
+            .header(http::header::ACCEPT, "application/json")
+            .form(form)
+            .send()
+            .await
+            .map_err(|e| TokenError::Transport {
+                url: url.to_string(),
+                reason: error_chain(&e),
+            })?;
+        let status = response.status();
+        let body: Option<Value> = response.json().await.ok();
+        if !status.is_success() {
+            let field = |name| body.as_ref()?.get(name)?.as_str().map(str::to_owned);
+            return Err(TokenError::Rejected {
+                url: url.to_string(),
+                status: status.as_u16(),
+                error: field("error").unwrap_or_else(|| "unexpected_response".to_owned()),
+                description: field("error_description"),
+            });
+        }
+        parse_token(body.as_ref()).map_err(|reason| TokenError::Unusable {
+            url: url.to_string(),
+            reason,
+        })
+    }
+}
+
+/// Reads `{access_token, token_type, expires_in, scope}` without ever quoting a value.
+fn parse_token(body: Option<&Value>) -> Result<Token, &'static str> {
+    let body = body.ok_or("the answer is not JSON")?;
+    let access_token = body
+        .get("access_token")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+        .ok_or("no `access_token`")?;
+    if http::HeaderValue::from_str(access_token).is_err() {
+        return Err("`access_token` holds characters a header cannot carry");
+    }
+    match body.get("token_type").and_then(Value::as_str) {
+        Some(kind) if kind.eq_ignore_ascii_case("bearer") => {}
+        _ => return Err("`token_type` is not Bearer"),
+    }
+    let expires_in = match body.get("expires_in") {
+        Some(Value::Number(n)) => n.as_u64(),
+        Some(Value::String(s)) => s.parse().ok(),
+        _ => None,
+    }
+    .filter(|&secs| secs > 0)
+    .ok_or("no positive `expires_in`: mintproxy does not guess a token's lifetime")?;
+    Ok(Token {
+        access_token: AccessToken::new(access_token),
+        lifetime: Duration::from_secs(expires_in),
+        scope: body.get("scope").and_then(Value::as_str).map(str::to_owned),
+    })
+}
+
+/// Why no token could be obtained.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The discovery document could not be fetched or read.
+    #[error("discovery at {url} failed: {reason}")]
+    Discovery {
+        /// The discovery URL.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The token endpoint could not be reached or did not answer in time.
+    #[error("token endpoint {url} unreachable: {reason}")]
+    Transport {
+        /// The token endpoint.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The token endpoint refused the grant.
+    #[error(
+        "token endpoint {url} refused the grant ({status}): {error}{}",
+        description.as_deref().map(|d| format!(": {d}")).unwrap_or_default()
+    )]
+    Rejected {
+        /// The token endpoint.
+        url: String,
+        /// HTTP status.
+        status: u16,
+        /// The provider's `error`.
+        error: String,
+        /// The provider's `error_description`.
+        description: Option<String>,
+    },
+    /// The token endpoint said 200 but gave no usable token.
+    #[error("token endpoint {url} answered without a usable token: {reason}")]
+    Unusable {
+        /// The token endpoint.
+        url: String,
+        /// What was missing.
+        reason: &'static str,
+    },
+    /// The assertion could not be signed.
+    #[error("cannot sign the assertion: {0}")]
+    Sign(#[source] jsonwebtoken::errors::Error),
+}
+
+impl TokenError {
+    /// The provider's own `error` and `error_description`, when it sent them.
+    pub fn provider_error(&self) -> Option<(&str, Option<&str>)> {
+        match self {
+            Self::Rejected {
+                error, description, ..
+            } => Some((error, description.as_deref())),
+            _ => None,
+        }
+    }
+
+    /// The likely cause, in words a user can act on.
+    pub fn diagnosis(&self) -> Option<&'static str> {
+        let (error, description) = self.provider_error()?;
+        let text = format!("{error} {}", description.unwrap_or_default()).to_ascii_lowercase();
+        let has = |words: &[&str]| words.iter().any(|w| text.contains(w));
+        if has(&["future", "too old", "to old", "not yet valid", "iat"]) {
+            Some("clock skew: this machine's clock and the issuer's disagree; sync it (NTP)")
+        } else if has(&["audience", "aud "]) {
+            Some("audience mismatch: --issuer must be the issuer exactly as its discovery document states it (mind a trailing slash)")
+        } else if has(&["key", "kid", "signature"]) {
+            Some("unknown or expired key: the key was deleted or expired in ZITADEL, or belongs to another instance; create a new key for the service user")
+        } else if has(&["expired"]) {
+            Some("expired assertion or key: check this machine's clock and the key's expiration date")
+        } else if has(&["scope"]) {
+            Some("missing or invalid scope: check --scope and --project-id")
+        } else if has(&["invalid_client", "unauthorized_client", "user"]) {
+            Some("the service user is unknown, locked or not allowed this grant")
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reads_a_token_response() {
+        let body =
+            json!({"access_token":"abc","token_type":"Bearer","expires_in":43199,"scope":"openid"});
+        let token = parse_token(Some(&body)).unwrap();
+        assert_eq!(token.access_token.expose(), "abc");
+        assert_eq!(token.lifetime, Duration::from_secs(43199));
+        assert_eq!(token.scope.as_deref(), Some("openid"));
+        let string_lifetime = json!({"access_token":"abc","token_type":"bearer","expires_in":"60"});
+        assert_eq!(
+            parse_token(Some(&string_lifetime)).unwrap().lifetime,
+            Duration::from_secs(60)
+        );
+    }
+
+    #[test]
+    fn refuses_unusable_token_responses() {
+        let cases = [
+            (
+                json!({"token_type":"Bearer","expires_in":60}),
+                "no `access_token`",
+            ),
+            (
+                json!({"access_token":"","token_type":"Bearer","expires_in":60}),
+                "no `access_token`",
+            ),
+            (
+                json!({"access_token":"a\nb","token_type":"Bearer","expires_in":60}),
+                "`access_token` holds characters a header cannot carry",
+            ),
+            (
+                json!({"access_token":"abc","token_type":"mac","expires_in":60}),
+                "`token_type` is not Bearer",
+            ),
+            (
+                json!({"access_token":"abc","token_type":"Bearer"}),
+                "no positive `expires_in`: mintproxy does not guess a token's lifetime",
+            ),
+            (
+                json!({"access_token":"abc","token_type":"Bearer","expires_in":0}),
+                "no positive `expires_in`: mintproxy does not guess a token's lifetime",
+            ),
+        ];
+        for (body, reason) in cases {
+            assert_eq!(parse_token(Some(&body)).unwrap_err(), reason, "{body}");
+        }
+        assert_eq!(parse_token(None).unwrap_err(), "the answer is not JSON");
+    }
+
+    #[test]
+    fn diagnoses_provider_errors() {
+        let rejected = |description: &str| TokenError::Rejected {
+            url: "https://issuer.example/oauth/v2/token".into(),
+            status: 400,
+            error: "invalid_grant".into(),
+            description: Some(description.into()),
+        };
+        let diagnosis = |d: &str| rejected(d).diagnosis().unwrap_or_default();
+        assert!(diagnosis("issuedAt of token is in the future").starts_with("clock skew"));
+        assert!(diagnosis("audience is not valid").starts_with("audience mismatch"));
+        assert!(diagnosis("key not found").starts_with("unknown or expired key"));
+        assert!(diagnosis("scope openid is required").starts_with("missing or invalid scope"));
+        assert_eq!(rejected("something else").diagnosis(), None);
+        assert_eq!(
+            rejected("key not found").to_string(),
+            "token endpoint https://issuer.example/oauth/v2/token refused the grant (400): invalid_grant: key not found"
+        );
+    }
+}

@@ -1,0 +1,197 @@
+//! ZITADEL service-user key files: `{"type":"serviceaccount","keyId","key","userId"}`.
+//!
+//! The file is parsed field by field from a generic JSON value, so no error message can
+//! quote the private key back (serde's "invalid type" messages would).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use jsonwebtoken::EncodingKey;
+use serde_json::{Map, Value};
+
+/// A ZITADEL service user's key, ready to sign assertions.
+#[derive(Clone)]
+pub struct ServiceAccountKey {
+    /// The key's id: the assertion's `kid`.
+    pub key_id: String,
+    /// The service user's id: the assertion's `iss` and `sub`.
+    pub user_id: String,
+    signing_key: EncodingKey,
+}
+
+impl ServiceAccountKey {
+    /// Reads and validates a key file.
+    pub fn from_file(path: &Path) -> Result<Self, KeyFileError> {
+        let fail = |problem| KeyFileError {
+            path: path.to_path_buf(),
+            problem,
+        };
+        let text = std::fs::read(path).map_err(|e| fail(KeyFileProblem::Read(e)))?;
+        Self::from_json(&text).map_err(fail)
+    }
+
+    /// Parses the key JSON itself (the contents of a key file).
+    pub fn from_json(text: &[u8]) -> Result<Self, KeyFileProblem> {
+        let value: Value = serde_json::from_slice(text).map_err(|e| KeyFileProblem::NotJson {
+            line: e.line(),
+            column: e.column(),
+        })?;
+        let Value::Object(fields) = value else {
+            return Err(KeyFileProblem::NotAnObject);
+        };
+        match string_field(&fields, "type")? {
+            "serviceaccount" => {}
+            "application" => return Err(KeyFileProblem::ApplicationKey),
+            other => {
+                return Err(KeyFileProblem::UnknownType(
+                    other.chars().take(40).collect(),
+                ))
+            }
+        }
+        let key_id = string_field(&fields, "keyId")?.to_owned();
+        let user_id = string_field(&fields, "userId")?.to_owned();
+        let pem = string_field(&fields, "key")?;
+        let signing_key = rsa_signing_key(pem.as_bytes()).ok_or(KeyFileProblem::BadKey)?;
+        Ok(Self {
+            key_id,
+            user_id,
+            signing_key,
+        })
+    }
+
+    /// The RSA private key that signs assertions.
+    pub(crate) fn signing_key(&self) -> &EncodingKey {
+        &self.signing_key
+    }
+}
+
+impl fmt::Debug for ServiceAccountKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceAccountKey")
+            .field("key_id", &self.key_id)
+            .field("user_id", &self.user_id)
+            .field("signing_key", &"[redacted]")
+            .finish()
+    }
+}
+
+/// Accepts PKCS#1 (`RSA PRIVATE KEY`, what ZITADEL writes) and PKCS#8 (`PRIVATE KEY`), and
+/// checks the key really loads, so a damaged key fails at start rather than at first mint.
+fn rsa_signing_key(pem: &[u8]) -> Option<EncodingKey> {
+    let key = EncodingKey::from_rsa_pem(pem).ok()?;
+    aws_lc_rs::rsa::KeyPair::from_der(key.as_bytes()).ok()?;
+    Some(key)
+}
+
+fn string_field<'a>(
+    fields: &'a Map<String, Value>,
+    name: &'static str,
+) -> Result<&'a str, KeyFileProblem> {
+    match fields.get(name) {
+        None | Some(Value::Null) => Err(KeyFileProblem::MissingField(name)),
+        Some(Value::String(s)) if s.trim().is_empty() => Err(KeyFileProblem::EmptyField(name)),
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(KeyFileProblem::NotAString(name)),
+    }
+}
+
+/// A key file that cannot be used, and which file it was.
+#[derive(Debug, thiserror::Error)]
+#[error("key file {}: {problem}", path.display())]
+pub struct KeyFileError {
+    /// The file that was read.
+    pub path: PathBuf,
+    /// What is wrong with it.
+    #[source]
+    pub problem: KeyFileProblem,
+}
+
+/// What is wrong with a key file. Messages name the field, never its value.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileProblem {
+    /// The file could not be read.
+    #[error("cannot read it: {0}")]
+    Read(#[source] std::io::Error),
+    /// The file is not JSON.
+    #[error("not valid JSON (line {line}, column {column})")]
+    NotJson {
+        /// Line of the syntax error.
+        line: usize,
+        /// Column of the syntax error.
+        column: usize,
+    },
+    /// The JSON is not an object.
+    #[error("expected a JSON object with type, keyId, key and userId")]
+    NotAnObject,
+    /// A required field is absent.
+    #[error("field `{0}` is missing")]
+    MissingField(&'static str),
+    /// A required field is empty.
+    #[error("field `{0}` is empty")]
+    EmptyField(&'static str),
+    /// A field holds something other than a string.
+    #[error("field `{0}` must be a string")]
+    NotAString(&'static str),
+    /// `type` is neither `serviceaccount` nor `application`.
+    #[error("field `type` is \"{0}\", expected \"serviceaccount\"")]
+    UnknownType(String),
+    /// An application key was given where a service-user key is needed.
+    #[error(
+        "field `type` is \"application\": this is an application (client) key, not a service-user key; \
+         download a key of the service user instead"
+    )]
+    ApplicationKey,
+    /// The `key` field does not hold a usable RSA private key.
+    #[error("field `key` is not an RSA private key in PEM form (PKCS#1 or PKCS#8)")]
+    BadKey,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(json: &str) -> String {
+        ServiceAccountKey::from_json(json.as_bytes())
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn names_the_field_that_is_wrong() {
+        assert_eq!(problem("{"), "not valid JSON (line 1, column 1)");
+        assert_eq!(
+            problem("[1]"),
+            "expected a JSON object with type, keyId, key and userId"
+        );
+        assert_eq!(problem(r#"{"keyId":"1"}"#), "field `type` is missing");
+        assert_eq!(
+            problem(r#"{"type":"serviceaccount","keyId":"","key":"k","userId":"u"}"#),
+            "field `keyId` is empty"
+        );
+        assert_eq!(
+            problem(r#"{"type":"serviceaccount","keyId":"1","key":"k","userId":7}"#),
+            "field `userId` must be a string"
+        );
+        assert_eq!(
+            problem(r#"{"type":"serviceaccount","keyId":"1","userId":"2"}"#),
+            "field `key` is missing"
+        );
+        assert!(
+            problem(r#"{"type":"application","keyId":"1"}"#).contains("application (client) key")
+        );
+    }
+
+    #[test]
+    fn a_bad_key_is_not_echoed() {
+        let secret =
+            "-----BEGIN RSA PRIVATE KEY-----\nTOPSECRETMATERIAL\n-----END RSA PRIVATE KEY-----\n";
+        let json =
+            serde_json::json!({"type":"serviceaccount","keyId":"1","key":secret,"userId":"2"});
+        let message = problem(&json.to_string());
+        assert_eq!(
+            message,
+            "field `key` is not an RSA private key in PEM form (PKCS#1 or PKCS#8)"
+        );
+        assert!(!message.contains("TOPSECRET"));
+    }
+}
