@@ -1,0 +1,186 @@
+//! Test harness: the stand-in issuer (which verifies assertions as ZITADEL does and counts
+//! token requests), upstreams, key files, and the proxy started on port 0.
+
+#![allow(dead_code)] // each test binary uses its own part of the harness
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::Parser;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use mintproxy::cli::{Cli, Command};
+use mintproxy::config::ServeConfig;
+use mintproxy::demo::echo::Echo;
+use mintproxy::demo::issuer::Issuer;
+use mintproxy::demo::keygen::GeneratedKey;
+use mintproxy::server::{self, ServerOptions};
+use mintproxy::token::RefreshPolicy;
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+/// An issuer with one registered service-user key, and that key as a file.
+pub struct Issued {
+    pub issuer: Arc<Issuer>,
+    pub key: GeneratedKey,
+    pub dir: TempDir,
+    pub key_file: PathBuf,
+}
+
+/// Starts the stand-in issuer and registers a fresh key, written to a key file.
+pub async fn issuer() -> Issued {
+    let issuer = Issuer::start(local_listener().await).unwrap();
+    let key = GeneratedKey::new("test-key", "test-user");
+    issuer.register_key(&key.key_id, &key.user_id, &key.public_key_der());
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("service-user.json");
+    std::fs::write(&key_file, key.key_json()).unwrap();
+    Issued {
+        issuer,
+        key,
+        dir,
+        key_file,
+    }
+}
+
+pub async fn local_listener() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").await.unwrap()
+}
+
+/// A refresh policy with short backoff, so recovery tests take milliseconds.
+pub fn fast_policy() -> RefreshPolicy {
+    RefreshPolicy {
+        backoff_base: Duration::from_millis(20),
+        backoff_cap: Duration::from_millis(200),
+        ..RefreshPolicy::default()
+    }
+}
+
+/// A running proxy; dropping it stops it.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    stop: CancellationToken,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Parses `mintproxy serve` flags as the binary would (plus `--listen 127.0.0.1:0`).
+pub fn serve_config(flags: &[&str]) -> ServeConfig {
+    let mut args = vec!["mintproxy", "serve", "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(flags);
+    match Cli::try_parse_from(args).unwrap().command {
+        Command::Serve(serve) => serve.validate().unwrap(),
+        _ => unreachable!(),
+    }
+}
+
+/// Starts the proxy for `upstream` with the issued key.
+pub async fn proxy(issued: &Issued, upstream: &str, extra: &[&str]) -> Proxy {
+    proxy_with_policy(issued, upstream, extra, fast_policy()).await
+}
+
+pub async fn proxy_with_policy(
+    issued: &Issued,
+    upstream: &str,
+    extra: &[&str],
+    policy: RefreshPolicy,
+) -> Proxy {
+    let key_file = issued.key_file.to_str().unwrap();
+    let mut flags = vec!["--upstream", upstream, "--key-file", key_file];
+    if !extra.contains(&"--issuer") {
+        flags.extend(["--issuer", issued.issuer.url()]);
+    }
+    flags.extend_from_slice(extra);
+    let config = serve_config(&flags);
+    let listener = local_listener().await;
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let proxy = mintproxy::app::build_proxy(&config, policy, stop.clone()).unwrap();
+    let shutdown = stop.clone().cancelled_owned();
+    tokio::spawn(server::serve(
+        listener,
+        proxy,
+        ServerOptions::default(),
+        shutdown,
+    ));
+    Proxy { addr, stop }
+}
+
+/// The issuer, the echo upstream (accepting the issuer's tokens) and the proxy before it.
+pub struct Stack {
+    pub issued: Issued,
+    pub echo: Arc<Echo>,
+    pub proxy: Proxy,
+}
+
+pub async fn stack() -> Stack {
+    let issued = issuer().await;
+    let echo = Echo::start(local_listener().await, issued.issuer.clone()).unwrap();
+    let proxy = proxy(&issued, echo.url(), &[]).await;
+    Stack {
+        issued,
+        echo,
+        proxy,
+    }
+}
+
+/// A plain HTTP client, as a legacy tool would be.
+pub fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// A complete response.
+pub struct Answer {
+    pub status: http::StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|_| panic!("not JSON: {:?}", self.body))
+    }
+}
+
+pub async fn send(request: Request<Full<Bytes>>) -> Answer {
+    let response: Response<_> = client().request(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+pub async fn get(addr: SocketAddr, path: &str) -> Answer {
+    send(
+        Request::get(format!("http://{addr}{path}"))
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await
+}
+
+/// Writes raw bytes and reads until the server closes: for requests a client library
+/// would refuse to send.
+pub async fn raw(addr: SocketAddr, request: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("the server answers and closes")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}

@@ -1,0 +1,230 @@
+//! The token cache seen from a caller of the proxy: single flight on a cold start,
+//! refresh ahead of expiry, stale-while-failing, and an immediate 503 when no valid token
+//! is left.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use mintproxy::demo::echo::Echo;
+use mintproxy::demo::issuer::{Behaviour, Failure};
+use support::{get, local_listener};
+
+fn behaviour(expires_in: u64, failure: Option<Failure>) -> Behaviour {
+    Behaviour {
+        expires_in,
+        failure,
+        ..Behaviour::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_concurrent_callers_on_a_cold_start_cause_one_token_request() {
+    let issued = support::issuer().await;
+    // A slow token endpoint keeps the first fetch in flight while all callers arrive.
+    issued.issuer.set_behaviour(Behaviour {
+        delay: Duration::from_millis(300),
+        ..Behaviour::default()
+    });
+    let echo = Echo::start(local_listener().await, issued.issuer.clone()).unwrap();
+    let proxy = support::proxy(&issued, echo.url(), &[]).await;
+
+    let addr = proxy.addr;
+    let calls: Vec<_> = (0..100)
+        .map(|i| tokio::spawn(async move { get(addr, &format!("/call/{i}")).await }))
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap().status, StatusCode::OK);
+    }
+    assert_eq!(issued.issuer.token_requests(), 1);
+    assert_eq!(
+        echo.seen().len(),
+        100,
+        "no request was refused and replayed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_lived_token_is_refreshed_ahead_of_expiry() {
+    let issued = support::issuer().await;
+    issued.issuer.set_behaviour(behaviour(2, None));
+    let echo = Echo::start(local_listener().await, issued.issuer.clone()).unwrap();
+    let proxy = support::proxy(&issued, echo.url(), &[]).await;
+
+    let started = Instant::now();
+    let mut sent = 0;
+    while started.elapsed() < Duration::from_millis(4500) {
+        assert_eq!(get(proxy.addr, "/tick").await.status, StatusCode::OK);
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // Refreshes near 1.6 s, 3.2 s (and maybe 4.8 s, jitter allowing).
+    let fetches = issued.issuer.token_requests();
+    assert!((3..=4).contains(&fetches), "{fetches} token requests");
+    // The echo upstream refuses expired tokens; a refused request would have been replayed
+    // and show up twice.
+    assert_eq!(
+        echo.seen().len(),
+        sent,
+        "no request ever carried an expired token"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_endpoint_down_goes_unnoticed_while_the_token_is_valid() {
+    let issued = support::issuer().await;
+    issued.issuer.set_behaviour(behaviour(3, None));
+    let echo = Echo::start(local_listener().await, issued.issuer.clone()).unwrap();
+    let proxy = support::proxy(&issued, echo.url(), &[]).await;
+    assert_eq!(get(proxy.addr, "/first").await.status, StatusCode::OK);
+
+    issued
+        .issuer
+        .set_behaviour(behaviour(3, Some(Failure::Unavailable)));
+    let outage = Instant::now();
+    // Past the refresh point (~2.4 s): refreshes fail, the old token keeps serving.
+    while outage.elapsed() < Duration::from_millis(2500) {
+        assert_eq!(get(proxy.addr, "/during").await.status, StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        issued.issuer.token_requests() >= 3,
+        "the refresher kept retrying"
+    );
+
+    // Past expiry: no valid token, so 503 at once with the provider's words.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let answer = get(proxy.addr, "/expired").await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(answer.json()["provider_error"], "temporarily_unavailable");
+
+    // The provider comes back: service returns within the capped backoff.
+    issued.issuer.set_behaviour(behaviour(3, None));
+    let back = Instant::now();
+    loop {
+        if get(proxy.addr, "/back").await.status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(3),
+            "service did not return"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_valid_token_answers_503_with_the_reason_at_once() {
+    let issued = support::issuer().await;
+    issued
+        .issuer
+        .set_behaviour(behaviour(60, Some(Failure::Unavailable)));
+    let echo = Echo::start(local_listener().await, issued.issuer.clone()).unwrap();
+    let proxy = support::proxy(&issued, echo.url(), &[]).await;
+
+    for _ in 0..5 {
+        let started = Instant::now();
+        let answer = get(proxy.addr, "/nothing").await;
+        // A bound against hanging, not a performance figure: the fetch itself is local.
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(answer.headers["content-type"], "application/json");
+        assert!(answer.headers["proxy-status"]
+            .to_str()
+            .unwrap()
+            .starts_with("mintproxy; error=proxy_internal_error"));
+        let body = answer.json();
+        assert_eq!(body["error"], "no_token");
+        assert_eq!(body["provider_error"], "temporarily_unavailable");
+        assert_eq!(body["provider_error_description"], "the issuer is down");
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("refused the grant (503)"),
+            "{body}"
+        );
+    }
+    assert!(
+        echo.seen().is_empty(),
+        "nothing reached the upstream without a token"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200_without_a_token_is_a_failure_not_a_token() {
+    let issued = support::issuer().await;
+    issued
+        .issuer
+        .set_behaviour(behaviour(60, Some(Failure::NoToken)));
+    let echo = Echo::start(local_listener().await, issued.issuer.clone()).unwrap();
+    let proxy = support::proxy(&issued, echo.url(), &[]).await;
+    let answer = get(proxy.addr, "/").await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    let detail = answer.json()["detail"].as_str().unwrap().to_owned();
+    assert!(
+        detail.contains("without a usable token: no `access_token`"),
+        "{detail}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_key_is_diagnosed() {
+    let issued = support::issuer().await;
+    issued.issuer.remove_key(&issued.key.key_id);
+    let echo = Echo::start(local_listener().await, issued.issuer.clone()).unwrap();
+    let proxy = support::proxy(&issued, echo.url(), &[]).await;
+    let body = get(proxy.addr, "/").await.json();
+    assert_eq!(body["provider_error"], "invalid_grant");
+    assert_eq!(
+        body["provider_error_description"],
+        "key not found: unknown kid"
+    );
+    assert!(
+        body["diagnosis"]
+            .as_str()
+            .unwrap()
+            .starts_with("unknown or expired key"),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issuer_with_a_trailing_slash_is_an_audience_mismatch() {
+    let issued = support::issuer().await;
+    let echo = Echo::start(local_listener().await, issued.issuer.clone()).unwrap();
+    // With the token endpoint given, no discovery corrects the issuer string, and ZITADEL
+    // compares `aud` as a string.
+    let issuer = format!("{}/", issued.issuer.url());
+    let token_endpoint = format!("{}/oauth/v2/token", issued.issuer.url());
+    let proxy = support::proxy(
+        &issued,
+        echo.url(),
+        &["--issuer", &issuer, "--token-endpoint", &token_endpoint],
+    )
+    .await;
+    let body = get(proxy.addr, "/").await.json();
+    assert_eq!(body["provider_error_description"], "audience is not valid");
+    assert!(
+        body["diagnosis"]
+            .as_str()
+            .unwrap()
+            .starts_with("audience mismatch"),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_supplies_the_exact_issuer_string() {
+    let issued = support::issuer().await;
+    let echo = Echo::start(local_listener().await, issued.issuer.clone()).unwrap();
+    // A trailing slash on --issuer is harmless with discovery: `aud` comes from the document.
+    let issuer = format!("{}/", issued.issuer.url());
+    let proxy = support::proxy(&issued, echo.url(), &["--issuer", &issuer]).await;
+    assert_eq!(get(proxy.addr, "/").await.status, StatusCode::OK);
+}
