@@ -291,3 +291,29 @@ async fn bodies_stream_both_ways() {
     let rest = body.collect().await.unwrap().to_bytes();
     assert_eq!(rest, "last");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_reaches_an_http1_upstream() {
+    let stack = stack().await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let request = Request::get(format!("http://{}/h2?x=1", stack.proxy.addr))
+        .body(Full::default())
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.status(), StatusCode::OK);
+    let seen = &stack.echo.seen()[0];
+    assert_eq!(seen.target, "/h2?x=1");
+    let bearer = seen.headers[header::AUTHORIZATION].to_str().unwrap();
+    assert!(stack
+        .issued
+        .issuer
+        .token_user(bearer.trim_start_matches("Bearer "))
+        .is_some());
+    assert_eq!(
+        seen.headers["x-forwarded-host"],
+        stack.proxy.addr.to_string().as_str()
+    );
+}
