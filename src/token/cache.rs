@@ -72,18 +72,19 @@ pub struct CachedToken {
 }
 
 impl CachedToken {
-    fn new(token: Token, requested_at: Instant, requested_at_wall: SystemTime) -> Self {
-        let mut header = HeaderValue::try_from(format!("Bearer {}", token.access_token.expose()))
-            .expect("the token endpoint client checked the token is a valid header value");
+    /// `None` when the token cannot be carried in a header.
+    fn new(token: Token, requested_at: Instant, requested_at_wall: SystemTime) -> Option<Self> {
+        let mut header =
+            HeaderValue::try_from(format!("Bearer {}", token.access_token.expose())).ok()?;
         header.set_sensitive(true);
         // Stop using a token slightly before it expires so it does not die in flight.
         let margin = (token.lifetime / 20).min(Duration::from_secs(30));
-        Self {
+        Some(Self {
             header,
             usable_until: requested_at + token.lifetime - margin,
             expires_at: requested_at_wall + token.lifetime,
             scope: token.scope,
-        }
+        })
     }
 
     /// The `Authorization` value, marked sensitive.
@@ -236,11 +237,16 @@ async fn refresh_loop(shared: Arc<Shared>, source: impl TokenSource, stop: Cance
             outcome = source.fetch() => outcome,
             () = stop.cancelled() => return,
         };
+        let outcome = outcome.and_then(|token| {
+            let lifetime = token.lifetime;
+            CachedToken::new(token, requested_at, requested_at_wall)
+                .map(|cached| (cached, lifetime))
+                .ok_or(TokenError::NotAHeader)
+        });
         let wait = match outcome {
-            Ok(token) => {
+            Ok((token, lifetime)) => {
                 failures = 0;
-                let lifetime = token.lifetime;
-                let token = Arc::new(CachedToken::new(token, requested_at, requested_at_wall));
+                let token = Arc::new(token);
                 tracing::info!(
                     credential = %shared.name,
                     expires_in_s = lifetime.as_secs(),
@@ -292,6 +298,81 @@ fn random_unit() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::AccessToken;
+    use crate::token::FetchFuture;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    /// Issues `token-1`, `token-2`, ... living 10 s, or fails when told to.
+    #[derive(Default)]
+    struct Counting {
+        fetches: AtomicUsize,
+        failing: AtomicBool,
+    }
+
+    impl TokenSource for Counting {
+        fn fetch(&self) -> FetchFuture<'_> {
+            Box::pin(async move {
+                let n = self.fetches.fetch_add(1, Ordering::SeqCst) + 1;
+                if self.failing.load(Ordering::SeqCst) {
+                    return Err(TokenError::NotAHeader);
+                }
+                Ok(Token {
+                    access_token: AccessToken::new(format!("token-{n}")),
+                    lifetime: Duration::from_secs(10),
+                    scope: None,
+                })
+            })
+        }
+    }
+
+    fn cache(source: &Arc<Counting>) -> TokenCache {
+        TokenCache::spawn(
+            "test",
+            source.clone(),
+            RefreshPolicy::default(),
+            CancellationToken::new(),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_401s_mints_once() {
+        let source = Arc::new(Counting::default());
+        let cache = cache(&source);
+        let first = cache.token().await.unwrap();
+        for _ in 0..10 {
+            cache.reject(&first);
+        }
+        let second = cache.token().await.unwrap();
+        assert_eq!(second.header(), "Bearer token-2");
+        cache.reject(&first); // already replaced: ignored
+        assert_eq!(cache.token().await.unwrap().header(), "Bearer token-2");
+        assert_eq!(source.fetches.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_token_is_never_handed_out() {
+        let source = Arc::new(Counting::default());
+        let cache = cache(&source);
+        assert_eq!(cache.token().await.unwrap().header(), "Bearer token-1");
+        source.failing.store(true, Ordering::SeqCst);
+        // Refresh attempts fail from ~8 s on; the token is usable until 9.5 s.
+        tokio::time::sleep(Duration::from_millis(9400)).await;
+        assert!(cache.valid().is_some());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(cache.valid().is_none());
+        assert!(matches!(cache.token().await, Err(NoToken::Failed(_))));
+        // Recovery: the next retry succeeds within the capped backoff.
+        source.failing.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(cache
+            .token()
+            .await
+            .unwrap()
+            .header()
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer token-"));
+    }
 
     #[test]
     fn refresh_lands_around_eighty_percent() {

@@ -224,6 +224,9 @@ pub enum TokenError {
         /// What was missing.
         reason: &'static str,
     },
+    /// A token source returned a token that cannot travel in an HTTP header.
+    #[error("the token holds characters a header cannot carry")]
+    NotAHeader,
     /// The assertion could not be signed.
     #[error("cannot sign the assertion: {0}")]
     Sign(#[source] jsonwebtoken::errors::Error),
