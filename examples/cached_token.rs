@@ -1,0 +1,45 @@
+//! Using mintproxy as a library: a self-refreshing token for a ZITADEL service user,
+//! without the proxy.
+//!
+//! ```sh
+//! cargo run --example cached_token -- sa.json https://my-instance.zitadel.cloud
+//! ```
+//!
+//! Prints when the token expires and the header length, never the token itself.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use mintproxy::app::token_http_client;
+use mintproxy::config::DEFAULT_SCOPES;
+use mintproxy::token::{Endpoint, JwtProfileSource, RefreshPolicy, ServiceAccountKey, TokenCache};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let (Some(key_file), Some(issuer)) = (args.next(), args.next()) else {
+        return Err("usage: cached_token KEY_FILE ISSUER_URL".into());
+    };
+    let key = ServiceAccountKey::from_file(Path::new(&key_file))?;
+    let endpoint = Endpoint::new(token_http_client()?, issuer, None);
+    let scopes: Vec<String> = DEFAULT_SCOPES.iter().map(|s| (*s).to_owned()).collect();
+    let source = JwtProfileSource::new(key, endpoint, &scopes);
+
+    // One background task keeps the token fresh; `token()` is a lock-free read.
+    let stop = CancellationToken::new();
+    let cache = TokenCache::spawn("example", source, RefreshPolicy::default(), stop.clone());
+    let token = cache.token().await?;
+    let remaining = token
+        .expires_at
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    println!(
+        "got a token ({} header bytes), valid for {}s, scopes {:?}",
+        token.header().len(),
+        remaining.as_secs(),
+        token.scope.as_deref().unwrap_or("(not stated)")
+    );
+    stop.cancel();
+    Ok(())
+}
