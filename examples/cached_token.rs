@@ -12,7 +12,7 @@ use std::time::SystemTime;
 
 use mintproxy::app::token_http_client;
 use mintproxy::config::DEFAULT_SCOPES;
-use mintproxy::token::{Endpoint, JwtProfileSource, RefreshPolicy, ServiceAccountKey, TokenCache};
+use mintproxy::token::{Endpoint, JwtProfileSource, KeyKind, RefreshPolicy, SigningKey, TokenCache};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
@@ -21,10 +21,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (Some(key_file), Some(issuer)) = (args.next(), args.next()) else {
         return Err("usage: cached_token KEY_FILE ISSUER_URL".into());
     };
-    let key = ServiceAccountKey::from_file(Path::new(&key_file))?;
+    // Fail early with a clear message; the source reads the file again at each mint.
+    SigningKey::from_file(Path::new(&key_file), KeyKind::ServiceAccount)?;
     let endpoint = Endpoint::new(token_http_client()?, issuer, None);
     let scopes: Vec<String> = DEFAULT_SCOPES.iter().map(|s| (*s).to_owned()).collect();
-    let source = JwtProfileSource::new(key, endpoint, &scopes);
+    let source = JwtProfileSource::new(&key_file, endpoint, &scopes);
 
     // One background task keeps the token fresh; `token()` is a lock-free read.
     let stop = CancellationToken::new();
@@ -32,7 +33,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let token = cache.token().await?;
     let remaining = token
         .expires_at
-        .duration_since(SystemTime::now())
+        .and_then(|at| at.duration_since(SystemTime::now()).ok())
         .unwrap_or_default();
     println!(
         "got a token ({} header bytes), valid for {}s, scopes {:?}",

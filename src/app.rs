@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Credential, ServeConfig};
-use crate::proxy::{self, Proxy, Route};
+use crate::config::{Config, Credential};
+use crate::proxy::{self, Proxy, Route, Router};
 use crate::server::{self, ServerOptions};
 use crate::tls;
 use crate::token::{endpoint, RefreshPolicy, Token, TokenCache, TokenError, TokenSource};
@@ -31,10 +31,7 @@ pub enum StartError {
 
 /// The HTTP client for discovery and token requests.
 pub fn token_http_client() -> Result<reqwest::Client, StartError> {
-    Ok(endpoint::http_client(tls::client_config(
-        tls::root_store(),
-        &[],
-    ))?)
+    Ok(endpoint::http_client(tls::client_config(tls::root_store(), &[]))?)
 }
 
 /// Mints one token for `credential`, without caching: what `mintproxy token` does.
@@ -54,6 +51,16 @@ pub enum MintError {
     Token(#[from] TokenError),
 }
 
+impl MintError {
+    /// The likely cause of a refusal, when one can be told.
+    pub fn diagnosis(&self) -> Option<&'static str> {
+        match self {
+            Self::Token(error) => error.diagnosis(),
+            Self::Start(_) => None,
+        }
+    }
+}
+
 /// Binds the listen address.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr)
@@ -61,32 +68,56 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
         .map_err(|source| StartError::Bind { addr, source })
 }
 
-/// Builds the proxy for `config`: starts the credential's token refresher (stopped by
+/// Builds the proxy for `config`: starts one token refresher per credential (stopped by
 /// `stop`) and the upstream client.
 pub fn build_proxy(
-    config: &ServeConfig,
+    config: &Config,
     policy: RefreshPolicy,
     stop: CancellationToken,
 ) -> Result<Proxy, StartError> {
     let roots = tls::root_store();
     let http = endpoint::http_client(tls::client_config(roots.clone(), &[]))?;
-    let tokens = TokenCache::spawn("default", config.credential.source(http), policy, stop);
-    let route = Route {
-        upstream: config.upstream.as_ref().clone(),
-        tokens,
-        headers: config.headers.clone(),
-        replay_limit: proxy::DEFAULT_REPLAY_LIMIT,
-    };
+    let caches: std::collections::BTreeMap<&str, TokenCache> = config
+        .credentials
+        .iter()
+        .map(|(name, credential)| {
+            let cache = TokenCache::spawn(
+                name.clone(),
+                credential.source(http.clone()),
+                policy.clone(),
+                stop.clone(),
+            );
+            (name.as_str(), cache)
+        })
+        .collect();
+    let routes = config
+        .routes
+        .iter()
+        .map(|route| Route {
+            name: if route.prefix.is_empty() {
+                "/".to_owned()
+            } else {
+                route.prefix.clone()
+            },
+            prefix: route.prefix.clone(),
+            strip_prefix: route.strip_prefix,
+            upstream: route.upstream.clone(),
+            tokens: caches[route.credential.as_str()].clone(),
+            headers: route.headers.clone(),
+            policy: route.policy.clone(),
+            replay_limit: proxy::DEFAULT_REPLAY_LIMIT,
+        })
+        .collect();
     Ok(Proxy::new(
-        route,
+        Router::new(routes),
         proxy::forward::client(tls::client_config(roots, &[])),
     ))
 }
 
-/// Runs the proxy on `listener` until `shutdown`, then drains and stops the refresher.
+/// Runs the proxy on `listener` until `shutdown`, then drains and stops the refreshers.
 pub async fn run_proxy(
     listener: TcpListener,
-    config: &ServeConfig,
+    config: &Config,
     options: ServerOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), StartError> {

@@ -1,4 +1,5 @@
-//! The command line: commands and flags. Every flag also reads `MINTPROXY_<FLAG>`.
+//! The command line: commands and flags. Every flag also reads `MINTPROXY_<FLAG>`; a flag
+//! wins over the environment, which wins over the config file.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,23 +19,47 @@ pub struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the proxy in front of one upstream.
+    /// Run the proxy: one upstream from flags, or the routes of a config file.
     ///
     /// Example: mintproxy serve --upstream https://my-instance.zitadel.cloud --key-file sa.json
-    Serve(ServeArgs),
+    Serve(ProxyArgs),
     /// Mint one token and print it, for scripts: export TOKEN=$(mintproxy token ...)
     Token(TokenArgs),
+    /// Validate the configuration and every key file; --online also mints each credential once.
+    ///
+    /// Example: mintproxy check --config mintproxy.toml --online
+    Check(CheckArgs),
     /// Run everything on this machine (stand-in issuer, echo upstream, proxy) and show a
     /// request going through. No ZITADEL needed.
     Demo(DemoArgs),
 }
 
-/// Which service user, at which issuer, with which scopes.
-#[derive(Debug, Clone, Args)]
+/// Which credential, at which issuer, with which scopes. Give exactly one of
+/// `--key-file`, `--client-secret-file`, `--client-key-file` or `--token-file`.
+#[derive(Debug, Clone, Default, Args)]
 pub struct CredentialArgs {
-    /// The service user's key file, as ZITADEL downloads it (JSON with keyId, key, userId).
+    /// A ZITADEL service user's key file, as the console downloads it (JSON with keyId,
+    /// key, userId), e.g. --key-file zitadel-admin-sa.json.
     #[arg(long, env = "MINTPROXY_KEY_FILE", value_name = "PATH")]
-    pub key_file: PathBuf,
+    pub key_file: Option<PathBuf>,
+
+    /// Client id for the client credentials grant, with --client-secret-file or
+    /// --client-key-file, e.g. --client-id billing-svc.
+    #[arg(long, env = "MINTPROXY_CLIENT_ID", value_name = "ID")]
+    pub client_id: Option<String>,
+
+    /// File holding the client secret (sent with HTTP Basic), e.g. --client-secret-file secret.txt.
+    #[arg(long, env = "MINTPROXY_CLIENT_SECRET_FILE", value_name = "PATH")]
+    pub client_secret_file: Option<PathBuf>,
+
+    /// A ZITADEL application key file (private_key_jwt), e.g. --client-key-file app-key.json.
+    #[arg(long, env = "MINTPROXY_CLIENT_KEY_FILE", value_name = "PATH")]
+    pub client_key_file: Option<PathBuf>,
+
+    /// File holding a ready token (e.g. a ZITADEL personal access token); re-read when it
+    /// changes, e.g. --token-file pat.txt.
+    #[arg(long, env = "MINTPROXY_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
 
     /// The issuer (your ZITADEL instance), e.g. https://my-instance.zitadel.cloud.
     /// Default for `serve`: the upstream's origin.
@@ -51,7 +76,8 @@ pub struct CredentialArgs {
     )]
     pub scopes: Vec<String>,
 
-    /// Adds the audience of your own project: urn:zitadel:iam:org:project:id:ID:aud.
+    /// Adds the audience of your own project: urn:zitadel:iam:org:project:id:ID:aud,
+    /// e.g. --project-id 263553227378802691.
     #[arg(
         long = "project-id",
         env = "MINTPROXY_PROJECT_ID",
@@ -60,26 +86,72 @@ pub struct CredentialArgs {
     )]
     pub project_ids: Vec<String>,
 
-    /// Token endpoint URL, skipping OIDC discovery, e.g. https://my-instance.zitadel.cloud/oauth/v2/token.
+    /// Token endpoint URL, skipping OIDC discovery,
+    /// e.g. --token-endpoint https://my-instance.zitadel.cloud/oauth/v2/token.
     #[arg(long, env = "MINTPROXY_TOKEN_ENDPOINT", value_name = "URL")]
     pub token_endpoint: Option<String>,
 }
 
-/// Flags of `mintproxy serve`.
-#[derive(Debug, Clone, Args)]
-pub struct ServeArgs {
-    /// Address to listen on; port 0 picks a free port and prints it.
+impl CredentialArgs {
+    /// Whether any credential flag was given.
+    pub fn any(&self) -> bool {
+        self.key_file.is_some()
+            || self.client_id.is_some()
+            || self.client_secret_file.is_some()
+            || self.client_key_file.is_some()
+            || self.token_file.is_some()
+            || self.issuer.is_some()
+            || !self.scopes.is_empty()
+            || !self.project_ids.is_empty()
+            || self.token_endpoint.is_some()
+    }
+}
+
+/// Per-route allowlists (the single route of the flags).
+#[derive(Debug, Clone, Default, Args)]
+pub struct PolicyArgs {
+    /// Only these methods are forwarded (others get 403), e.g. --allow-method GET.
     #[arg(
-        long,
-        env = "MINTPROXY_LISTEN",
-        default_value = "127.0.0.1:8080",
-        value_name = "ADDR"
+        long = "allow-method",
+        env = "MINTPROXY_ALLOW_METHOD",
+        value_name = "METHOD",
+        value_delimiter = ','
     )]
-    pub listen: SocketAddr,
+    pub allow_methods: Vec<String>,
+
+    /// Only paths under these prefixes are forwarded, e.g. --allow-path /management/v1/.
+    #[arg(
+        long = "allow-path",
+        env = "MINTPROXY_ALLOW_PATH",
+        value_name = "PREFIX",
+        value_delimiter = ','
+    )]
+    pub allow_paths: Vec<String>,
+
+    /// Paths under these prefixes are refused, e.g. --deny-path /admin/.
+    #[arg(
+        long = "deny-path",
+        env = "MINTPROXY_DENY_PATH",
+        value_name = "PREFIX",
+        value_delimiter = ','
+    )]
+    pub deny_paths: Vec<String>,
+}
+
+/// What defines the proxy: a config file, or one upstream and its credential as flags.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ProxyArgs {
+    /// TOML config file with credentials and routes (see README), e.g. --config mintproxy.toml.
+    #[arg(long, env = "MINTPROXY_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Address to listen on (default 127.0.0.1:8080); port 0 picks a free port and prints it.
+    #[arg(long, env = "MINTPROXY_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
 
     /// Where every request goes, e.g. https://my-instance.zitadel.cloud.
     #[arg(long, env = "MINTPROXY_UPSTREAM", value_name = "URL")]
-    pub upstream: String,
+    pub upstream: Option<String>,
 
     /// The credential.
     #[command(flatten)]
@@ -94,14 +166,36 @@ pub struct ServeArgs {
         value_delimiter = '\n'
     )]
     pub headers: Vec<String>,
+
+    /// Allowlists.
+    #[command(flatten)]
+    pub policy: PolicyArgs,
 }
 
 /// Flags of `mintproxy token`.
 #[derive(Debug, Clone, Args)]
 pub struct TokenArgs {
-    /// The credential (`--issuer` is required here).
+    /// The credential (`--issuer` is required here, except for --token-file).
     #[command(flatten)]
     pub credential: CredentialArgs,
+
+    /// Take the credential from this config file instead, e.g. --config mintproxy.toml --credential zitadel.
+    #[arg(
+        long,
+        env = "MINTPROXY_CONFIG",
+        value_name = "FILE",
+        requires = "credential_name"
+    )]
+    pub config: Option<PathBuf>,
+
+    /// The credential's name in the config file.
+    #[arg(
+        long = "credential",
+        env = "MINTPROXY_CREDENTIAL",
+        value_name = "NAME",
+        requires = "config"
+    )]
+    pub credential_name: Option<String>,
 
     /// raw: the token alone; header: "Authorization: Bearer ..."; json: token, type, expiry, scopes.
     #[arg(long, env = "MINTPROXY_FORMAT", value_enum, default_value_t = TokenFormat::Raw)]
@@ -117,6 +211,18 @@ pub enum TokenFormat {
     Header,
     /// A JSON object with access_token, token_type, expires_in and scope.
     Json,
+}
+
+/// Flags of `mintproxy check`.
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// The configuration to check.
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
+
+    /// Also mint one token per credential and show its expiry and scopes (never the token).
+    #[arg(long, env = "MINTPROXY_ONLINE")]
+    pub online: bool,
 }
 
 /// Flags of `mintproxy demo`.

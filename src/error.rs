@@ -18,6 +18,12 @@ pub enum ProxyError {
     /// The upstream could not be reached, or broke off.
     #[error("upstream unreachable: {0}")]
     UpstreamUnreachable(String),
+    /// No route serves the path.
+    #[error("no route for path {0}")]
+    NoRoute(String),
+    /// The route's allowlists refuse the request.
+    #[error("refused by policy: {0}")]
+    Forbidden(#[from] crate::proxy::policy::Refusal),
     /// The client's request body broke off or was not what it announced.
     #[error("cannot read the request body: {0}")]
     ClientBody(String),
@@ -29,6 +35,7 @@ pub enum ProxyError {
 /// gRPC status codes used here (grpc/doc/statuscodes.md).
 mod grpc {
     pub const INVALID_ARGUMENT: u8 = 3;
+    pub const PERMISSION_DENIED: u8 = 7;
     pub const UNIMPLEMENTED: u8 = 12;
     pub const UNAVAILABLE: u8 = 14;
     pub const UNAUTHENTICATED: u8 = 16;
@@ -49,6 +56,18 @@ impl ProxyError {
                 "upstream_unreachable",
                 "destination_unavailable",
                 grpc::UNAVAILABLE,
+            ),
+            Self::NoRoute(_) => (
+                StatusCode::NOT_FOUND,
+                "no_route",
+                "destination_not_found",
+                grpc::UNIMPLEMENTED,
+            ),
+            Self::Forbidden(_) => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "http_request_denied",
+                grpc::PERMISSION_DENIED,
             ),
             Self::ClientBody(_) => (
                 StatusCode::BAD_REQUEST,
@@ -89,15 +108,10 @@ impl ProxyError {
     pub fn to_response(&self, grpc: bool) -> Response<ProxyBody> {
         let (status, code, proxy_status, grpc_status) = self.classify();
         let detail = self.to_string();
-        let mut response = Response::new(Either::Right(Full::new(Bytes::from(
-            self.body(code).to_string(),
-        ))));
+        let mut response = Response::new(Either::Right(Full::new(Bytes::from(self.body(code).to_string()))));
         *response.status_mut() = status;
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let proxy_status = format!(
             "mintproxy; error={proxy_status}; details=\"{}\"",
             sf_string(&detail)

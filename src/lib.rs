@@ -9,10 +9,12 @@
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod layer;
 pub mod proxy;
 pub mod secret;
 pub mod server;

@@ -9,25 +9,23 @@ use std::process::ExitCode;
 use clap::Parser;
 use mintproxy::cli::{Cli, Command, TokenFormat};
 use mintproxy::server::{shutdown_signal, ServerOptions};
-use mintproxy::{app, demo};
+use mintproxy::{app, check, config, demo};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
-        Command::Token(_) | Command::Demo(_) => "warn",
+        Command::Token(_) | Command::Demo(_) | Command::Check(_) => "warn",
         Command::Serve(_) => "info",
     };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
-        )
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     match run(cli.command).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("mintproxy: {error}");
             ExitCode::FAILURE
@@ -35,26 +33,20 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
+async fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
     match command {
         Command::Serve(args) => {
-            let config = args.validate()?;
+            let config = args.load()?;
             let listener = app::bind(config.listen).await?;
             let addr = listener.local_addr()?;
-            println!(
-                "mintproxy listening on http://{addr}, forwarding to {}",
-                args.upstream
-            );
-            app::run_proxy(
-                listener,
-                &config,
-                ServerOptions::default(),
-                shutdown_signal(),
-            )
-            .await?;
+            println!("mintproxy listening on http://{addr}");
+            app::run_proxy(listener, &config, ServerOptions::default(), shutdown_signal()).await?;
         }
         Command::Token(args) => {
-            let credential = args.credential.validate(None)?;
+            let credential = match (&args.config, &args.credential_name) {
+                (Some(file), Some(name)) => config::credential_from_file(file, name)?,
+                _ => config::validate_credential_flags(&args.credential.to_raw())?,
+            };
             let token = app::mint_once(&credential).await?;
             let secret = token.access_token.expose();
             match args.format {
@@ -65,13 +57,21 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                     serde_json::json!({
                         "access_token": secret,
                         "token_type": "Bearer",
-                        "expires_in": token.lifetime.as_secs(),
+                        "expires_in": token.lifetime.map(|l| l.as_secs()),
                         "scope": token.scope,
                     })
                 ),
             }
         }
+        Command::Check(args) => {
+            let config = args.proxy.load()?;
+            let (report, ok) = check::check(&config, args.online).await;
+            print!("{report}");
+            if !ok {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         Command::Demo(args) => demo::run(args).await?,
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

@@ -36,6 +36,10 @@ secret_string!(
     AccessToken
 );
 secret_string!(
+    /// A client secret, or the contents of a token file before it is used as a token.
+    Secret
+);
+secret_string!(
     /// A signed JWT assertion (RFC 7523): whoever holds it can mint a token until it expires.
     Assertion
 );

@@ -151,10 +151,7 @@ async fn token_prints_one_accepted_token() {
     let lines: Vec<&str> = run.stdout.lines().collect();
     assert_eq!(lines.len(), 1, "exactly one line; {run:#?}");
     assert!(run.stdout.ends_with('\n'));
-    assert_eq!(
-        issued.issuer.token_user(lines[0]).as_deref(),
-        Some("test-user")
-    );
+    assert_eq!(issued.issuer.token_user(lines[0]).as_deref(), Some("test-user"));
     assert_eq!(issued.issuer.token_requests(), 1);
     assert_hides(&run.stderr, &issued.issuer.secrets_seen(), "a secret");
 }
@@ -163,12 +160,7 @@ async fn token_prints_one_accepted_token() {
 #[tokio::test(flavor = "multi_thread")]
 async fn token_format_header() {
     let issued = support::issuer().await;
-    let run = token(
-        &issued.key_file,
-        issued.issuer.url(),
-        &["--format", "header"],
-    )
-    .await;
+    let run = token(&issued.key_file, issued.issuer.url(), &["--format", "header"]).await;
     assert_success(&run, "token --format header");
     let line = run
         .stdout
@@ -178,10 +170,7 @@ async fn token_format_header() {
     let token = line
         .strip_prefix("Authorization: Bearer ")
         .unwrap_or_else(|| panic!("not a header line: {run:#?}"));
-    assert_eq!(
-        issued.issuer.token_user(token).as_deref(),
-        Some("test-user")
-    );
+    assert_eq!(issued.issuer.token_user(token).as_deref(), Some("test-user"));
     assert_eq!(issued.issuer.token_requests(), 1);
 }
 
@@ -195,10 +184,7 @@ async fn token_format_json() {
     let json: serde_json::Value =
         serde_json::from_str(&run.stdout).unwrap_or_else(|_| panic!("not JSON: {run:#?}"));
     let token = json["access_token"].as_str().expect("access_token");
-    assert_eq!(
-        issued.issuer.token_user(token).as_deref(),
-        Some("test-user")
-    );
+    assert_eq!(issued.issuer.token_user(token).as_deref(), Some("test-user"));
     assert_eq!(json["token_type"], "Bearer");
     assert_eq!(json["expires_in"], DEFAULT_EXPIRES_IN);
     let scope = json["scope"].as_str().expect("scope");
@@ -280,8 +266,7 @@ fn bad_key_files(key: &GeneratedKey) -> Vec<BadKeyFile> {
         Some(json.to_string())
     };
     let garbage = random_base64(300);
-    let garbage_pem =
-        format!("-----BEGIN RSA PRIVATE KEY-----\n{garbage}\n-----END RSA PRIVATE KEY-----\n");
+    let garbage_pem = format!("-----BEGIN RSA PRIVATE KEY-----\n{garbage}\n-----END RSA PRIVATE KEY-----\n");
     let case = |name, contents, problem, secrets: &[String]| BadKeyFile {
         name,
         contents,
@@ -300,7 +285,7 @@ fn bad_key_files(key: &GeneratedKey) -> Vec<BadKeyFile> {
         case(
             "json-array",
             Some(format!("[{}]", key.key_json())),
-            "expected a JSON object with type, keyId, key and userId",
+            "expected a JSON object with type, keyId, key and userId (or clientId)",
             &key_lines,
         ),
         case(
@@ -342,7 +327,7 @@ fn bad_key_files(key: &GeneratedKey) -> Vec<BadKeyFile> {
         case(
             "application-key",
             with("type", "application".into()),
-            "field `type` is \"application\": this is an application (client) key",
+            "field `type` is \"application\": an application's key: use it as a client key (--client-key-file, client_key_file)",
             &key_lines,
         ),
         case(
@@ -373,7 +358,11 @@ async fn token_rejects_each_kind_of_bad_key_file() {
         }
         let run = token(&path, issued.issuer.url(), &[]).await;
         assert_clean_failure(&run, case.name);
-        let expected = format!("mintproxy: key file {}: {}", path.display(), case.problem);
+        let expected = format!(
+            "mintproxy: --key-file: key file {}: {}",
+            path.display(),
+            case.problem
+        );
         assert!(
             run.stderr.starts_with(&expected),
             "{}: expected stderr to start with {expected:?}; {run:#?}",
@@ -454,8 +443,7 @@ async fn serve(args: &[&str], env: &[(&str, &str)]) -> Served {
         .unwrap();
     let addr = first_line
         .strip_prefix("mintproxy listening on http://")
-        .and_then(|rest| rest.split_once(", forwarding to "))
-        .and_then(|(addr, _)| addr.parse().ok())
+        .and_then(|rest| rest.trim_end().parse().ok())
         .unwrap_or_else(|| panic!("unexpected first line {first_line:?}"));
     Served {
         child,
@@ -471,11 +459,7 @@ impl Served {
     /// (stdout, then stderr).
     async fn terminate(mut self) -> (ExitStatus, String) {
         let pid = self.child.id().expect("still running").to_string();
-        let killed = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .await
-            .unwrap();
+        let killed = Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
         assert!(killed.success(), "kill -TERM {pid}");
         let status = tokio::time::timeout(RUN_TIMEOUT, self.child.wait())
             .await
@@ -537,11 +521,7 @@ async fn serve_logs_no_secret_at_trace_level() {
     let secrets = issued.issuer.secrets_seen();
     assert!(secrets.len() >= 2, "an assertion and a token were seen");
     assert_hides(&logs, &secrets, "a token or assertion");
-    assert_hides(
-        &logs,
-        &pem_body_lines(&issued.key.pkcs1_pem()),
-        "the private key",
-    );
+    assert_hides(&logs, &pem_body_lines(&issued.key.pkcs1_pem()), "the private key");
     assert!(
         !logs.contains("client-secret-xyz"),
         "the client's credential leaked"
@@ -594,9 +574,7 @@ async fn demo_once_succeeds_and_shows_no_token() {
 /// could pass vacuously.
 #[test]
 fn raw_bearer_detector_detects() {
-    assert!(has_raw_bearer(
-        "authorization: Bearer abcdefghijABCDEFGHIJ_-12"
-    ));
+    assert!(has_raw_bearer("authorization: Bearer abcdefghijABCDEFGHIJ_-12"));
     assert!(!has_raw_bearer("authorization: Bearer [redacted]"));
     assert!(!has_raw_bearer("Bearer short-one"));
 }

@@ -14,10 +14,7 @@ use support::{get, local_listener, raw, send, stack};
 async fn an_upstream_401_mints_a_new_token_and_replays_once() {
     let stack = stack().await;
     let issuer = &stack.issued.issuer;
-    assert_eq!(
-        get(stack.proxy.addr, "/before").await.status,
-        StatusCode::OK
-    );
+    assert_eq!(get(stack.proxy.addr, "/before").await.status, StatusCode::OK);
     assert_eq!(issuer.token_requests(), 1);
 
     // The upstream stops accepting the cached token (revoked, say).
@@ -110,23 +107,14 @@ async fn hop_by_hop_headers_go_and_the_bearer_stays() {
     assert_eq!(headers["accept"], "application/json");
     assert_eq!(headers["x-forwarded-for"], "10.1.2.3, 127.0.0.1");
     assert_eq!(headers["x-forwarded-proto"], "http");
-    assert_eq!(
-        headers["x-forwarded-host"],
-        format!("localhost:{port}").as_str()
-    );
+    assert_eq!(headers["x-forwarded-host"], format!("localhost:{port}").as_str());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extra_headers_are_added() {
     let issued = support::issuer().await;
-    let echo =
-        mintproxy::demo::echo::Echo::start(local_listener().await, issued.issuer.clone()).unwrap();
-    let proxy = support::proxy(
-        &issued,
-        echo.url(),
-        &["--header", "x-zitadel-orgid: 123456"],
-    )
-    .await;
+    let echo = mintproxy::demo::echo::Echo::start(local_listener().await, issued.issuer.clone()).unwrap();
+    let proxy = support::proxy(&issued, echo.url(), &["--header", "x-zitadel-orgid: 123456"]).await;
     let client_says_other_org = Request::get(format!("http://{}/", proxy.addr))
         .header("x-zitadel-orgid", "999")
         .body(Full::default())
@@ -162,10 +150,7 @@ async fn connect_is_refused() {
     )
     .await;
     assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
-    assert!(
-        answer.contains("\"error\":\"method_not_allowed\""),
-        "{answer}"
-    );
+    assert!(answer.contains("\"error\":\"method_not_allowed\""), "{answer}");
     assert!(stack.echo.seen().is_empty());
 }
 
@@ -238,15 +223,8 @@ async fn bodies_stream_both_ways() {
     spawn_server(listener, move |request: Request<hyper::body::Incoming>| {
         let mut release = release_rx.clone();
         async move {
-            let uploaded = request
-                .into_body()
-                .collect()
-                .await
-                .unwrap()
-                .to_bytes()
-                .len();
-            let (mut sender, body) =
-                http_body_util::channel::Channel::<Bytes, hyper::Error>::new(1);
+            let uploaded = request.into_body().collect().await.unwrap().to_bytes().len();
+            let (mut sender, body) = http_body_util::channel::Channel::<Bytes, hyper::Error>::new(1);
             tokio::spawn(async move {
                 sender
                     .send_data(Bytes::from(format!("uploaded={uploaded};")))
@@ -261,21 +239,17 @@ async fn bodies_stream_both_ways() {
     let proxy = support::proxy(&issued, &upstream, &[]).await;
 
     // A chunked upload of 8 MiB, produced while it is sent.
-    let (mut upload, body) =
-        http_body_util::channel::Channel::<Bytes, std::convert::Infallible>::new(4);
+    let (mut upload, body) = http_body_util::channel::Channel::<Bytes, std::convert::Infallible>::new(4);
     tokio::spawn(async move {
         for _ in 0..128 {
-            upload
-                .send_data(Bytes::from(vec![7u8; 64 * 1024]))
-                .await
-                .unwrap();
+            upload.send_data(Bytes::from(vec![7u8; 64 * 1024])).await.unwrap();
         }
     });
     let request = Request::post(format!("http://{}/stream", proxy.addr))
         .body(body)
         .unwrap();
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http();
+    let client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
     let response = client.request(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let mut body = response.into_body();

@@ -38,11 +38,7 @@ async fn hundred_concurrent_callers_on_a_cold_start_cause_one_token_request() {
         assert_eq!(call.await.unwrap().status, StatusCode::OK);
     }
     assert_eq!(issued.issuer.token_requests(), 1);
-    assert_eq!(
-        echo.seen().len(),
-        100,
-        "no request was refused and replayed"
-    );
+    assert_eq!(echo.seen().len(), 100, "no request was refused and replayed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,10 +84,7 @@ async fn token_endpoint_down_goes_unnoticed_while_the_token_is_valid() {
         assert_eq!(get(proxy.addr, "/during").await.status, StatusCode::OK);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(
-        issued.issuer.token_requests() >= 3,
-        "the refresher kept retrying"
-    );
+    assert!(issued.issuer.token_requests() >= 3, "the refresher kept retrying");
 
     // Past expiry: no valid token, so 503 at once with the provider's words.
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -106,10 +99,7 @@ async fn token_endpoint_down_goes_unnoticed_while_the_token_is_valid() {
         if get(proxy.addr, "/back").await.status == StatusCode::OK {
             break;
         }
-        assert!(
-            back.elapsed() < Duration::from_secs(3),
-            "service did not return"
-        );
+        assert!(back.elapsed() < Duration::from_secs(3), "service did not return");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -159,9 +149,7 @@ async fn no_valid_token_answers_503_with_the_reason_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_200_without_a_token_is_a_failure_not_a_token() {
     let issued = support::issuer().await;
-    issued
-        .issuer
-        .set_behaviour(behaviour(60, Some(Failure::NoToken)));
+    issued.issuer.set_behaviour(behaviour(60, Some(Failure::NoToken)));
     let echo = Echo::start(local_listener().await, issued.issuer.clone()).unwrap();
     let proxy = support::proxy(&issued, echo.url(), &[]).await;
     let answer = get(proxy.addr, "/").await;
@@ -181,10 +169,7 @@ async fn an_unknown_key_is_diagnosed() {
     let proxy = support::proxy(&issued, echo.url(), &[]).await;
     let body = get(proxy.addr, "/").await.json();
     assert_eq!(body["provider_error"], "invalid_grant");
-    assert_eq!(
-        body["provider_error_description"],
-        "key not found: unknown kid"
-    );
+    assert_eq!(body["provider_error_description"], "key not found: unknown kid");
     assert!(
         body["diagnosis"]
             .as_str()

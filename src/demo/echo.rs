@@ -64,17 +64,11 @@ impl Echo {
         let (parts, body) = request.into_parts();
         let body_len = match body.collect().await {
             Ok(body) => body.to_bytes().len(),
-            Err(_) => {
-                return json_response(StatusCode::BAD_REQUEST, &json!({"error": "body broke off"}))
-            }
+            Err(_) => return json_response(StatusCode::BAD_REQUEST, &json!({"error": "body broke off"})),
         };
         let seen = Seen {
             method: parts.method.clone(),
-            target: parts
-                .uri
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_owned(),
+            target: parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
             headers: parts.headers.clone(),
             body_len,
         };

@@ -3,6 +3,10 @@
 //! key's user, `aud` = the issuer string exactly, `iat` at most 1 s in the future and at
 //! most 1 h old, `exp` in the future, and `openid` among the scopes.
 //!
+//! It also serves the client credentials grant, the client authenticated by HTTP Basic
+//! (RFC 6749 §2.3.1, form-encoded id and secret) or by a `private_key_jwt` assertion signed
+//! with a registered application key (same checks, `iss` = `sub` = the client id).
+//!
 //! It issues opaque tokens, counts token requests, and can be told to fail, so the demo
 //! and the tests run the real flow without a ZITADEL.
 
@@ -23,7 +27,9 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 use super::{json_response, spawn_server};
+use crate::token::client_credentials::CLIENT_ASSERTION_TYPE;
 use crate::token::jwt_profile::JWT_BEARER_GRANT;
+use crate::token::KeyKind;
 
 /// The token endpoint's path, as ZITADEL has it.
 pub const TOKEN_PATH: &str = "/oauth/v2/token";
@@ -59,12 +65,13 @@ pub enum Failure {
 }
 
 struct RegisteredKey {
-    user_id: String,
+    subject: String,
+    kind: KeyKind,
     public_key: DecodingKey,
 }
 
 struct Issued {
-    user_id: String,
+    subject: String,
     expires: Instant,
 }
 
@@ -72,6 +79,7 @@ struct Issued {
 pub struct Issuer {
     url: String,
     keys: Mutex<HashMap<String, RegisteredKey>>,
+    client_secrets: Mutex<HashMap<String, String>>,
     issued: Mutex<HashMap<String, Issued>>,
     assertions: Mutex<Vec<String>>,
     token_requests: AtomicUsize,
@@ -98,9 +106,7 @@ struct AssertionClaims {
 type Refusal = (StatusCode, &'static str, String);
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Issuer {
@@ -109,6 +115,7 @@ impl Issuer {
         let issuer = Arc::new(Self {
             url: format!("http://{}", listener.local_addr()?),
             keys: Mutex::default(),
+            client_secrets: Mutex::default(),
             issued: Mutex::default(),
             assertions: Mutex::default(),
             token_requests: AtomicUsize::new(0),
@@ -129,11 +136,26 @@ impl Issuer {
 
     /// Registers a service user's public key (PKCS#1 DER) under `key_id`.
     pub fn register_key(&self, key_id: &str, user_id: &str, public_key_der: &[u8]) {
+        self.add_key(key_id, user_id, KeyKind::ServiceAccount, public_key_der);
+    }
+
+    /// Registers an application's public key for `private_key_jwt` client authentication.
+    pub fn register_application_key(&self, key_id: &str, client_id: &str, public_key_der: &[u8]) {
+        self.add_key(key_id, client_id, KeyKind::Application, public_key_der);
+    }
+
+    fn add_key(&self, key_id: &str, subject: &str, kind: KeyKind, public_key_der: &[u8]) {
         let key = RegisteredKey {
-            user_id: user_id.to_owned(),
+            subject: subject.to_owned(),
+            kind,
             public_key: DecodingKey::from_rsa_der(public_key_der),
         };
         lock(&self.keys).insert(key_id.to_owned(), key);
+    }
+
+    /// Registers a client that authenticates with a secret.
+    pub fn register_client_secret(&self, client_id: &str, secret: &str) {
+        lock(&self.client_secrets).insert(client_id.to_owned(), secret.to_owned());
     }
 
     /// Deletes a key, as deleting it in ZITADEL's console would.
@@ -151,13 +173,13 @@ impl Issuer {
         *lock(&self.behaviour) = behaviour;
     }
 
-    /// The user a token was issued to, if it is one of ours and still valid.
+    /// The user (or client) a token was issued to, if it is one of ours and still valid.
     pub fn token_user(&self, token: &str) -> Option<String> {
         let issued = lock(&self.issued);
         issued
             .get(token)
             .filter(|t| Instant::now() < t.expires)
-            .map(|t| t.user_id.clone())
+            .map(|t| t.subject.clone())
     }
 
     /// Revokes every token issued so far (a resource server will then answer 401).
@@ -179,7 +201,7 @@ impl Issuer {
                 &json!({
                     "issuer": self.url,
                     "token_endpoint": format!("{}{TOKEN_PATH}", self.url),
-                    "grant_types_supported": [JWT_BEARER_GRANT],
+                    "grant_types_supported": [JWT_BEARER_GRANT, "client_credentials"],
                 }),
             ),
             (&Method::POST, TOKEN_PATH) => self.token(request).await,
@@ -189,16 +211,17 @@ impl Issuer {
 
     async fn token(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
         self.token_requests.fetch_add(1, Ordering::SeqCst);
+        let basic = request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Basic "))
+            .map(str::to_owned);
         let behaviour = lock(&self.behaviour).clone();
         tokio::time::sleep(behaviour.delay).await;
         let body = match request.into_body().collect().await {
             Ok(body) => body.to_bytes(),
-            Err(_) => {
-                return json_response(
-                    StatusCode::BAD_REQUEST,
-                    &json!({"error": "invalid_request"}),
-                )
-            }
+            Err(_) => return json_response(StatusCode::BAD_REQUEST, &json!({"error": "invalid_request"})),
         };
         match behaviour.failure {
             Some(Failure::Unavailable) => {
@@ -207,18 +230,15 @@ impl Issuer {
                     &json!({"error": "temporarily_unavailable", "error_description": "the issuer is down"}),
                 )
             }
-            Some(Failure::NoToken) => {
-                return json_response(StatusCode::OK, &json!({"token_type": "Bearer"}))
-            }
+            Some(Failure::NoToken) => return json_response(StatusCode::OK, &json!({"token_type": "Bearer"})),
             None => {}
         }
-        let form: HashMap<String, String> =
-            url::form_urlencoded::parse(&body).into_owned().collect();
-        match self.grant(&form) {
-            Ok(user_id) => {
+        let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+        match self.grant(&form, basic.as_deref()) {
+            Ok(subject) => {
                 let token = random_token();
                 let expires = Instant::now() + Duration::from_secs(behaviour.expires_in);
-                lock(&self.issued).insert(token.clone(), Issued { user_id, expires });
+                lock(&self.issued).insert(token.clone(), Issued { subject, expires });
                 json_response(
                     StatusCode::OK,
                     &json!({
@@ -229,85 +249,136 @@ impl Issuer {
                     }),
                 )
             }
-            Err((status, error, description)) => json_response(
-                status,
-                &json!({"error": error, "error_description": description}),
-            ),
+            Err((status, error, description)) => {
+                json_response(status, &json!({"error": error, "error_description": description}))
+            }
         }
     }
 
-    /// Checks a jwt-bearer grant; returns the user it authenticates.
-    fn grant(&self, form: &HashMap<String, String>) -> Result<String, Refusal> {
-        let invalid = |description: &str| {
-            (
-                StatusCode::BAD_REQUEST,
-                "invalid_grant",
-                description.to_owned(),
-            )
-        };
-        if form.get("grant_type").map(String::as_str) != Some(JWT_BEARER_GRANT) {
-            return Err((
+    /// Checks a grant; returns the user or client it authenticates.
+    fn grant(&self, form: &HashMap<String, String>, basic: Option<&str>) -> Result<String, Refusal> {
+        let field = |name: &str| form.get(name).map(String::as_str);
+        let scopes = field("scope").unwrap_or_default();
+        match field("grant_type") {
+            Some(JWT_BEARER_GRANT) => {
+                require_openid(scopes)?;
+                let assertion = field("assertion").ok_or_else(|| invalid_grant("assertion missing"))?;
+                self.verify_assertion(assertion, KeyKind::ServiceAccount)
+            }
+            Some("client_credentials") => {
+                let client = self.authenticate_client(form, basic)?;
+                require_openid(scopes)?;
+                Ok(client)
+            }
+            _ => Err((
                 StatusCode::BAD_REQUEST,
                 "unsupported_grant_type",
-                "only the jwt-bearer grant is supported".into(),
-            ));
+                "only the jwt-bearer and client_credentials grants are supported".into(),
+            )),
         }
-        let scopes = form.get("scope").map(String::as_str).unwrap_or_default();
-        if !scopes.split(' ').any(|s| s == "openid") {
-            return Err((
-                StatusCode::BAD_REQUEST,
-                "invalid_scope",
-                "scope openid is required".into(),
-            ));
+    }
+
+    /// Client authentication: HTTP Basic with a registered secret, or `private_key_jwt`.
+    fn authenticate_client(
+        &self,
+        form: &HashMap<String, String>,
+        basic: Option<&str>,
+    ) -> Result<String, Refusal> {
+        let invalid_client =
+            |description: &str| (StatusCode::UNAUTHORIZED, "invalid_client", description.to_owned());
+        if let Some(basic) = basic {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(basic)
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .ok_or_else(|| invalid_client("malformed Basic credentials"))?;
+            let (id, secret) = decoded
+                .split_once(':')
+                .ok_or_else(|| invalid_client("malformed Basic credentials"))?;
+            let decode = |s: &str| {
+                url::form_urlencoded::parse(format!("x={s}").as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())
+            };
+            let (id, secret) = (decode(id).unwrap_or_default(), decode(secret).unwrap_or_default());
+            return match lock(&self.client_secrets).get(&id) {
+                Some(known) if *known == secret => Ok(id),
+                _ => Err(invalid_client("client authentication failed")),
+            };
         }
-        let assertion = form
-            .get("assertion")
-            .ok_or_else(|| invalid("assertion missing"))?;
-        lock(&self.assertions).push(assertion.clone());
-        let header = jsonwebtoken::decode_header(assertion)
-            .map_err(|_| invalid("assertion is not a JWT"))?;
+        if form.get("client_assertion_type").map(String::as_str) == Some(CLIENT_ASSERTION_TYPE) {
+            let assertion = form
+                .get("client_assertion")
+                .ok_or_else(|| invalid_client("client_assertion missing"))?;
+            let client = self.verify_assertion(assertion, KeyKind::Application)?;
+            if form.get("client_id").is_some_and(|id| *id != client) {
+                return Err(invalid_client("client_id does not match the assertion"));
+            }
+            return Ok(client);
+        }
+        Err(invalid_client("no client authentication"))
+    }
+
+    /// Verifies an RFC 7523 assertion signed by a registered key of `kind`; returns its
+    /// subject.
+    fn verify_assertion(&self, assertion: &str, kind: KeyKind) -> Result<String, Refusal> {
+        lock(&self.assertions).push(assertion.to_owned());
+        let header =
+            jsonwebtoken::decode_header(assertion).map_err(|_| invalid_grant("assertion is not a JWT"))?;
         if header.alg != Algorithm::RS256 {
-            return Err(invalid("assertion must be signed with RS256"));
+            return Err(invalid_grant("assertion must be signed with RS256"));
         }
-        let kid = header.kid.ok_or_else(|| invalid("assertion has no kid"))?;
+        let kid = header.kid.ok_or_else(|| invalid_grant("assertion has no kid"))?;
         let keys = lock(&self.keys);
         let key = keys
             .get(&kid)
-            .ok_or_else(|| invalid("key not found: unknown kid"))?;
+            .filter(|key| key.kind == kind)
+            .ok_or_else(|| invalid_grant("key not found: unknown kid"))?;
 
         let mut validation = Validation::new(Algorithm::RS256);
         validation.leeway = 0;
         validation.set_audience(&[&self.url]);
         validation.set_required_spec_claims(&["exp", "iat", "iss", "sub", "aud"]);
-        let claims =
-            jsonwebtoken::decode::<AssertionClaims>(assertion, &key.public_key, &validation)
-                .map_err(|e| match e.kind() {
-                    jsonwebtoken::errors::ErrorKind::InvalidAudience => {
-                        invalid("audience is not valid")
-                    }
-                    jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
-                        invalid("assertion has expired")
-                    }
-                    jsonwebtoken::errors::ErrorKind::InvalidSignature => {
-                        invalid("signature invalid for key")
-                    }
-                    _ => invalid("assertion is invalid"),
-                })?
-                .claims;
-        if claims.iss != key.user_id || claims.sub != key.user_id {
-            return Err(invalid("iss and sub must be the key's user id"));
+        let claims = jsonwebtoken::decode::<AssertionClaims>(assertion, &key.public_key, &validation)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::InvalidAudience => invalid_grant("audience is not valid"),
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => invalid_grant("assertion has expired"),
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => {
+                    invalid_grant("signature invalid for key")
+                }
+                _ => invalid_grant("assertion is invalid"),
+            })?
+            .claims;
+        if claims.iss != key.subject || claims.sub != key.subject {
+            return Err(invalid_grant("iss and sub must be the key's user or client id"));
         }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
         if claims.iat > now + 1 {
-            return Err(invalid("issuedAt of token is in the future"));
+            return Err(invalid_grant("issuedAt of token is in the future"));
         }
         if claims.iat + 3600 < now {
-            return Err(invalid("issuedAt of token is too old"));
+            return Err(invalid_grant("issuedAt of token is too old"));
         }
-        Ok(key.user_id.clone())
+        Ok(key.subject.clone())
+    }
+}
+
+fn invalid_grant(description: &str) -> Refusal {
+    (StatusCode::BAD_REQUEST, "invalid_grant", description.to_owned())
+}
+
+fn require_openid(scopes: &str) -> Result<(), Refusal> {
+    if scopes.split(' ').any(|s| s == "openid") {
+        Ok(())
+    } else {
+        Err((
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            "scope openid is required".into(),
+        ))
     }
 }
 

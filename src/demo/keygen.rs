@@ -9,8 +9,8 @@ use jsonwebtoken::EncodingKey;
 pub struct GeneratedKey {
     /// The key id (`kid`).
     pub key_id: String,
-    /// The service user's id.
-    pub user_id: String,
+    /// The service user's id (or the application's client id).
+    pub subject: String,
     pair: KeyPair,
 }
 
@@ -18,17 +18,17 @@ impl std::fmt::Debug for GeneratedKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GeneratedKey")
             .field("key_id", &self.key_id)
-            .field("user_id", &self.user_id)
+            .field("subject", &self.subject)
             .finish_non_exhaustive()
     }
 }
 
 impl GeneratedKey {
-    /// Generates a 2048-bit RSA key for `user_id`.
-    pub fn new(key_id: impl Into<String>, user_id: impl Into<String>) -> Self {
+    /// Generates a 2048-bit RSA key for `subject` (a user id or client id).
+    pub fn new(key_id: impl Into<String>, subject: impl Into<String>) -> Self {
         Self {
             key_id: key_id.into(),
-            user_id: user_id.into(),
+            subject: subject.into(),
             pair: KeyPair::generate(KeySize::Rsa2048)
                 .expect("RSA key generation needs only system randomness"),
         }
@@ -42,8 +42,7 @@ impl GeneratedKey {
 
     /// The private key as PKCS#1 PEM (`BEGIN RSA PRIVATE KEY`), as ZITADEL writes it.
     pub fn pkcs1_pem(&self) -> String {
-        let key = EncodingKey::from_rsa_pem(self.pkcs8_pem().as_bytes())
-            .expect("our own PKCS#8 PEM parses");
+        let key = EncodingKey::from_rsa_pem(self.pkcs8_pem().as_bytes()).expect("our own PKCS#8 PEM parses");
         pem::encode(&pem::Pem::new("RSA PRIVATE KEY", key.as_bytes().to_vec()))
     }
 
@@ -58,7 +57,19 @@ impl GeneratedKey {
             "type": "serviceaccount",
             "keyId": self.key_id,
             "key": pem,
-            "userId": self.user_id,
+            "userId": self.subject,
+        })
+        .to_string()
+    }
+
+    /// An application key file (`private_key_jwt`), as ZITADEL lets you download it.
+    pub fn application_key_json(&self) -> String {
+        serde_json::json!({
+            "type": "application",
+            "keyId": self.key_id,
+            "key": self.pkcs1_pem(),
+            "appId": format!("app-of-{}", self.subject),
+            "clientId": self.subject,
         })
         .to_string()
     }

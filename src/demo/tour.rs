@@ -1,7 +1,6 @@
 //! The guided tour behind `mintproxy demo`: start every part, send a request, narrate.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, Request, StatusCode};
@@ -16,10 +15,9 @@ use super::issuer::Issuer;
 use super::keygen::GeneratedKey;
 use crate::app::{self, StartError};
 use crate::cli::DemoArgs;
-use crate::config::{Credential, ServeConfig, DEFAULT_SCOPES};
-use crate::proxy::Upstream;
+use crate::config::{Config, Credential, EndpointConfig, RouteConfig, DEFAULT_SCOPES};
+use crate::proxy::{Policy, Upstream};
 use crate::server::{self, ServerOptions};
-use crate::token::ServiceAccountKey;
 
 /// Why the demo failed.
 #[derive(Debug, thiserror::Error)]
@@ -40,18 +38,16 @@ pub enum DemoError {
 
 /// Runs the demo; with `--once`, exits after one request.
 pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
-    println!(
-        "mintproxy demo: a stand-in issuer, an echo upstream and the proxy, all on 127.0.0.1.\n"
-    );
+    println!("mintproxy demo: a stand-in issuer, an echo upstream and the proxy, all on 127.0.0.1.\n");
 
     let key = GeneratedKey::new("demo-key-1", "demo-service-user");
     println!(
         "1. Generated a 2048-bit RSA key for service user {:?} (keyId {:?}), in ZITADEL's key-file format.",
-        key.user_id, key.key_id
+        key.subject, key.key_id
     );
 
     let issuer = Issuer::start(TcpListener::bind("127.0.0.1:0").await?)?;
-    issuer.register_key(&key.key_id, &key.user_id, &key.public_key_der());
+    issuer.register_key(&key.key_id, &key.subject, &key.public_key_der());
     println!(
         "2. Stand-in issuer at {}: verifies each assertion as ZITADEL does (RS256 signature, kid,\n   iss = sub = user id, aud = issuer, iat/exp) and issues opaque tokens.",
         issuer.url()
@@ -63,19 +59,33 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         echo.url()
     );
 
+    let key_dir = KeyDir::create()?;
+    let key_file = key_dir.write("demo-service-user.json", &key.key_json())?;
+
     let listener = bind_demo_listener(&args).await?;
     let addr = listener.local_addr()?;
-    let config = ServeConfig {
+    let config = Config {
         listen: addr,
-        upstream: Arc::new(Upstream::parse(echo.url()).expect("the echo's own URL parses")),
-        credential: Credential {
-            key: ServiceAccountKey::from_json(key.key_json().as_bytes())
-                .expect("a generated key file parses"),
-            issuer: issuer.url().to_owned(),
-            token_endpoint: None,
-            scopes: DEFAULT_SCOPES.iter().map(|s| (*s).to_owned()).collect(),
-        },
-        headers: Vec::new(),
+        credentials: [(
+            "demo".to_owned(),
+            Credential::JwtProfile {
+                key_file,
+                endpoint: EndpointConfig {
+                    issuer: issuer.url().to_owned(),
+                    token_endpoint: None,
+                    scopes: DEFAULT_SCOPES.iter().map(|s| (*s).to_owned()).collect(),
+                },
+            },
+        )]
+        .into(),
+        routes: vec![RouteConfig {
+            prefix: String::new(),
+            strip_prefix: false,
+            upstream: Upstream::parse(echo.url()).expect("the echo's own URL parses"),
+            credential: "demo".to_owned(),
+            headers: Vec::new(),
+            policy: Policy::default(),
+        }],
     };
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let proxy = tokio::spawn(async move {
@@ -92,17 +102,41 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     let result = send_one(addr, &issuer).await;
     if args.once || result.is_err() {
         let _ = stop_tx.send(());
-        proxy
-            .await
-            .map_err(|e| DemoError::Request(e.to_string()))??;
+        proxy.await.map_err(|e| DemoError::Request(e.to_string()))??;
         return result;
     }
     println!("\nThe proxy keeps running. Try it yourself:\n\n    curl -i http://{addr}/anything\n\nCtrl-C stops it.");
-    proxy
-        .await
-        .map_err(|e| DemoError::Request(e.to_string()))??;
+    proxy.await.map_err(|e| DemoError::Request(e.to_string()))??;
     println!("stopped.");
     Ok(())
+}
+
+/// A private directory for the demo's key file, removed when the demo ends.
+struct KeyDir(std::path::PathBuf);
+
+impl KeyDir {
+    fn create() -> std::io::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("mintproxy-demo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        Ok(Self(dir))
+    }
+
+    fn write(&self, name: &str, contents: &str) -> std::io::Result<std::path::PathBuf> {
+        let path = self.0.join(name);
+        std::fs::write(&path, contents)?;
+        Ok(path)
+    }
+}
+
+impl Drop for KeyDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// `--listen` if given; else 127.0.0.1:8080 for a lasting demo (any free port when that is

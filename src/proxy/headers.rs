@@ -115,10 +115,7 @@ mod tests {
 
     #[test]
     fn forwarding_headers_append_the_client() {
-        let mut map = headers(&[
-            ("x-forwarded-for", "10.0.0.1"),
-            ("x-forwarded-host", "evil"),
-        ]);
+        let mut map = headers(&[("x-forwarded-for", "10.0.0.1"), ("x-forwarded-host", "evil")]);
         add_forwarding(
             &mut map,
             "127.0.0.1".parse().unwrap(),

@@ -3,6 +3,8 @@
 
 pub mod forward;
 pub mod headers;
+pub mod policy;
+pub mod routes;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -18,6 +20,8 @@ use hyper::body::{Body, Incoming};
 use crate::error::{error_chain, ProxyError};
 use crate::token::{CachedToken, TokenCache};
 pub use forward::{OutboundBody, UpstreamClient};
+pub use policy::Policy;
+pub use routes::Router;
 pub use upstream::Upstream;
 
 /// A response body going back to the client: the upstream's, streamed, or our own.
@@ -27,15 +31,23 @@ pub type ProxyBody = Either<Incoming, Full<Bytes>>;
 /// with a fresh token.
 pub const DEFAULT_REPLAY_LIMIT: usize = 64 * 1024;
 
-/// One route's settings: where it goes, which token it carries, what it adds.
+/// One route: which paths, where they go, which token they carry, what they may do.
 #[derive(Debug)]
 pub struct Route {
+    /// Name for logs (the prefix as configured).
+    pub name: String,
+    /// Path prefix, without a trailing slash (`""` serves everything).
+    pub prefix: String,
+    /// Remove the prefix before forwarding.
+    pub strip_prefix: bool,
     /// Where requests go.
     pub upstream: Upstream,
     /// The credential's token cache.
     pub tokens: TokenCache,
-    /// Extra headers set on every upstream request (`--header`).
+    /// Extra headers set on every upstream request.
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Allowlists.
+    pub policy: Policy,
     /// Largest request body kept for a replay after 401.
     pub replay_limit: usize,
 }
@@ -43,56 +55,58 @@ pub struct Route {
 /// The proxy service. Cheap to clone: one per connection.
 #[derive(Debug, Clone)]
 pub struct Proxy {
-    route: Arc<Route>,
+    router: Arc<Router>,
     client: UpstreamClient,
 }
 
 impl Proxy {
-    /// A proxy sending every request through `route` with `client`.
-    pub fn new(route: Route, client: UpstreamClient) -> Self {
+    /// A proxy sending requests through `router` with `client`.
+    pub fn new(router: Router, client: UpstreamClient) -> Self {
         Self {
-            route: Arc::new(route),
+            router: Arc::new(router),
             client,
         }
     }
 
     /// Handles one request from `remote`; failures become JSON error responses.
-    pub async fn handle(
-        &self,
-        request: Request<Incoming>,
-        remote: SocketAddr,
-    ) -> Response<ProxyBody> {
+    pub async fn handle(&self, request: Request<Incoming>, remote: SocketAddr) -> Response<ProxyBody> {
         let started = Instant::now();
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
         let grpc = is_grpc(request.headers());
-        let response = match self.forward(request, remote).await {
-            Ok(response) => response,
-            Err(error) => {
-                tracing::debug!(%error, "request failed in the proxy");
-                error.to_response(grpc)
-            }
+        let route = self.router.find(&path).cloned();
+        let response = match &route {
+            Some(route) => self.forward(route, request, remote).await,
+            None => Err(ProxyError::NoRoute(path.clone())),
         };
+        let response = response.unwrap_or_else(|error| {
+            tracing::debug!(%error, "request failed in the proxy");
+            error.to_response(grpc)
+        });
         tracing::info!(
             target: "mintproxy::access",
             %method,
             path,
             status = response.status().as_u16(),
             duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-            route = "default",
+            route = route.as_ref().map_or("-", |r| r.name.as_str()),
         );
         response
     }
 
     async fn forward(
         &self,
+        route: &Route,
         request: Request<Incoming>,
         remote: SocketAddr,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         if request.method() == Method::CONNECT {
             return Err(ProxyError::ConnectRefused);
         }
-        let route = &*self.route;
+        let target = route.upstream_target(request.uri().path(), request.uri().query());
+        let path = target.split('?').next().unwrap_or_default();
+        route.policy.check(request.method(), path)?;
+        let uri = route.upstream.uri_for(&target);
         let token = route.tokens.token().await?;
         let (parts, body) = request.into_parts();
         let client_host = parts
@@ -112,7 +126,7 @@ impl Proxy {
 
         let outbound = Outbound {
             method: parts.method,
-            uri: route.upstream.uri_for(parts.uri.path_and_query()),
+            uri,
             headers,
         };
         let body = buffer_if_small(body, route.replay_limit).await?;
@@ -132,7 +146,7 @@ impl Proxy {
             }
             streaming => self.send(outbound, &token, streaming).await?,
         };
-        Ok(self.respond(response, client_host.as_ref()))
+        Ok(respond(route, response, client_host.as_ref()))
     }
 
     async fn send(
@@ -154,28 +168,33 @@ impl Proxy {
             .await
             .map_err(|e| ProxyError::UpstreamUnreachable(error_chain(&e)))
     }
+}
 
-    /// Cleans the upstream's response for the client and points redirects at the proxy.
-    fn respond(
-        &self,
-        response: Response<Incoming>,
-        client_host: Option<&HeaderValue>,
-    ) -> Response<ProxyBody> {
-        let (mut parts, body) = response.into_parts();
-        headers::strip_hop_by_hop(&mut parts.headers);
-        if let (Some(location), Some(host)) = (parts.headers.get(header::LOCATION), client_host) {
-            let proxy_origin = format!("http://{}", host.to_str().unwrap_or_default());
-            let rewritten = location
-                .to_str()
-                .ok()
-                .and_then(|l| self.route.upstream.rewrite_location(l, &proxy_origin))
-                .and_then(|l| HeaderValue::try_from(l).ok());
-            if let Some(rewritten) = rewritten {
-                parts.headers.insert(header::LOCATION, rewritten);
-            }
+/// Cleans the upstream's response for the client and points redirects at the proxy.
+fn respond(
+    route: &Route,
+    response: Response<Incoming>,
+    client_host: Option<&HeaderValue>,
+) -> Response<ProxyBody> {
+    let (mut parts, body) = response.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    if let (Some(location), Some(host)) = (parts.headers.get(header::LOCATION), client_host) {
+        let prefix = if route.strip_prefix {
+            route.prefix.as_str()
+        } else {
+            ""
+        };
+        let proxy_base = format!("http://{}{prefix}", host.to_str().unwrap_or_default());
+        let rewritten = location
+            .to_str()
+            .ok()
+            .and_then(|l| route.upstream.rewrite_location(l, &proxy_base))
+            .and_then(|l| HeaderValue::try_from(l).ok());
+        if let Some(rewritten) = rewritten {
+            parts.headers.insert(header::LOCATION, rewritten);
         }
-        Response::from_parts(parts, Either::Left(body))
     }
+    Response::from_parts(parts, Either::Left(body))
 }
 
 /// The parts of an upstream request that a replay sends again.

@@ -35,10 +35,7 @@ impl Upstream {
         if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
             return Err(fail("the scheme must be http or https"));
         }
-        let authority = uri
-            .authority()
-            .cloned()
-            .ok_or_else(|| fail("needs a host"))?;
+        let authority = uri.authority().cloned().ok_or_else(|| fail("needs a host"))?;
         if authority.as_str().contains('@') {
             return Err(fail("credentials in the URL are not supported"));
         }
@@ -56,11 +53,10 @@ impl Upstream {
         })
     }
 
-    /// The URI to send to: the upstream's origin and base path, then the client's path and
-    /// query. Only the path and query of the client's target are used, so an absolute-form
-    /// target cannot redirect traffic elsewhere.
-    pub fn uri_for(&self, target: Option<&PathAndQuery>) -> Uri {
-        let target = target.map_or("/", PathAndQuery::as_str);
+    /// The URI to send to: the upstream's origin and base path, then `target` (a path and
+    /// query taken from the client's request). Only the path and query of the client's
+    /// target are ever used, so an absolute-form target cannot send traffic elsewhere.
+    pub fn uri_for(&self, target: &str) -> Uri {
         let path_and_query = if self.base_path.is_empty() {
             PathAndQuery::try_from(target)
         } else {
@@ -70,11 +66,15 @@ impl Upstream {
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
             .path_and_query(
-                path_and_query
-                    .expect("a valid path and query stays valid behind a valid base path"),
+                path_and_query.expect("a valid path and query stays valid behind a valid base path"),
             )
             .build()
             .expect("scheme, authority and path were each validated")
+    }
+
+    /// `scheme://authority`: the default issuer when flags name one upstream.
+    pub fn origin(&self) -> String {
+        format!("{}://{}", self.scheme, self.authority)
     }
 
     /// The `Host` header upstream expects: ZITADEL picks the instance by it.
@@ -100,14 +100,9 @@ impl Upstream {
     }
 
     fn same_authority(&self, other: &Authority) -> bool {
-        let default_port = if self.scheme == Scheme::HTTPS {
-            443
-        } else {
-            80
-        };
+        let default_port = if self.scheme == Scheme::HTTPS { 443 } else { 80 };
         self.authority.host().eq_ignore_ascii_case(other.host())
-            && self.authority.port_u16().unwrap_or(default_port)
-                == other.port_u16().unwrap_or(default_port)
+            && self.authority.port_u16().unwrap_or(default_port) == other.port_u16().unwrap_or(default_port)
     }
 }
 
@@ -118,14 +113,14 @@ mod tests {
     #[test]
     fn keeps_path_and_query_behind_the_base_path() {
         let upstream = Upstream::parse("https://zitadel.example:8443/api/").unwrap();
-        let target = PathAndQuery::from_static("/v2/users?limit=5");
         assert_eq!(
-            upstream.uri_for(Some(&target)).to_string(),
+            upstream.uri_for("/v2/users?limit=5").to_string(),
             "https://zitadel.example:8443/api/v2/users?limit=5"
         );
         assert_eq!(upstream.host_header(), "zitadel.example:8443");
         let root = Upstream::parse("http://127.0.0.1:9000").unwrap();
-        assert_eq!(root.uri_for(None).to_string(), "http://127.0.0.1:9000/");
+        assert_eq!(root.uri_for("/").to_string(), "http://127.0.0.1:9000/");
+        assert_eq!(upstream.origin(), "https://zitadel.example:8443");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The JWT profile assertion (RFC 7523) a service user signs to prove who it is.
+//! The RFC 7523 assertion a key signs to prove who it is: a service user's JWT profile
+//! grant, or an application's `private_key_jwt` client authentication (same claims).
 //!
 //! ZITADEL compares `aud` to its issuer string exactly and rejects an `iat` more than a
 //! second in the future, so `iat` is backdated a little to absorb clock skew.
@@ -8,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, Header};
 use serde::{Deserialize, Serialize};
 
-use super::keyfile::ServiceAccountKey;
+use super::keyfile::SigningKey;
 use crate::secret::Assertion;
 
 /// How far `iat` is set into the past, so a clock slightly ahead of the issuer's still works.
@@ -21,7 +22,7 @@ pub const MAX_LIFETIME: Duration = Duration::from_secs(3600);
 /// The claims of a JWT profile assertion.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Claims {
-    /// The service user's id.
+    /// The service user's id (or the client id).
     pub iss: String,
     /// The service user's id again: the subject the token is for.
     pub sub: String,
@@ -35,17 +36,12 @@ pub struct Claims {
 
 impl Claims {
     /// The claims for `key`, addressed to `audience`, issued around `now`.
-    pub fn new(
-        key: &ServiceAccountKey,
-        audience: &str,
-        now: SystemTime,
-        lifetime: Duration,
-    ) -> Self {
+    pub fn new(key: &SigningKey, audience: &str, now: SystemTime, lifetime: Duration) -> Self {
         let now = now.duration_since(UNIX_EPOCH).unwrap_or_default();
         let iat = now.saturating_sub(BACKDATE).as_secs();
         Self {
-            iss: key.user_id.clone(),
-            sub: key.user_id.clone(),
+            iss: key.subject.clone(),
+            sub: key.subject.clone(),
             aud: audience.to_owned(),
             iat,
             exp: iat + lifetime.min(MAX_LIFETIME).as_secs(),
@@ -54,10 +50,7 @@ impl Claims {
 }
 
 /// Signs the claims with RS256, `kid` = the key's id.
-pub fn sign(
-    key: &ServiceAccountKey,
-    claims: &Claims,
-) -> Result<Assertion, jsonwebtoken::errors::Error> {
+pub fn sign(key: &SigningKey, claims: &Claims) -> Result<Assertion, jsonwebtoken::errors::Error> {
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some(key.key_id.clone());
     header.typ = Some("JWT".to_owned());
@@ -68,19 +61,15 @@ pub fn sign(
 mod tests {
     use super::*;
     use crate::demo::keygen::GeneratedKey;
+    use crate::token::keyfile::KeyKind;
     use jsonwebtoken::{DecodingKey, Validation};
 
     #[test]
     fn assertion_has_the_zitadel_shape() {
         let generated = GeneratedKey::new("key-1", "user-1");
-        let key = ServiceAccountKey::from_json(generated.key_json().as_bytes()).unwrap();
+        let key = SigningKey::from_json(generated.key_json().as_bytes(), KeyKind::ServiceAccount).unwrap();
         let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let claims = Claims::new(
-            &key,
-            "https://issuer.example",
-            now,
-            Duration::from_secs(7200),
-        );
+        let claims = Claims::new(&key, "https://issuer.example", now, Duration::from_secs(7200));
         assert_eq!(claims.iss, "user-1");
         assert_eq!(claims.sub, "user-1");
         assert_eq!(claims.aud, "https://issuer.example");

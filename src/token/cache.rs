@@ -64,9 +64,10 @@ impl RefreshPolicy {
 #[derive(Debug)]
 pub struct CachedToken {
     header: HeaderValue,
-    usable_until: Instant,
-    /// When the issuer says the token expires (for display and metrics).
-    pub expires_at: SystemTime,
+    /// `None`: no expiry known (a token file).
+    usable_until: Option<Instant>,
+    /// When the issuer says the token expires (for display and metrics), if it said.
+    pub expires_at: Option<SystemTime>,
     /// The scopes the issuer granted, when it said.
     pub scope: Option<String>,
 }
@@ -74,15 +75,14 @@ pub struct CachedToken {
 impl CachedToken {
     /// `None` when the token cannot be carried in a header.
     fn new(token: Token, requested_at: Instant, requested_at_wall: SystemTime) -> Option<Self> {
-        let mut header =
-            HeaderValue::try_from(format!("Bearer {}", token.access_token.expose())).ok()?;
+        let mut header = HeaderValue::try_from(format!("Bearer {}", token.access_token.expose())).ok()?;
         header.set_sensitive(true);
         // Stop using a token slightly before it expires so it does not die in flight.
-        let margin = (token.lifetime / 20).min(Duration::from_secs(30));
+        let margin = |lifetime: Duration| (lifetime / 20).min(Duration::from_secs(30));
         Some(Self {
             header,
-            usable_until: requested_at + token.lifetime - margin,
-            expires_at: requested_at_wall + token.lifetime,
+            usable_until: token.lifetime.map(|l| requested_at + l - margin(l)),
+            expires_at: token.lifetime.map(|l| requested_at_wall + l),
             scope: token.scope,
         })
     }
@@ -93,7 +93,7 @@ impl CachedToken {
     }
 
     fn is_usable(&self) -> bool {
-        Instant::now() < self.usable_until
+        self.usable_until.is_none_or(|until| Instant::now() < until)
     }
 }
 
@@ -249,22 +249,18 @@ async fn refresh_loop(shared: Arc<Shared>, source: impl TokenSource, stop: Cance
                 let token = Arc::new(token);
                 tracing::info!(
                     credential = %shared.name,
-                    expires_in_s = lifetime.as_secs(),
+                    expires_in_s = lifetime.map(|l| l.as_secs()),
                     scope = token.scope.as_deref().unwrap_or(""),
                     "minted a new token"
                 );
                 shared.current.store(Some(token));
                 shared.status.send_replace(Status::Ready);
-                shared.policy.refresh_in(lifetime)
+                lifetime.map(|l| shared.policy.refresh_in(l))
             }
             Err(error) => {
                 failures += 1;
                 let retry_in = shared.policy.backoff(failures);
-                let still_valid = shared
-                    .current
-                    .load()
-                    .as_ref()
-                    .is_some_and(|t| t.is_usable());
+                let still_valid = shared.current.load().as_ref().is_some_and(|t| t.is_usable());
                 tracing::warn!(
                     credential = %shared.name,
                     error = %error,
@@ -274,12 +270,20 @@ async fn refresh_loop(shared: Arc<Shared>, source: impl TokenSource, stop: Cance
                     "token fetch failed"
                 );
                 shared.status.send_replace(Status::Failed(Arc::new(error)));
-                retry_in
+                Some(retry_in)
+            }
+        };
+        // A token without expiry is fetched again only on a change, a 401 or a wake-up.
+        let timer = async {
+            match wait {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => std::future::pending().await,
             }
         };
         tokio::select! {
-            () = tokio::time::sleep(wait) => {}
+            () = timer => {}
             () = shared.wake.notified() => {}
+            () = source.changed() => tracing::info!(credential = %shared.name, "credential file changed; fetching anew"),
             () = stop.cancelled() => return,
         }
     }
@@ -318,7 +322,7 @@ mod tests {
                 }
                 Ok(Token {
                     access_token: AccessToken::new(format!("token-{n}")),
-                    lifetime: Duration::from_secs(10),
+                    lifetime: Some(Duration::from_secs(10)),
                     scope: None,
                 })
             })
@@ -387,8 +391,7 @@ mod tests {
     fn backoff_doubles_and_is_capped() {
         let policy = RefreshPolicy::default();
         for failures in 1..40 {
-            let full =
-                (policy.backoff_base * 2u32.pow((failures - 1).min(16))).min(policy.backoff_cap);
+            let full = (policy.backoff_base * 2u32.pow((failures - 1).min(16))).min(policy.backoff_cap);
             let delay = policy.backoff(failures);
             assert!(
                 delay >= full / 2 && delay <= full,

@@ -48,11 +48,7 @@ struct Resolved {
 
 impl Endpoint {
     /// An endpoint for `issuer`; `token_endpoint` skips discovery.
-    pub fn new(
-        client: reqwest::Client,
-        issuer: impl Into<String>,
-        token_endpoint: Option<Url>,
-    ) -> Self {
+    pub fn new(client: reqwest::Client, issuer: impl Into<String>, token_endpoint: Option<Url>) -> Self {
         Self {
             client,
             issuer: issuer.into(),
@@ -103,12 +99,7 @@ impl Endpoint {
             .json()
             .await
             .map_err(|_| fail("the answer is not JSON".into()))?;
-        let text = |field: &str| {
-            document
-                .get(field)
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        };
+        let text = |field: &str| document.get(field).and_then(Value::as_str).map(str::to_owned);
         let issuer = text("issuer").ok_or_else(|| fail("no `issuer` in the document".into()))?;
         let token_endpoint = text("token_endpoint")
             .ok_or_else(|| fail("no `token_endpoint` in the document".into()))?
@@ -121,20 +112,26 @@ impl Endpoint {
         })
     }
 
-    /// POSTs a grant (form fields) and reads the token response.
-    pub async fn request(&self, form: &[(&str, &str)]) -> Result<Token, TokenError> {
+    /// POSTs a grant (form fields), with `authorization` (client authentication) when
+    /// given, and reads the token response.
+    pub async fn request(
+        &self,
+        form: &[(&str, &str)],
+        authorization: Option<http::HeaderValue>,
+    ) -> Result<Token, TokenError> {
         let url = &self.resolve().await?.token_endpoint;
-        let response = self
+        let mut request = self
             .client
             .post(url.clone())
             .header(http::header::ACCEPT, "application/json")
-            .form(form)
-            .send()
-            .await
-            .map_err(|e| TokenError::Transport {
-                url: url.to_string(),
-                reason: error_chain(&e),
-            })?;
+            .form(form);
+        if let Some(authorization) = authorization {
+            request = request.header(http::header::AUTHORIZATION, authorization);
+        }
+        let response = request.send().await.map_err(|e| TokenError::Transport {
+            url: url.to_string(),
+            reason: error_chain(&e),
+        })?;
         let status = response.status();
         let body: Option<Value> = response.json().await.ok();
         if !status.is_success() {
@@ -177,7 +174,7 @@ fn parse_token(body: Option<&Value>) -> Result<Token, &'static str> {
     .ok_or("no positive `expires_in`: mintproxy does not guess a token's lifetime")?;
     Ok(Token {
         access_token: AccessToken::new(access_token),
-        lifetime: Duration::from_secs(expires_in),
+        lifetime: Some(Duration::from_secs(expires_in)),
         scope: body.get("scope").and_then(Value::as_str).map(str::to_owned),
     })
 }
@@ -223,6 +220,17 @@ pub enum TokenError {
         url: String,
         /// What was missing.
         reason: &'static str,
+    },
+    /// A key file cannot be used.
+    #[error(transparent)]
+    KeyFile(#[from] super::KeyFileError),
+    /// A secret or token file cannot be used.
+    #[error("credential file {}: {reason}", path.display())]
+    CredentialFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong (never its contents).
+        reason: String,
     },
     /// A token source returned a token that cannot travel in an HTTP header.
     #[error("the token holds characters a header cannot carry")]
@@ -273,16 +281,15 @@ mod tests {
 
     #[test]
     fn reads_a_token_response() {
-        let body =
-            json!({"access_token":"abc","token_type":"Bearer","expires_in":43199,"scope":"openid"});
+        let body = json!({"access_token":"abc","token_type":"Bearer","expires_in":43199,"scope":"openid"});
         let token = parse_token(Some(&body)).unwrap();
         assert_eq!(token.access_token.expose(), "abc");
-        assert_eq!(token.lifetime, Duration::from_secs(43199));
+        assert_eq!(token.lifetime, Some(Duration::from_secs(43199)));
         assert_eq!(token.scope.as_deref(), Some("openid"));
         let string_lifetime = json!({"access_token":"abc","token_type":"bearer","expires_in":"60"});
         assert_eq!(
             parse_token(Some(&string_lifetime)).unwrap().lifetime,
-            Duration::from_secs(60)
+            Some(Duration::from_secs(60))
         );
     }
 

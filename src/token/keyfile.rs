@@ -1,4 +1,5 @@
-//! ZITADEL service-user key files: `{"type":"serviceaccount","keyId","key","userId"}`.
+//! ZITADEL key files: a service user's (`{"type":"serviceaccount","keyId","key","userId"}`)
+//! and an application's (`{"type":"application","keyId","key","appId","clientId"}`).
 //!
 //! The file is parsed field by field from a generic JSON value, so no error message can
 //! quote the private key back (serde's "invalid type" messages would).
@@ -9,29 +10,58 @@ use std::path::{Path, PathBuf};
 use jsonwebtoken::EncodingKey;
 use serde_json::{Map, Value};
 
-/// A ZITADEL service user's key, ready to sign assertions.
+/// Which kind of key file: they sign the same shape of assertion, for different grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// A service user's key (`serviceaccount`): the JWT profile grant, `iss` = `sub` = userId.
+    ServiceAccount,
+    /// An application's key (`application`): `private_key_jwt` client authentication,
+    /// `iss` = `sub` = clientId.
+    Application,
+}
+
+impl KeyKind {
+    fn type_name(self) -> &'static str {
+        match self {
+            Self::ServiceAccount => "serviceaccount",
+            Self::Application => "application",
+        }
+    }
+
+    /// The field naming the assertion's subject.
+    fn subject_field(self) -> &'static str {
+        match self {
+            Self::ServiceAccount => "userId",
+            Self::Application => "clientId",
+        }
+    }
+}
+
+/// A ZITADEL key, ready to sign assertions.
 #[derive(Clone)]
-pub struct ServiceAccountKey {
+pub struct SigningKey {
+    /// Service user or application key.
+    pub kind: KeyKind,
     /// The key's id: the assertion's `kid`.
     pub key_id: String,
-    /// The service user's id: the assertion's `iss` and `sub`.
-    pub user_id: String,
+    /// The userId or clientId: the assertion's `iss` and `sub`.
+    pub subject: String,
     signing_key: EncodingKey,
 }
 
-impl ServiceAccountKey {
-    /// Reads and validates a key file.
-    pub fn from_file(path: &Path) -> Result<Self, KeyFileError> {
+impl SigningKey {
+    /// Reads and validates a key file that must be of `kind`.
+    pub fn from_file(path: &Path, kind: KeyKind) -> Result<Self, KeyFileError> {
         let fail = |problem| KeyFileError {
             path: path.to_path_buf(),
             problem,
         };
         let text = std::fs::read(path).map_err(|e| fail(KeyFileProblem::Read(e)))?;
-        Self::from_json(&text).map_err(fail)
+        Self::from_json(&text, kind).map_err(fail)
     }
 
     /// Parses the key JSON itself (the contents of a key file).
-    pub fn from_json(text: &[u8]) -> Result<Self, KeyFileProblem> {
+    pub fn from_json(text: &[u8], kind: KeyKind) -> Result<Self, KeyFileProblem> {
         let value: Value = serde_json::from_slice(text).map_err(|e| KeyFileProblem::NotJson {
             line: e.line(),
             column: e.column(),
@@ -39,22 +69,25 @@ impl ServiceAccountKey {
         let Value::Object(fields) = value else {
             return Err(KeyFileProblem::NotAnObject);
         };
-        match string_field(&fields, "type")? {
-            "serviceaccount" => {}
-            "application" => return Err(KeyFileProblem::ApplicationKey),
-            other => {
-                return Err(KeyFileProblem::UnknownType(
-                    other.chars().take(40).collect(),
-                ))
-            }
+        let found = match string_field(&fields, "type")? {
+            "serviceaccount" => KeyKind::ServiceAccount,
+            "application" => KeyKind::Application,
+            other => return Err(KeyFileProblem::UnknownType(other.chars().take(40).collect())),
+        };
+        if found != kind {
+            return Err(KeyFileProblem::WrongKind {
+                found,
+                expected: kind,
+            });
         }
         let key_id = string_field(&fields, "keyId")?.to_owned();
-        let user_id = string_field(&fields, "userId")?.to_owned();
+        let subject = string_field(&fields, kind.subject_field())?.to_owned();
         let pem = string_field(&fields, "key")?;
         let signing_key = rsa_signing_key(pem.as_bytes()).ok_or(KeyFileProblem::BadKey)?;
         Ok(Self {
+            kind,
             key_id,
-            user_id,
+            subject,
             signing_key,
         })
     }
@@ -65,11 +98,12 @@ impl ServiceAccountKey {
     }
 }
 
-impl fmt::Debug for ServiceAccountKey {
+impl fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ServiceAccountKey")
+        f.debug_struct("SigningKey")
+            .field("kind", &self.kind)
             .field("key_id", &self.key_id)
-            .field("user_id", &self.user_id)
+            .field("subject", &self.subject)
             .field("signing_key", &"[redacted]")
             .finish()
     }
@@ -83,10 +117,7 @@ fn rsa_signing_key(pem: &[u8]) -> Option<EncodingKey> {
     Some(key)
 }
 
-fn string_field<'a>(
-    fields: &'a Map<String, Value>,
-    name: &'static str,
-) -> Result<&'a str, KeyFileProblem> {
+fn string_field<'a>(fields: &'a Map<String, Value>, name: &'static str) -> Result<&'a str, KeyFileProblem> {
     match fields.get(name) {
         None | Some(Value::Null) => Err(KeyFileProblem::MissingField(name)),
         Some(Value::String(s)) if s.trim().is_empty() => Err(KeyFileProblem::EmptyField(name)),
@@ -121,7 +152,7 @@ pub enum KeyFileProblem {
         column: usize,
     },
     /// The JSON is not an object.
-    #[error("expected a JSON object with type, keyId, key and userId")]
+    #[error("expected a JSON object with type, keyId, key and userId (or clientId)")]
     NotAnObject,
     /// A required field is absent.
     #[error("field `{0}` is missing")]
@@ -133,17 +164,29 @@ pub enum KeyFileProblem {
     #[error("field `{0}` must be a string")]
     NotAString(&'static str),
     /// `type` is neither `serviceaccount` nor `application`.
-    #[error("field `type` is \"{0}\", expected \"serviceaccount\"")]
+    #[error("field `type` is \"{0}\", expected \"serviceaccount\" or \"application\"")]
     UnknownType(String),
-    /// An application key was given where a service-user key is needed.
-    #[error(
-        "field `type` is \"application\": this is an application (client) key, not a service-user key; \
-         download a key of the service user instead"
-    )]
-    ApplicationKey,
+    /// A key of the other kind: an application key given as a service user's, or back.
+    #[error("{}", wrong_kind(*found))]
+    WrongKind {
+        /// What the file holds.
+        found: KeyKind,
+        /// What was asked for.
+        expected: KeyKind,
+    },
     /// The `key` field does not hold a usable RSA private key.
     #[error("field `key` is not an RSA private key in PEM form (PKCS#1 or PKCS#8)")]
     BadKey,
+}
+
+fn wrong_kind(found: KeyKind) -> String {
+    let advice = match found {
+        KeyKind::Application => {
+            "an application's key: use it as a client key (--client-key-file, client_key_file)"
+        }
+        KeyKind::ServiceAccount => "a service user's key: use it with --key-file (key_file)",
+    };
+    format!("field `type` is \"{}\": {advice}", found.type_name())
 }
 
 #[cfg(test)]
@@ -151,7 +194,7 @@ mod tests {
     use super::*;
 
     fn problem(json: &str) -> String {
-        ServiceAccountKey::from_json(json.as_bytes())
+        SigningKey::from_json(json.as_bytes(), KeyKind::ServiceAccount)
             .unwrap_err()
             .to_string()
     }
@@ -161,7 +204,7 @@ mod tests {
         assert_eq!(problem("{"), "not valid JSON (line 1, column 1)");
         assert_eq!(
             problem("[1]"),
-            "expected a JSON object with type, keyId, key and userId"
+            "expected a JSON object with type, keyId, key and userId (or clientId)"
         );
         assert_eq!(problem(r#"{"keyId":"1"}"#), "field `type` is missing");
         assert_eq!(
@@ -176,17 +219,21 @@ mod tests {
             problem(r#"{"type":"serviceaccount","keyId":"1","userId":"2"}"#),
             "field `key` is missing"
         );
-        assert!(
-            problem(r#"{"type":"application","keyId":"1"}"#).contains("application (client) key")
+        assert_eq!(
+            problem(r#"{"type":"application","keyId":"1"}"#),
+            "field `type` is \"application\": an application's key: use it as a client key (--client-key-file, client_key_file)"
+        );
+        let application = SigningKey::from_json(br#"{"type":"serviceaccount"}"#, KeyKind::Application);
+        assert_eq!(
+            application.unwrap_err().to_string(),
+            "field `type` is \"serviceaccount\": a service user's key: use it with --key-file (key_file)"
         );
     }
 
     #[test]
     fn a_bad_key_is_not_echoed() {
-        let secret =
-            "-----BEGIN RSA PRIVATE KEY-----\nTOPSECRETMATERIAL\n-----END RSA PRIVATE KEY-----\n";
-        let json =
-            serde_json::json!({"type":"serviceaccount","keyId":"1","key":secret,"userId":"2"});
+        let secret = "-----BEGIN RSA PRIVATE KEY-----\nTOPSECRETMATERIAL\n-----END RSA PRIVATE KEY-----\n";
+        let json = serde_json::json!({"type":"serviceaccount","keyId":"1","key":secret,"userId":"2"});
         let message = problem(&json.to_string());
         assert_eq!(
             message,

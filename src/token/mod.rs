@@ -3,9 +3,12 @@
 
 pub mod assertion;
 pub mod cache;
+pub mod client_credentials;
 pub mod endpoint;
+pub mod file;
 pub mod jwt_profile;
 pub mod keyfile;
+pub mod static_token;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,17 +18,20 @@ use std::time::Duration;
 use crate::secret::AccessToken;
 
 pub use cache::{CachedToken, NoToken, RefreshPolicy, TokenCache};
+pub use client_credentials::{ClientAuth, ClientCredentialsSource};
 pub use endpoint::{Endpoint, TokenError};
 pub use jwt_profile::JwtProfileSource;
-pub use keyfile::{KeyFileError, ServiceAccountKey};
+pub use keyfile::{KeyFileError, KeyKind, SigningKey};
+pub use static_token::StaticTokenSource;
 
 /// A freshly issued access token and how long the issuer says it lives.
 #[derive(Debug, Clone)]
 pub struct Token {
     /// The bearer token itself.
     pub access_token: AccessToken,
-    /// `expires_in` from the token response.
-    pub lifetime: Duration,
+    /// `expires_in` from the token response; `None` for a token that does not expire by
+    /// time (a token file), used until its source changes or an upstream refuses it.
+    pub lifetime: Option<Duration>,
     /// The granted scopes, when the issuer states them.
     pub scope: Option<String>,
 }
@@ -33,16 +39,39 @@ pub struct Token {
 /// The future a [`TokenSource`] returns.
 pub type FetchFuture<'a> = Pin<Box<dyn Future<Output = Result<Token, TokenError>> + Send + 'a>>;
 
+/// Completes when a source's inputs changed; see [`TokenSource::changed`].
+pub type ChangeFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
 /// Something that can obtain a new access token: one call, one token request.
 ///
 /// Sources do not cache; wrap one in a [`TokenCache`] for that.
 pub trait TokenSource: Send + Sync + 'static {
     /// Requests a new token.
     fn fetch(&self) -> FetchFuture<'_>;
+
+    /// Completes when what the source reads (a key, secret or token file) has changed
+    /// since the last fetch, so the cache fetches anew at once. Default: never.
+    fn changed(&self) -> ChangeFuture<'_> {
+        Box::pin(std::future::pending())
+    }
 }
 
 impl<T: TokenSource + ?Sized> TokenSource for Arc<T> {
     fn fetch(&self) -> FetchFuture<'_> {
         (**self).fetch()
+    }
+
+    fn changed(&self) -> ChangeFuture<'_> {
+        (**self).changed()
+    }
+}
+
+impl TokenSource for Box<dyn TokenSource> {
+    fn fetch(&self) -> FetchFuture<'_> {
+        (**self).fetch()
+    }
+
+    fn changed(&self) -> ChangeFuture<'_> {
+        (**self).changed()
     }
 }

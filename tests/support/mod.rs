@@ -15,7 +15,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use mintproxy::cli::{Cli, Command};
-use mintproxy::config::ServeConfig;
+use mintproxy::config::Config;
 use mintproxy::demo::echo::Echo;
 use mintproxy::demo::issuer::Issuer;
 use mintproxy::demo::keygen::GeneratedKey;
@@ -38,7 +38,7 @@ pub struct Issued {
 pub async fn issuer() -> Issued {
     let issuer = Issuer::start(local_listener().await).unwrap();
     let key = GeneratedKey::new("test-key", "test-user");
-    issuer.register_key(&key.key_id, &key.user_id, &key.public_key_der());
+    issuer.register_key(&key.key_id, &key.subject, &key.public_key_der());
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("service-user.json");
     std::fs::write(&key_file, key.key_json()).unwrap();
@@ -76,13 +76,29 @@ impl Drop for Proxy {
 }
 
 /// Parses `mintproxy serve` flags as the binary would (plus `--listen 127.0.0.1:0`).
-pub fn serve_config(flags: &[&str]) -> ServeConfig {
+pub fn serve_config(flags: &[&str]) -> Config {
+    try_serve_config(flags).unwrap()
+}
+
+/// Like [`serve_config`], returning the configuration error as the user would see it.
+pub fn try_serve_config(flags: &[&str]) -> Result<Config, String> {
     let mut args = vec!["mintproxy", "serve", "--listen", "127.0.0.1:0"];
     args.extend_from_slice(flags);
-    match Cli::try_parse_from(args).unwrap().command {
-        Command::Serve(serve) => serve.validate().unwrap(),
+    match Cli::try_parse_from(args).map_err(|e| e.to_string())?.command {
+        Command::Serve(serve) => serve.load().map_err(|e| e.to_string()),
         _ => unreachable!(),
     }
+}
+
+/// Starts the proxy for an already validated configuration.
+pub async fn start(config: &Config, policy: RefreshPolicy) -> Proxy {
+    let listener = local_listener().await;
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let proxy = mintproxy::app::build_proxy(config, policy, stop.clone()).unwrap();
+    let shutdown = stop.clone().cancelled_owned();
+    tokio::spawn(server::serve(listener, proxy, ServerOptions::default(), shutdown));
+    Proxy { addr, stop }
 }
 
 /// Starts the proxy for `upstream` with the issued key.
@@ -102,19 +118,7 @@ pub async fn proxy_with_policy(
         flags.extend(["--issuer", issued.issuer.url()]);
     }
     flags.extend_from_slice(extra);
-    let config = serve_config(&flags);
-    let listener = local_listener().await;
-    let addr = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    let proxy = mintproxy::app::build_proxy(&config, policy, stop.clone()).unwrap();
-    let shutdown = stop.clone().cancelled_owned();
-    tokio::spawn(server::serve(
-        listener,
-        proxy,
-        ServerOptions::default(),
-        shutdown,
-    ));
-    Proxy { addr, stop }
+    start(&serve_config(&flags), policy).await
 }
 
 /// The issuer, the echo upstream (accepting the issuer's tokens) and the proxy before it.
@@ -128,11 +132,7 @@ pub async fn stack() -> Stack {
     let issued = issuer().await;
     let echo = Echo::start(local_listener().await, issued.issuer.clone()).unwrap();
     let proxy = proxy(&issued, echo.url(), &[]).await;
-    Stack {
-        issued,
-        echo,
-        proxy,
-    }
+    Stack { issued, echo, proxy }
 }
 
 /// A plain HTTP client, as a legacy tool would be.

@@ -1,0 +1,81 @@
+//! `mintproxy check`: validate the configuration and every credential file, and with
+//! `--online` mint each credential once, explaining failures.
+
+use std::fmt::Write as _;
+
+use crate::app;
+use crate::config::Config;
+
+/// Describes `config` (already validated) and, when `online`, mints each credential once.
+/// Returns the report and whether everything passed. Tokens are never printed.
+pub async fn check(config: &Config, online: bool) -> (String, bool) {
+    let mut report = String::new();
+    let mut ok = true;
+    let _ = writeln!(report, "configuration is valid; listening on {}", config.listen);
+    let _ = writeln!(report, "credentials:");
+    for (name, credential) in &config.credentials {
+        let _ = writeln!(report, "  {name}: {}", credential.describe());
+    }
+    let _ = writeln!(report, "routes:");
+    for route in &config.routes {
+        let prefix = if route.prefix.is_empty() {
+            "/"
+        } else {
+            &route.prefix
+        };
+        let strip = if route.strip_prefix {
+            ", prefix stripped"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            report,
+            "  {prefix} -> {} (credential {}{strip})",
+            route.upstream.origin(),
+            route.credential
+        );
+    }
+    if online {
+        let _ = writeln!(report, "minting one token per credential:");
+        for (name, credential) in &config.credentials {
+            match app::mint_once(credential).await {
+                Ok(token) => {
+                    let expiry = token
+                        .lifetime
+                        .map(|l| format!("valid for {}", human(l.as_secs())))
+                        .unwrap_or_else(|| "no expiry stated".to_owned());
+                    let scope = token.scope.as_deref().unwrap_or("(not stated)");
+                    let _ = writeln!(report, "  {name}: ok, {expiry}, scopes: {scope}");
+                }
+                Err(error) => {
+                    ok = false;
+                    let _ = writeln!(report, "  {name}: FAILED: {error}");
+                    if let Some(diagnosis) = error.diagnosis() {
+                        let _ = writeln!(report, "    likely cause: {diagnosis}");
+                    }
+                }
+            }
+        }
+    }
+    (report, ok)
+}
+
+/// `43199` -> `11h59m59s`.
+fn human(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m{s}s"),
+        _ => format!("{h}h{m}m{s}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations_read_like_people_write_them() {
+        assert_eq!(super::human(43199), "11h59m59s");
+        assert_eq!(super::human(125), "2m5s");
+        assert_eq!(super::human(9), "9s");
+    }
+}

@@ -1,0 +1,562 @@
+//! From the config file, the environment and flags to the typed [`Config`] the program
+//! runs on. Parsed first ([`raw`]), validated once here; every error names the key path
+//! (`routes[1].credential: unknown credential "biling"`) or, for flags, the flag.
+
+pub mod raw;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use http::{HeaderName, HeaderValue, Method};
+use url::Url;
+
+use crate::cli::ProxyArgs;
+use crate::proxy::{Policy, Upstream};
+use crate::token::{
+    ClientAuth, ClientCredentialsSource, Endpoint, JwtProfileSource, KeyKind, SigningKey, StaticTokenSource,
+    TokenSource,
+};
+use raw::{RawConfig, RawCredential, RawRoute};
+
+/// The scopes ZITADEL's own SDKs ask for, so ZITADEL's APIs accept the token.
+pub const DEFAULT_SCOPES: [&str; 2] = ["openid", "urn:zitadel:iam:org:project:id:zitadel:aud"];
+
+/// Where the proxy listens unless told otherwise: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Credentials by name.
+    pub credentials: BTreeMap<String, Credential>,
+    /// Routes, in the order given.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// Where a token comes from, validated (files exist and parse).
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// ZITADEL service user key: JWT profile grant.
+    JwtProfile {
+        /// The key file.
+        key_file: PathBuf,
+        /// Issuer and scopes.
+        endpoint: EndpointConfig,
+    },
+    /// Client credentials with a client secret (HTTP Basic).
+    ClientSecret {
+        /// The client id.
+        client_id: String,
+        /// The file holding the secret.
+        secret_file: PathBuf,
+        /// Issuer and scopes.
+        endpoint: EndpointConfig,
+    },
+    /// Client credentials with `private_key_jwt` (a ZITADEL application key).
+    ClientKey {
+        /// The client id.
+        client_id: String,
+        /// The application key file.
+        key_file: PathBuf,
+        /// Issuer and scopes.
+        endpoint: EndpointConfig,
+    },
+    /// A token kept in a file.
+    StaticToken {
+        /// The file.
+        token_file: PathBuf,
+    },
+}
+
+/// Where and for what scopes tokens are requested.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// The issuer as given (discovery states the exact string used as `aud`).
+    pub issuer: String,
+    /// Token endpoint override.
+    pub token_endpoint: Option<Url>,
+    /// The scopes requested.
+    pub scopes: Vec<String>,
+}
+
+impl EndpointConfig {
+    fn endpoint(&self, http: reqwest::Client) -> Endpoint {
+        Endpoint::new(http, self.issuer.clone(), self.token_endpoint.clone())
+    }
+}
+
+impl Credential {
+    /// The token source for this credential, using `http` for the token endpoint.
+    pub fn source(&self, http: reqwest::Client) -> Box<dyn TokenSource> {
+        match self {
+            Self::JwtProfile { key_file, endpoint } => Box::new(JwtProfileSource::new(
+                key_file,
+                endpoint.endpoint(http),
+                &endpoint.scopes,
+            )),
+            Self::ClientSecret {
+                client_id,
+                secret_file,
+                endpoint,
+            } => Box::new(ClientCredentialsSource::new(
+                client_id,
+                ClientAuth::Secret(crate::token::file::WatchedFile::new(secret_file)),
+                endpoint.endpoint(http),
+                &endpoint.scopes,
+            )),
+            Self::ClientKey {
+                client_id,
+                key_file,
+                endpoint,
+            } => Box::new(ClientCredentialsSource::new(
+                client_id,
+                ClientAuth::PrivateKeyJwt(crate::token::file::WatchedFile::new(key_file)),
+                endpoint.endpoint(http),
+                &endpoint.scopes,
+            )),
+            Self::StaticToken { token_file } => Box::new(StaticTokenSource::new(token_file)),
+        }
+    }
+
+    /// One line saying what this credential is, for `check` (no secrets).
+    pub fn describe(&self) -> String {
+        match self {
+            Self::JwtProfile { key_file, endpoint } => {
+                format!("service user key {} at {}", key_file.display(), endpoint.issuer)
+            }
+            Self::ClientSecret {
+                client_id, endpoint, ..
+            } => format!("client {client_id:?} with a client secret at {}", endpoint.issuer),
+            Self::ClientKey {
+                client_id,
+                key_file,
+                endpoint,
+            } => format!(
+                "client {client_id:?} with application key {} at {}",
+                key_file.display(),
+                endpoint.issuer
+            ),
+            Self::StaticToken { token_file } => format!("token file {}", token_file.display()),
+        }
+    }
+
+    /// The files holding secrets, to warn when others can read them.
+    fn secret_files(&self) -> Vec<&Path> {
+        match self {
+            Self::JwtProfile { key_file, .. } | Self::ClientKey { key_file, .. } => vec![key_file],
+            Self::ClientSecret { secret_file, .. } => vec![secret_file],
+            Self::StaticToken { token_file } => vec![token_file],
+        }
+    }
+}
+
+/// One route, validated.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Path prefix, normalised without a trailing slash (`""` is the root).
+    pub prefix: String,
+    /// Remove the prefix before forwarding.
+    pub strip_prefix: bool,
+    /// Where the route goes.
+    pub upstream: Upstream,
+    /// The credential's name.
+    pub credential: String,
+    /// Extra headers.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Allowlists.
+    pub policy: Policy,
+}
+
+/// Configuration that cannot be used: where, and why.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{at}: {reason}")]
+pub struct ConfigError {
+    /// The key path (`routes[1].credential`), flag (`--upstream`) or file.
+    pub at: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(at: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            at: at.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Whether keys are named as in the file or as flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    File,
+    Flags,
+}
+
+/// Names a key for error messages: `credentials.billing.client_id` or `--client-id`.
+struct At<'a> {
+    origin: Origin,
+    prefix: &'a str,
+}
+
+impl At<'_> {
+    fn key(&self, key: &str) -> String {
+        match self.origin {
+            Origin::File => format!("{}.{key}", self.prefix),
+            Origin::Flags => match key {
+                "scopes" => "--scope".to_owned(),
+                "project_ids" => "--project-id".to_owned(),
+                "headers" => "--header".to_owned(),
+                "allow_methods" => "--allow-method".to_owned(),
+                "allow_paths" => "--allow-path".to_owned(),
+                "deny_paths" => "--deny-path".to_owned(),
+                other => format!("--{}", other.replace('_', "-")),
+            },
+        }
+    }
+
+    fn error(&self, key: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::new(self.key(key), reason)
+    }
+}
+
+impl ProxyArgs {
+    /// Loads the configuration: the config file, or the single-upstream flags; `--listen`
+    /// (flag or environment) wins over the file's `listen`.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        let (raw, origin, base) = match &self.config {
+            Some(file) => {
+                if self.upstream.is_some() || self.credential.any() || !self.headers.is_empty() {
+                    return Err(ConfigError::new(
+                        "--config",
+                        "cannot be combined with --upstream or credential flags: put the route in the file",
+                    ));
+                }
+                let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+                (RawConfig::from_file(file)?, Origin::File, base)
+            }
+            None => (self.to_raw()?, Origin::Flags, PathBuf::new()),
+        };
+        let mut config = validate(raw, origin, &base)?;
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        Ok(config)
+    }
+}
+
+/// Validates a credential given as flags (for `mintproxy token`); `--issuer` is required
+/// for every kind but a token file.
+pub fn validate_credential_flags(raw: &RawCredential) -> Result<Credential, ConfigError> {
+    let at = At {
+        origin: Origin::Flags,
+        prefix: "",
+    };
+    validate_credential(raw, &at, Path::new(""), None)
+}
+
+/// Validates the credential `name` of a config file (for `mintproxy token --config`).
+pub fn credential_from_file(file: &Path, name: &str) -> Result<Credential, ConfigError> {
+    let raw = RawConfig::from_file(file)?;
+    let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let credential = raw.credentials.get(name).ok_or_else(|| {
+        let known: Vec<&str> = raw.credentials.keys().map(String::as_str).collect();
+        ConfigError::new(
+            "--credential",
+            format!("no credential {name:?} in {} (it has {known:?})", file.display()),
+        )
+    })?;
+    let prefix = format!("credentials.{name}");
+    let at = At {
+        origin: Origin::File,
+        prefix: &prefix,
+    };
+    validate_credential(credential, &at, &base, None)
+}
+
+fn validate(raw: RawConfig, origin: Origin, base: &Path) -> Result<Config, ConfigError> {
+    let listen = match &raw.listen {
+        Some(text) => text.parse().map_err(|_| {
+            ConfigError::new(
+                "listen",
+                format!("{text:?} is not an address like 127.0.0.1:8080"),
+            )
+        })?,
+        None => DEFAULT_LISTEN.parse().expect("the default address parses"),
+    };
+    if raw.routes.is_empty() {
+        return Err(ConfigError::new(
+            "routes",
+            "at least one [[routes]] table is needed",
+        ));
+    }
+    let mut routes: Vec<RouteConfig> = Vec::with_capacity(raw.routes.len());
+    for (index, route) in raw.routes.iter().enumerate() {
+        let prefix = format!("routes[{index}]");
+        let at = At {
+            origin,
+            prefix: &prefix,
+        };
+        let route = validate_route(route, &at, &raw.credentials)?;
+        if let Some(other) = routes.iter().position(|r| r.prefix == route.prefix) {
+            return Err(at.error(
+                "prefix",
+                format!(
+                    "duplicate prefix {:?} (also routes[{other}])",
+                    raw.routes[index].prefix
+                ),
+            ));
+        }
+        routes.push(route);
+    }
+    let mut credentials = BTreeMap::new();
+    for (name, credential) in &raw.credentials {
+        let prefix = format!("credentials.{name}");
+        let at = At {
+            origin,
+            prefix: &prefix,
+        };
+        // With flags, the issuer defaults to the origin of the one upstream.
+        let default_issuer = (origin == Origin::Flags).then(|| routes[0].upstream.origin());
+        let credential = validate_credential(credential, &at, base, default_issuer.as_deref())?;
+        for file in credential.secret_files() {
+            warn_if_readable_by_others(file);
+        }
+        credentials.insert(name.clone(), credential);
+    }
+    Ok(Config {
+        listen,
+        credentials,
+        routes,
+    })
+}
+
+fn validate_route(
+    raw: &RawRoute,
+    at: &At<'_>,
+    credentials: &BTreeMap<String, RawCredential>,
+) -> Result<RouteConfig, ConfigError> {
+    if !raw.prefix.starts_with('/') {
+        return Err(at.error("prefix", format!("{:?} must start with /", raw.prefix)));
+    }
+    let upstream = Upstream::parse(&raw.upstream).map_err(|e| at.error("upstream", e.to_string()))?;
+    if !credentials.contains_key(&raw.credential) {
+        let reason = if at.origin == Origin::Flags {
+            "give one of --key-file, --client-secret-file, --client-key-file or --token-file".to_owned()
+        } else {
+            format!("unknown credential {:?}", raw.credential)
+        };
+        return Err(at.error("credential", reason));
+    }
+    let mut headers = Vec::with_capacity(raw.headers.len());
+    for (name, value) in &raw.headers {
+        // Only the name is quoted: a header value may be a secret.
+        let fail = |reason: &str| at.error("headers", format!("{name:?}: {reason}"));
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| fail("invalid header name"))?;
+        if name == http::header::AUTHORIZATION || name == http::header::HOST {
+            return Err(fail("mintproxy sets this header itself"));
+        }
+        let value = HeaderValue::from_str(value).map_err(|_| fail("invalid header value"))?;
+        headers.push((name, value));
+    }
+    let methods = raw
+        .allow_methods
+        .iter()
+        .map(|m| {
+            Method::from_bytes(m.trim().to_ascii_uppercase().as_bytes())
+                .map_err(|_| at.error("allow_methods", format!("{m:?} is not an HTTP method")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let paths = |key: &str, list: &[String]| {
+        list.iter()
+            .map(|p| {
+                if p.starts_with('/') {
+                    Ok(p.clone())
+                } else {
+                    Err(at.error(key, format!("{p:?} must start with /")))
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    Ok(RouteConfig {
+        prefix: raw.prefix.trim_end_matches('/').to_owned(),
+        strip_prefix: raw.strip_prefix,
+        upstream,
+        credential: raw.credential.clone(),
+        headers,
+        policy: Policy::new(
+            methods,
+            paths("allow_paths", &raw.allow_paths)?,
+            paths("deny_paths", &raw.deny_paths)?,
+        ),
+    })
+}
+
+fn validate_credential(
+    raw: &RawCredential,
+    at: &At<'_>,
+    base: &Path,
+    default_issuer: Option<&str>,
+) -> Result<Credential, ConfigError> {
+    let resolve = |path: &PathBuf| base.join(path);
+    let kinds = [
+        raw.key_file.as_ref().map(|_| "key_file"),
+        raw.client_secret_file.as_ref().map(|_| "client_secret_file"),
+        raw.client_key_file.as_ref().map(|_| "client_key_file"),
+        raw.token_file.as_ref().map(|_| "token_file"),
+    ];
+    let given: Vec<String> = kinds.iter().flatten().map(|k| at.key(k)).collect();
+    let kind = match kinds.iter().flatten().collect::<Vec<_>>()[..] {
+        [kind] => *kind,
+        [] => {
+            return Err(ConfigError::new(
+                at.prefix_or("credential"),
+                format!(
+                    "no credential: give one of {}, {}, {} or {}",
+                    at.key("key_file"),
+                    at.key("client_secret_file"),
+                    at.key("client_key_file"),
+                    at.key("token_file")
+                ),
+            ))
+        }
+        _ => {
+            return Err(ConfigError::new(
+                at.prefix_or("credential"),
+                format!(
+                    "ambiguous credential: {} given, exactly one is needed",
+                    given.join(" and ")
+                ),
+            ))
+        }
+    };
+    if kind == "token_file" {
+        let token_file = resolve(raw.token_file.as_ref().expect("kind says present"));
+        check_secret_file(&token_file, at, "token_file")?;
+        return Ok(Credential::StaticToken { token_file });
+    }
+    let endpoint = validate_endpoint(raw, at, default_issuer)?;
+    match kind {
+        "key_file" => {
+            if raw.client_id.is_some() {
+                return Err(at.error("client_id", format!("is not used with {}", at.key("key_file"))));
+            }
+            let key_file = resolve(raw.key_file.as_ref().expect("kind says present"));
+            SigningKey::from_file(&key_file, KeyKind::ServiceAccount)
+                .map_err(|e| at.error("key_file", e.to_string()))?;
+            Ok(Credential::JwtProfile { key_file, endpoint })
+        }
+        "client_secret_file" => {
+            let client_id = raw.client_id.clone().filter(|id| !id.is_empty()).ok_or_else(|| {
+                at.error(
+                    "client_id",
+                    format!("is required with {}", at.key("client_secret_file")),
+                )
+            })?;
+            let secret_file = resolve(raw.client_secret_file.as_ref().expect("kind says present"));
+            check_secret_file(&secret_file, at, "client_secret_file")?;
+            Ok(Credential::ClientSecret {
+                client_id,
+                secret_file,
+                endpoint,
+            })
+        }
+        _ => {
+            let key_file = resolve(raw.client_key_file.as_ref().expect("kind says present"));
+            let key = SigningKey::from_file(&key_file, KeyKind::Application)
+                .map_err(|e| at.error("client_key_file", e.to_string()))?;
+            let client_id = match &raw.client_id {
+                Some(id) if *id != key.subject => {
+                    return Err(at.error(
+                        "client_id",
+                        format!("{id:?} differs from the key file's clientId {:?}", key.subject),
+                    ))
+                }
+                _ => key.subject,
+            };
+            Ok(Credential::ClientKey {
+                client_id,
+                key_file,
+                endpoint,
+            })
+        }
+    }
+}
+
+impl At<'_> {
+    /// The credential's own path (`credentials.billing`), or `credential` for flags.
+    fn prefix_or(&self, flags_name: &str) -> String {
+        match self.origin {
+            Origin::File => self.prefix.to_owned(),
+            Origin::Flags => flags_name.to_owned(),
+        }
+    }
+}
+
+fn validate_endpoint(
+    raw: &RawCredential,
+    at: &At<'_>,
+    default_issuer: Option<&str>,
+) -> Result<EndpointConfig, ConfigError> {
+    let issuer = raw
+        .issuer
+        .clone()
+        .or_else(|| default_issuer.map(str::to_owned))
+        .ok_or_else(|| at.error("issuer", "is required (the URL of your ZITADEL instance)"))?;
+    let parsed =
+        Url::parse(&issuer).map_err(|e| at.error("issuer", format!("{issuer:?} is not a URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(at.error("issuer", format!("{issuer:?} must be an http or https URL")));
+    }
+    let token_endpoint = raw
+        .token_endpoint
+        .as_deref()
+        .map(|url| {
+            Url::parse(url).map_err(|e| at.error("token_endpoint", format!("{url:?} is not a URL: {e}")))
+        })
+        .transpose()?;
+    let mut scopes: Vec<String> = match &raw.scopes {
+        Some(scopes) => scopes.iter().filter(|s| !s.is_empty()).cloned().collect(),
+        None => DEFAULT_SCOPES.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    for id in raw.project_ids.iter().filter(|id| !id.is_empty()) {
+        scopes.push(format!("urn:zitadel:iam:org:project:id:{id}:aud"));
+    }
+    Ok(EndpointConfig {
+        issuer,
+        token_endpoint,
+        scopes,
+    })
+}
+
+/// A secret or token file must be readable and not empty; its contents are never quoted.
+fn check_secret_file(path: &Path, at: &At<'_>, key: &str) -> Result<(), ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| at.error(key, format!("cannot read {}: {e}", path.display())))?;
+    if text.trim().is_empty() {
+        return Err(at.error(key, format!("{} is empty", path.display())));
+    }
+    Ok(())
+}
+
+/// Key hygiene: a secret file that group or others can read is worth a warning.
+#[cfg(unix)]
+fn warn_if_readable_by_others(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                file = %path.display(),
+                mode = format!("{:o}", mode & 0o777),
+                "credential file is readable by group or others; restrict it: chmod 600"
+            );
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_readable_by_others(_: &Path) {}

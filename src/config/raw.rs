@@ -1,0 +1,175 @@
+//! The configuration as written: the TOML file's shape (unknown keys are errors), and the
+//! same shape built from flags, so both go through one validation.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::ConfigError;
+use crate::cli::{CredentialArgs, ProxyArgs};
+
+/// The name of the single credential and route that flags describe.
+pub const FLAGS_NAME: &str = "default";
+
+/// The config file's top level.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `listen = "127.0.0.1:8080"`.
+    pub listen: Option<String>,
+    /// `[credentials.NAME]` tables.
+    #[serde(default)]
+    pub credentials: BTreeMap<String, RawCredential>,
+    /// `[[routes]]` tables.
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+}
+
+/// One `[credentials.NAME]` table; its kind follows from the fields given.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCredential {
+    /// ZITADEL service user key file (JWT profile grant).
+    pub key_file: Option<PathBuf>,
+    /// Client id (client credentials grant).
+    pub client_id: Option<String>,
+    /// File holding the client secret.
+    pub client_secret_file: Option<PathBuf>,
+    /// ZITADEL application key file (`private_key_jwt`).
+    pub client_key_file: Option<PathBuf>,
+    /// File holding a ready token.
+    pub token_file: Option<PathBuf>,
+    /// The issuer URL.
+    pub issuer: Option<String>,
+    /// Scopes, replacing the default.
+    pub scopes: Option<Vec<String>>,
+    /// Project ids whose audience scope is added.
+    #[serde(default)]
+    pub project_ids: Vec<String>,
+    /// Token endpoint, skipping discovery.
+    pub token_endpoint: Option<String>,
+}
+
+/// One `[[routes]]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// Path prefix this route serves.
+    pub prefix: String,
+    /// Remove the prefix before forwarding.
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// Upstream URL.
+    pub upstream: String,
+    /// Name of the credential whose token is added.
+    pub credential: String,
+    /// Extra headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Only these methods.
+    #[serde(default)]
+    pub allow_methods: Vec<String>,
+    /// Only paths under these prefixes.
+    #[serde(default)]
+    pub allow_paths: Vec<String>,
+    /// Never paths under these prefixes.
+    #[serde(default)]
+    pub deny_paths: Vec<String>,
+}
+
+impl RawConfig {
+    /// Reads a config file. Errors give the line and column, not the text around it.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(&file, format!("cannot read it: {e}")))?;
+        toml::from_str(&text).map_err(|e| {
+            let at = e
+                .span()
+                .map(|span| line_column(&text, span.start))
+                .unwrap_or_default();
+            ConfigError::new(format!("{file}{at}"), e.message().trim_end().to_owned())
+        })
+    }
+}
+
+/// `:line:column` of a byte offset.
+fn line_column(text: &str, offset: usize) -> String {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    format!(":{line}:{column}")
+}
+
+impl CredentialArgs {
+    /// The credential flags as a config-file credential.
+    pub fn to_raw(&self) -> RawCredential {
+        RawCredential {
+            key_file: self.key_file.clone(),
+            client_id: self.client_id.clone(),
+            client_secret_file: self.client_secret_file.clone(),
+            client_key_file: self.client_key_file.clone(),
+            token_file: self.token_file.clone(),
+            issuer: self.issuer.clone(),
+            scopes: (!self.scopes.is_empty()).then(|| self.scopes.clone()),
+            project_ids: self.project_ids.clone(),
+            token_endpoint: self.token_endpoint.clone(),
+        }
+    }
+}
+
+impl ProxyArgs {
+    /// The single-upstream flags as a config with one credential and one route at `/`.
+    pub fn to_raw(&self) -> Result<RawConfig, ConfigError> {
+        let upstream = self
+            .upstream
+            .clone()
+            .ok_or_else(|| ConfigError::new("--upstream", "is required (or --config with routes)"))?;
+        let mut headers = BTreeMap::new();
+        for header in &self.headers {
+            // Only the name is ever quoted: a header value may be a secret.
+            let (name, value) = header
+                .split_once(':')
+                .ok_or_else(|| ConfigError::new("--header", "expected 'Name: value'"))?;
+            headers.insert(name.trim().to_owned(), value.trim().to_owned());
+        }
+        Ok(RawConfig {
+            listen: None,
+            credentials: BTreeMap::from([(FLAGS_NAME.to_owned(), self.credential.to_raw())]),
+            routes: vec![RawRoute {
+                prefix: "/".to_owned(),
+                strip_prefix: false,
+                upstream,
+                credential: FLAGS_NAME.to_owned(),
+                headers,
+                allow_methods: self.policy.allow_methods.clone(),
+                allow_paths: self.policy.allow_paths.clone(),
+                deny_paths: self.policy.deny_paths.clone(),
+            }],
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_errors_with_their_position() {
+        let dir = tempdir();
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:8080\"\n[[routes]]\nprefx = \"/\"\n").unwrap();
+        let error = RawConfig::from_file(&path).unwrap_err().to_string();
+        assert!(
+            error.starts_with(&format!("{}:3:1: unknown field `prefx`", path.display())),
+            "{error}"
+        );
+    }
+
+    fn tempdir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("mintproxy-raw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}

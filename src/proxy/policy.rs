@@ -1,0 +1,139 @@
+//! Per-route allowlists: which methods and paths a route forwards. Refusals never reach
+//! the upstream.
+
+use http::Method;
+
+/// The allowlists of one route. Empty lists allow everything.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    methods: Vec<Method>,
+    allow_paths: Vec<String>,
+    deny_paths: Vec<String>,
+}
+
+/// Why a request is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The method is not in `allow_methods`.
+    #[error("method {0} is not allowed on this route")]
+    Method(Method),
+    /// The path is under a `deny_paths` prefix, or under no `allow_paths` prefix.
+    #[error("path {0} is not allowed on this route")]
+    Path(String),
+    /// The path has dot segments or encoded separators, which an upstream might resolve
+    /// to a path the lists did not see.
+    #[error("path {0} has dot segments or encoded separators; send it normalised")]
+    AmbiguousPath(String),
+}
+
+impl Policy {
+    /// A policy from its lists; path prefixes match whole segments (`/admin/` covers
+    /// `/admin` and `/admin/x`, not `/administrator`).
+    pub fn new(methods: Vec<Method>, allow_paths: Vec<String>, deny_paths: Vec<String>) -> Self {
+        let trim = |paths: Vec<String>| {
+            paths
+                .into_iter()
+                .map(|p| p.trim_end_matches('/').to_owned())
+                .collect()
+        };
+        Self {
+            methods,
+            allow_paths: trim(allow_paths),
+            deny_paths: trim(deny_paths),
+        }
+    }
+
+    /// Checks a request's method and path (as the upstream will see it, without query).
+    pub fn check(&self, method: &Method, path: &str) -> Result<(), Refusal> {
+        if !self.methods.is_empty() && !self.methods.contains(method) {
+            return Err(Refusal::Method(method.clone()));
+        }
+        if self.allow_paths.is_empty() && self.deny_paths.is_empty() {
+            return Ok(());
+        }
+        if is_ambiguous(path) {
+            return Err(Refusal::AmbiguousPath(path.to_owned()));
+        }
+        let under = |prefix: &String| under_prefix(path, prefix);
+        if self.deny_paths.iter().any(under)
+            || (!self.allow_paths.is_empty() && !self.allow_paths.iter().any(under))
+        {
+            return Err(Refusal::Path(path.to_owned()));
+        }
+        Ok(())
+    }
+}
+
+/// `path` is `prefix` or below it, segment-wise; the empty prefix covers everything.
+pub fn under_prefix(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+fn is_ambiguous(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    lower.contains("%2e")
+        || lower.contains("%2f")
+        || lower.contains("%5c")
+        || path.contains('\\')
+        || path.contains("//")
+        || path.split('/').any(|segment| segment == "." || segment == "..")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(methods: &[&str], allow: &[&str], deny: &[&str]) -> Policy {
+        let strings = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect();
+        Policy::new(
+            methods.iter().map(|m| m.parse().unwrap()).collect(),
+            strings(allow),
+            strings(deny),
+        )
+    }
+
+    #[test]
+    fn empty_policy_allows_everything() {
+        assert_eq!(policy(&[], &[], &[]).check(&Method::DELETE, "/a/../b"), Ok(()));
+    }
+
+    #[test]
+    fn methods_are_allowlisted() {
+        let get_only = policy(&["GET"], &[], &[]);
+        assert_eq!(get_only.check(&Method::GET, "/x"), Ok(()));
+        assert_eq!(
+            get_only.check(&Method::POST, "/x"),
+            Err(Refusal::Method(Method::POST))
+        );
+    }
+
+    #[test]
+    fn paths_match_whole_segments_and_deny_wins() {
+        let p = policy(&[], &["/management/v1/"], &["/management/v1/iam/"]);
+        assert_eq!(p.check(&Method::GET, "/management/v1"), Ok(()));
+        assert_eq!(p.check(&Method::GET, "/management/v1/users"), Ok(()));
+        assert!(p.check(&Method::GET, "/management/v1x").is_err());
+        assert!(p.check(&Method::GET, "/management/v1/iam").is_err());
+        assert!(p.check(&Method::GET, "/management/v1/iam/members").is_err());
+        assert!(p.check(&Method::GET, "/admin/v1").is_err());
+    }
+
+    #[test]
+    fn ambiguous_paths_are_refused_when_paths_are_listed() {
+        let p = policy(&[], &[], &["/admin"]);
+        for path in [
+            "/x/../admin",
+            "/%2e%2e/admin",
+            "/x%2Fadmin",
+            "//admin",
+            "/./admin",
+            "/x\\admin",
+        ] {
+            assert!(
+                matches!(p.check(&Method::GET, path), Err(Refusal::AmbiguousPath(_))),
+                "{path}"
+            );
+        }
+    }
+}

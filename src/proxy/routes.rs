@@ -1,0 +1,109 @@
+//! Routing: the longest prefix wins; an optional prefix strip maps the client's path to
+//! the upstream's.
+
+use std::sync::Arc;
+
+use super::policy::under_prefix;
+use super::Route;
+
+/// The routes, longest prefix first.
+#[derive(Debug)]
+pub struct Router {
+    routes: Vec<Arc<Route>>,
+}
+
+impl Router {
+    /// A router over `routes` (prefixes normalised without a trailing slash).
+    pub fn new(routes: Vec<Route>) -> Self {
+        let mut routes: Vec<Arc<Route>> = routes.into_iter().map(Arc::new).collect();
+        routes.sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
+        Self { routes }
+    }
+
+    /// The route serving `path`, if any.
+    pub fn find(&self, path: &str) -> Option<&Arc<Route>> {
+        self.routes.iter().find(|route| under_prefix(path, &route.prefix))
+    }
+
+    /// Every route.
+    pub fn routes(&self) -> &[Arc<Route>] {
+        &self.routes
+    }
+}
+
+impl Route {
+    /// The path and query the upstream gets for the client's: the prefix removed when the
+    /// route strips it.
+    pub fn upstream_target<'a>(&self, path: &'a str, query: Option<&str>) -> std::borrow::Cow<'a, str> {
+        let path = if self.strip_prefix {
+            match &path[self.prefix.len()..] {
+                "" => "/",
+                rest => rest,
+            }
+        } else {
+            path
+        };
+        match query {
+            Some(query) => format!("{path}?{query}").into(),
+            None => path.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::{Policy, Upstream};
+    use crate::token::{RefreshPolicy, StaticTokenSource, TokenCache};
+    use tokio_util::sync::CancellationToken;
+
+    fn route(prefix: &str, strip_prefix: bool) -> Route {
+        let tokens = TokenCache::spawn(
+            "unused",
+            StaticTokenSource::new("/nonexistent"),
+            RefreshPolicy::default(),
+            CancellationToken::new(),
+        );
+        Route {
+            name: prefix.to_owned(),
+            prefix: prefix.trim_end_matches('/').to_owned(),
+            strip_prefix,
+            upstream: Upstream::parse("http://127.0.0.1:1").unwrap(),
+            tokens,
+            headers: Vec::new(),
+            policy: Policy::default(),
+            replay_limit: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn longest_prefix_wins_on_segment_boundaries() {
+        let router = Router::new(vec![
+            route("/", false),
+            route("/api/", true),
+            route("/api/v2/", true),
+        ]);
+        let found = |path| router.find(path).map(|r| r.name.as_str());
+        assert_eq!(found("/api/v2/users"), Some("/api/v2/"));
+        assert_eq!(found("/api/v1/users"), Some("/api/"));
+        assert_eq!(found("/api"), Some("/api/"));
+        assert_eq!(found("/apix"), Some("/"));
+        let without_root = Router::new(vec![route("/api/", true)]);
+        assert!(without_root.find("/other").is_none());
+    }
+
+    #[tokio::test]
+    async fn stripping_keeps_the_leading_slash_and_query() {
+        let strip = route("/billing/", true);
+        assert_eq!(
+            strip.upstream_target("/billing/invoices", Some("a=1")),
+            "/invoices?a=1"
+        );
+        assert_eq!(strip.upstream_target("/billing", None), "/");
+        let keep = route("/billing/", false);
+        assert_eq!(
+            keep.upstream_target("/billing/invoices", None),
+            "/billing/invoices"
+        );
+    }
+}
