@@ -21,7 +21,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the proxy: one upstream from flags, or the routes of a config file.
     ///
-    /// Example: mintproxy serve --upstream https://my-instance.zitadel.cloud --key-file sa.json
+    /// Example: `mintproxy serve --upstream https://my-instance.zitadel.cloud --key-file sa.json`
     Serve(ProxyArgs),
     /// Mint one token and print it, for scripts: export TOKEN=$(mintproxy token ...)
     Token(TokenArgs),
@@ -61,7 +61,7 @@ pub struct CredentialArgs {
     #[arg(long, env = "MINTPROXY_TOKEN_FILE", value_name = "PATH")]
     pub token_file: Option<PathBuf>,
 
-    /// The issuer (your ZITADEL instance), e.g. https://my-instance.zitadel.cloud.
+    /// The issuer (your ZITADEL instance), e.g. `https://my-instance.zitadel.cloud`.
     /// Default for `serve`: the upstream's origin.
     #[arg(long, env = "MINTPROXY_ISSUER", value_name = "URL")]
     pub issuer: Option<String>,
@@ -87,7 +87,7 @@ pub struct CredentialArgs {
     pub project_ids: Vec<String>,
 
     /// Token endpoint URL, skipping OIDC discovery,
-    /// e.g. --token-endpoint https://my-instance.zitadel.cloud/oauth/v2/token.
+    /// e.g. `--token-endpoint https://my-instance.zitadel.cloud/oauth/v2/token`.
     #[arg(long, env = "MINTPROXY_TOKEN_ENDPOINT", value_name = "URL")]
     pub token_endpoint: Option<String>,
 }
@@ -149,7 +149,7 @@ pub struct ProxyArgs {
     #[arg(long, env = "MINTPROXY_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
 
-    /// Where every request goes, e.g. https://my-instance.zitadel.cloud.
+    /// Where every request goes, e.g. `https://my-instance.zitadel.cloud`.
     #[arg(long, env = "MINTPROXY_UPSTREAM", value_name = "URL")]
     pub upstream: Option<String>,
 

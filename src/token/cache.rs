@@ -30,6 +30,10 @@ pub struct RefreshPolicy {
     pub backoff_cap: Duration,
     /// How long a request waits for the fetch in flight before answering 503.
     pub max_wait: Duration,
+    /// At most one token is dropped for an upstream's 401 in this interval, so an upstream
+    /// that refuses every token (a wrong audience, say) cannot make the proxy hammer the
+    /// token endpoint.
+    pub min_reject_interval: Duration,
 }
 
 impl Default for RefreshPolicy {
@@ -40,6 +44,7 @@ impl Default for RefreshPolicy {
             backoff_base: Duration::from_millis(250),
             backoff_cap: Duration::from_secs(10),
             max_wait: super::endpoint::REQUEST_TIMEOUT * 2,
+            min_reject_interval: Duration::from_secs(10),
         }
     }
 }
@@ -138,6 +143,7 @@ struct Shared {
     status: watch::Sender<Status>,
     wake: Notify,
     policy: RefreshPolicy,
+    last_reject: std::sync::Mutex<Option<Instant>>,
 }
 
 /// A cached, self-refreshing token for one credential. Cheap to clone.
@@ -171,6 +177,7 @@ impl TokenCache {
             status: watch::Sender::new(Status::Fetching),
             wake: Notify::new(),
             policy,
+            last_reject: std::sync::Mutex::new(None),
         });
         tokio::spawn(refresh_loop(shared.clone(), source, stop));
         Self { shared }
@@ -214,10 +221,22 @@ impl TokenCache {
     }
 
     /// Drops `used` because the upstream refused it, and has a new one minted. A token
-    /// already replaced by a newer one is left alone, so a burst of 401s mints once.
+    /// already replaced by a newer one is left alone, so a burst of 401s mints once; and
+    /// at most one token is dropped per [`RefreshPolicy::min_reject_interval`].
     pub fn reject(&self, used: &Arc<CachedToken>) {
         let current = self.shared.current.load();
         if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, used)) {
+            {
+                let mut last = self.shared.last_reject.lock().unwrap_or_else(|p| p.into_inner());
+                if last.is_some_and(|at| at.elapsed() < self.shared.policy.min_reject_interval) {
+                    tracing::warn!(
+                        credential = %self.shared.name,
+                        "upstream refused a fresh token too; keeping it (check the scopes and audience)"
+                    );
+                    return;
+                }
+                *last = Some(Instant::now());
+            }
             let previous = self.shared.current.compare_and_swap(&*current, None);
             if previous.as_ref().is_some_and(|p| Arc::ptr_eq(p, used)) {
                 tracing::info!(credential = %self.shared.name, "upstream refused the token; minting a new one");
@@ -351,6 +370,17 @@ mod tests {
         cache.reject(&first); // already replaced: ignored
         assert_eq!(cache.token().await.unwrap().header(), "Bearer token-2");
         assert_eq!(source.fetches.load(Ordering::SeqCst), 2);
+
+        // The upstream refuses the fresh token too: kept, no minting loop.
+        cache.reject(&second);
+        assert_eq!(cache.token().await.unwrap().header(), "Bearer token-2");
+        // Later, a refusal drops the token again.
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        let refused = cache.token().await.unwrap();
+        let before = source.fetches.load(Ordering::SeqCst);
+        cache.reject(&refused);
+        assert_ne!(cache.token().await.unwrap().header(), refused.header());
+        assert_eq!(source.fetches.load(Ordering::SeqCst), before + 1);
     }
 
     #[tokio::test(start_paused = true)]
