@@ -7,7 +7,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Credential};
-use crate::proxy::{self, Proxy, Route, Router};
+use crate::proxy::{self, ForwardLimits, HostGuard, Proxy, Route, Router};
 use crate::server::{self, ServerOptions};
 use crate::tls;
 use crate::token::{endpoint, RefreshPolicy, Token, TokenCache, TokenError, TokenSource};
@@ -68,10 +68,11 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
         .map_err(|source| StartError::Bind { addr, source })
 }
 
-/// Builds the proxy for `config`: starts one token refresher per credential (stopped by
-/// `stop`) and the upstream client.
+/// Builds the proxy for `config` listening on `bound`: starts one token refresher per
+/// credential (stopped by `stop`) and the upstream client.
 pub fn build_proxy(
     config: &Config,
+    bound: SocketAddr,
     policy: RefreshPolicy,
     stop: CancellationToken,
 ) -> Result<Proxy, StartError> {
@@ -108,9 +109,15 @@ pub fn build_proxy(
             replay_limit: proxy::DEFAULT_REPLAY_LIMIT,
         })
         .collect();
+    let limits = ForwardLimits {
+        upstream_timeout: config.limits.upstream_timeout,
+        max_body_size: config.limits.max_body_size,
+    };
     Ok(Proxy::new(
         Router::new(routes),
         proxy::forward::client(tls::client_config(roots, &[])),
+        HostGuard::new(bound, &config.allow_hosts),
+        limits,
     ))
 }
 
@@ -118,12 +125,15 @@ pub fn build_proxy(
 pub async fn run_proxy(
     listener: TcpListener,
     config: &Config,
-    options: ServerOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), StartError> {
+    let bound = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
     let stop = CancellationToken::new();
-    let proxy = build_proxy(config, RefreshPolicy::default(), stop.clone())?;
-    server::serve(listener, proxy, options, shutdown).await;
+    let proxy = build_proxy(config, bound, RefreshPolicy::default(), stop.clone())?;
+    server::serve(listener, proxy, ServerOptions::from(&config.limits), shutdown).await;
     stop.cancel();
     Ok(())
 }

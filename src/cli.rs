@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -139,7 +140,7 @@ pub struct PolicyArgs {
 }
 
 /// What defines the proxy: a config file, or one upstream and its credential as flags.
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ProxyArgs {
     /// TOML config file with credentials and routes (see README), e.g. --config mintproxy.toml.
     #[arg(long, env = "MINTPROXY_CONFIG", value_name = "FILE")]
@@ -170,6 +171,77 @@ pub struct ProxyArgs {
     /// Allowlists.
     #[command(flatten)]
     pub policy: PolicyArgs,
+
+    /// Who may connect, and limits.
+    #[command(flatten)]
+    pub guard: GuardArgs,
+}
+
+/// Exposure and limits of the listener and of upstream calls.
+#[derive(Debug, Clone, Args)]
+pub struct GuardArgs {
+    /// Accept a non-loopback --listen address. Whoever reaches the proxy acts as the
+    /// service user, so put it behind a firewall or mTLS first.
+    #[arg(long, env = "MINTPROXY_ALLOW_REMOTE")]
+    pub allow_remote: bool,
+
+    /// Another accepted Host (and Origin) name, besides localhost, 127.0.0.1 and [::1] on
+    /// the listen port: e.g. --allow-host proxy.internal or --allow-host proxy.internal:8080.
+    /// `*` accepts any Host (turns off the DNS-rebinding guard; for non-browser callers).
+    #[arg(
+        long = "allow-host",
+        env = "MINTPROXY_ALLOW_HOST",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub allow_hosts: Vec<String>,
+
+    /// Longest wait for an upstream's response headers before answering 504, e.g. 30s, 500ms, 5m.
+    #[arg(long, env = "MINTPROXY_UPSTREAM_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub upstream_timeout: Duration,
+
+    /// Longest time a client may take to send its request headers (slow or silent
+    /// connections are closed), e.g. 10s.
+    #[arg(long, env = "MINTPROXY_HEADER_READ_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// Largest request header section in bytes; larger gets 431.
+    #[arg(long, env = "MINTPROXY_MAX_HEADER_SIZE", value_name = "BYTES", default_value_t = 16 * 1024)]
+    pub max_header_size: usize,
+
+    /// Most connections served at once; more wait in the kernel's accept queue.
+    #[arg(
+        long,
+        env = "MINTPROXY_MAX_CONNECTIONS",
+        value_name = "N",
+        default_value_t = 1024
+    )]
+    pub max_connections: usize,
+
+    /// Largest request body in bytes; larger gets 413. Default: no limit (bodies stream).
+    #[arg(long, env = "MINTPROXY_MAX_BODY_SIZE", value_name = "BYTES")]
+    pub max_body_size: Option<u64>,
+
+    /// How long in-flight requests may finish after SIGTERM or SIGINT, e.g. 30s.
+    #[arg(long, env = "MINTPROXY_SHUTDOWN_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+/// Reads `500ms`, `30s`, `5m`, `1h` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 30s or 5m"))?;
+    match unit.trim() {
+        "ms" => Ok(Duration::from_millis(number)),
+        "" | "s" => Ok(Duration::from_secs(number)),
+        "m" => Ok(Duration::from_secs(number * 60)),
+        "h" => Ok(Duration::from_secs(number * 3600)),
+        other => Err(format!("unknown unit {other:?} in {text:?}: use ms, s, m or h")),
+    }
 }
 
 /// Flags of `mintproxy token`.
@@ -236,4 +308,24 @@ pub struct DemoArgs {
     /// or when 8080 is taken).
     #[arg(long, env = "MINTPROXY_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_read_like_people_write_them() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(
+            parse_duration("5d").unwrap_err(),
+            "unknown unit \"d\" in \"5d\": use ms, s, m or h"
+        );
+        assert!(parse_duration("fast").is_err());
+    }
 }

@@ -27,6 +27,12 @@ pub enum ProxyError {
     /// The client's request body broke off or was not what it announced.
     #[error("cannot read the request body: {0}")]
     ClientBody(String),
+    /// The upstream did not answer in time.
+    #[error("upstream did not answer within {0:?}")]
+    UpstreamTimeout(std::time::Duration),
+    /// The request body is larger than allowed.
+    #[error("request body larger than {0} bytes")]
+    BodyTooLarge(u64),
     /// `CONNECT` would make this an open proxy.
     #[error("CONNECT is not supported: mintproxy forwards only to its configured upstream")]
     ConnectRefused,
@@ -35,7 +41,9 @@ pub enum ProxyError {
 /// gRPC status codes used here (grpc/doc/statuscodes.md).
 mod grpc {
     pub const INVALID_ARGUMENT: u8 = 3;
+    pub const DEADLINE_EXCEEDED: u8 = 4;
     pub const PERMISSION_DENIED: u8 = 7;
+    pub const RESOURCE_EXHAUSTED: u8 = 8;
     pub const UNIMPLEMENTED: u8 = 12;
     pub const UNAVAILABLE: u8 = 14;
     pub const UNAUTHENTICATED: u8 = 16;
@@ -56,6 +64,18 @@ impl ProxyError {
                 "upstream_unreachable",
                 "destination_unavailable",
                 grpc::UNAVAILABLE,
+            ),
+            Self::UpstreamTimeout(_) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                "http_response_timeout",
+                grpc::DEADLINE_EXCEEDED,
+            ),
+            Self::BodyTooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "http_request_error",
+                grpc::RESOURCE_EXHAUSTED,
             ),
             Self::NoRoute(_) => (
                 StatusCode::NOT_FOUND,

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use mintproxy::cli::{Cli, Command, TokenFormat};
-use mintproxy::server::{shutdown_signal, ServerOptions};
+use mintproxy::server::shutdown_signal;
 use mintproxy::{app, check, config, demo};
 use tracing_subscriber::EnvFilter;
 
@@ -40,7 +40,7 @@ async fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
             let listener = app::bind(config.listen).await?;
             let addr = listener.local_addr()?;
             println!("mintproxy listening on http://{addr}");
-            app::run_proxy(listener, &config, ServerOptions::default(), shutdown_signal()).await?;
+            app::run_proxy(listener, &config, shutdown_signal()).await?;
         }
         Command::Token(args) => {
             let credential = match (&args.config, &args.credential_name) {

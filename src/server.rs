@@ -2,6 +2,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -9,6 +10,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::config::Limits;
 
 use crate::proxy::Proxy;
 
@@ -17,15 +21,21 @@ use crate::proxy::Proxy;
 pub struct ServerOptions {
     /// How long a client may take to send its request headers.
     pub header_read_timeout: Duration,
+    /// Largest request header section, in bytes.
+    pub max_header_size: usize,
+    /// Most connections served at once.
+    pub max_connections: usize,
     /// How long in-flight requests may run on after shutdown begins.
     pub shutdown_timeout: Duration,
 }
 
-impl Default for ServerOptions {
-    fn default() -> Self {
+impl From<&Limits> for ServerOptions {
+    fn from(limits: &Limits) -> Self {
         Self {
-            header_read_timeout: Duration::from_secs(10),
-            shutdown_timeout: Duration::from_secs(30),
+            header_read_timeout: limits.header_read_timeout,
+            max_header_size: limits.max_header_size,
+            max_connections: limits.max_connections,
+            shutdown_timeout: limits.shutdown_timeout,
         }
     }
 }
@@ -42,11 +52,22 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(options.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
+        .header_read_timeout(options.header_read_timeout)
+        // hyper's minimum buffer is 8 KiB; a larger header section gets 431.
+        .max_buf_size(options.max_header_size.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(options.max_header_size).unwrap_or(u32::MAX));
     let graceful = GracefulShutdown::new();
+    let connections = Arc::new(Semaphore::new(options.max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
+        // At the limit, stop accepting: new connections wait in the kernel's queue.
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -65,14 +86,25 @@ pub async fn serve(
             let proxy = proxy.clone();
             async move { Ok::<_, Infallible>(proxy.handle(request, remote).await) }
         });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let header_read_timeout = options.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            // hyper's header timeout starts with the first byte; a connection that sends
+            // nothing would otherwise hold its slot forever.
+            let mut first = [0u8; 1];
+            if tokio::time::timeout(header_read_timeout, stream.peek(&mut first))
+                .await
+                .is_err()
+            {
+                tracing::debug!(%remote, "closing a connection that sent nothing");
+                return;
+            }
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            if let Err(error) = watcher.watch(connection).await {
                 tracing::debug!(%remote, error = %error, "connection ended with an error");
             }
+            drop(permit);
         });
     }
     drop(listener);

@@ -128,17 +128,24 @@ async fn extra_headers_are_added() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_absolute_form_target_cannot_pick_another_host() {
     let stack = stack().await;
+    // Another host in the target: refused as a foreign host, nothing forwarded.
     let answer = raw(
         stack.proxy.addr,
         "GET http://internal.example:9999/secret?q=1 HTTP/1.1\r\nHost: internal.example:9999\r\nConnection: close\r\n\r\n",
     )
     .await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(stack.echo.seen().is_empty());
+
+    // The proxy's own name in absolute form: only the path and query are used.
+    let port = stack.proxy.addr.port();
+    let answer = raw(
+        stack.proxy.addr,
+        &format!("GET http://localhost:{port}/secret?q=1 HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    assert_eq!(
-        stack.echo.seen()[0].target,
-        "/secret?q=1",
-        "only the path and query were used"
-    );
+    assert_eq!(stack.echo.seen()[0].target, "/secret?q=1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

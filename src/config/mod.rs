@@ -7,11 +7,12 @@ pub mod raw;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method};
 use url::Url;
 
-use crate::cli::ProxyArgs;
+use crate::cli::{GuardArgs, ProxyArgs};
 use crate::proxy::{Policy, Upstream};
 use crate::token::{
     ClientAuth, ClientCredentialsSource, Endpoint, JwtProfileSource, KeyKind, SigningKey, StaticTokenSource,
@@ -30,10 +31,54 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub struct Config {
     /// Where to listen.
     pub listen: SocketAddr,
+    /// Host names accepted besides the loopback names (`*`: any).
+    pub allow_hosts: Vec<String>,
+    /// Limits of the listener and of upstream calls.
+    pub limits: Limits,
     /// Credentials by name.
     pub credentials: BTreeMap<String, Credential>,
     /// Routes, in the order given.
     pub routes: Vec<RouteConfig>,
+}
+
+/// Limits of the listener and of upstream calls (flags and environment only).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Longest wait for an upstream's response headers (504 after).
+    pub upstream_timeout: Duration,
+    /// Longest time for a client to send its request headers.
+    pub header_read_timeout: Duration,
+    /// Largest request header section (431 above).
+    pub max_header_size: usize,
+    /// Most connections served at once.
+    pub max_connections: usize,
+    /// Largest request body (413 above), if limited.
+    pub max_body_size: Option<u64>,
+    /// How long in-flight requests may finish after a shutdown signal.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Limits {
+    /// The flags' defaults, read from the flag definitions themselves (and the
+    /// environment), so they are written down once.
+    fn default() -> Self {
+        use clap::{Args, FromArgMatches};
+        let matches = GuardArgs::augment_args(clap::Command::new("defaults")).get_matches_from(["defaults"]);
+        Self::from(&GuardArgs::from_arg_matches(&matches).expect("the flag defaults parse"))
+    }
+}
+
+impl From<&GuardArgs> for Limits {
+    fn from(args: &GuardArgs) -> Self {
+        Self {
+            upstream_timeout: args.upstream_timeout,
+            header_read_timeout: args.header_read_timeout,
+            max_header_size: args.max_header_size,
+            max_connections: args.max_connections,
+            max_body_size: args.max_body_size,
+            shutdown_timeout: args.shutdown_timeout,
+        }
+    }
 }
 
 /// Where a token comes from, validated (files exist and parse).
@@ -229,10 +274,16 @@ impl ProxyArgs {
     pub fn load(&self) -> Result<Config, ConfigError> {
         let (raw, origin, base) = match &self.config {
             Some(file) => {
-                if self.upstream.is_some() || self.credential.any() || !self.headers.is_empty() {
+                let policy = &self.policy;
+                let route_flags = !policy.allow_methods.is_empty()
+                    || !policy.allow_paths.is_empty()
+                    || !policy.deny_paths.is_empty();
+                if self.upstream.is_some() || self.credential.any() || !self.headers.is_empty() || route_flags
+                {
                     return Err(ConfigError::new(
                         "--config",
-                        "cannot be combined with --upstream or credential flags: put the route in the file",
+                        "cannot be combined with --upstream, credential, --header or allowlist flags: \
+                         put the route in the file",
                     ));
                 }
                 let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -240,10 +291,23 @@ impl ProxyArgs {
             }
             None => (self.to_raw()?, Origin::Flags, PathBuf::new()),
         };
+        let allow_remote = self.guard.allow_remote || raw.allow_remote;
         let mut config = validate(raw, origin, &base)?;
         if let Some(listen) = self.listen {
             config.listen = listen;
         }
+        if !config.listen.ip().is_loopback() && !allow_remote {
+            return Err(ConfigError::new(
+                "--listen",
+                format!(
+                    "{} is not a loopback address: whoever reaches it acts with the credentials' rights; \
+                     pass --allow-remote (allow_remote = true) once a firewall or mTLS keeps strangers out",
+                    config.listen
+                ),
+            ));
+        }
+        config.allow_hosts.extend(self.guard.allow_hosts.iter().cloned());
+        config.limits = Limits::from(&self.guard);
         Ok(config)
     }
 }
@@ -329,6 +393,8 @@ fn validate(raw: RawConfig, origin: Origin, base: &Path) -> Result<Config, Confi
     }
     Ok(Config {
         listen,
+        allow_hosts: raw.allow_hosts,
+        limits: Limits::default(),
         credentials,
         routes,
     })

@@ -18,6 +18,12 @@ pub const FLAGS_NAME: &str = "default";
 pub struct RawConfig {
     /// `listen = "127.0.0.1:8080"`.
     pub listen: Option<String>,
+    /// `allow_remote = true`: accept a non-loopback `listen`.
+    #[serde(default)]
+    pub allow_remote: bool,
+    /// `allow_hosts = ["proxy.internal"]`: more accepted Host names.
+    #[serde(default)]
+    pub allow_hosts: Vec<String>,
     /// `[credentials.NAME]` tables.
     #[serde(default)]
     pub credentials: BTreeMap<String, RawCredential>,
@@ -84,14 +90,36 @@ impl RawConfig {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new(&file, format!("cannot read it: {e}")))?;
-        toml::from_str(&text).map_err(|e| {
+        Self::parse(&text, &file)
+    }
+
+    /// Parses config text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| {
             let at = e
                 .span()
-                .map(|span| line_column(&text, span.start))
+                .map(|span| line_column(text, span.start))
                 .unwrap_or_default();
-            ConfigError::new(format!("{file}{at}"), e.message().trim_end().to_owned())
+            ConfigError::new(format!("{file}{at}"), without_value(e.message().trim_end()))
         })
     }
+}
+
+/// serde quotes the offending value ("invalid type: string \"s3cret\", expected ..."),
+/// and a header value may be a secret: keep the kind, drop the value.
+fn without_value(message: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            let kind = rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .trim_end_matches(',');
+            let expected = rest.split_once(", expected").map_or("", |(_, e)| e);
+            return format!("{prefix}{kind}, expected{expected}");
+        }
+    }
+    message.to_owned()
 }
 
 /// `:line:column` of a byte offset.
@@ -136,6 +164,8 @@ impl ProxyArgs {
         }
         Ok(RawConfig {
             listen: None,
+            allow_remote: false,
+            allow_hosts: Vec::new(),
             credentials: BTreeMap::from([(FLAGS_NAME.to_owned(), self.credential.to_raw())]),
             routes: vec![RawRoute {
                 prefix: "/".to_owned(),
@@ -164,6 +194,21 @@ mod tests {
         assert!(
             error.starts_with(&format!("{}:3:1: unknown field `prefx`", path.display())),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn type_errors_do_not_quote_the_value() {
+        let error =
+            RawConfig::parse("[[routes]]\nheaders = { x-api-key = 12345678 }\n", "f.toml").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "f.toml:2:25: invalid type: integer, expected a string"
+        );
+        let error = RawConfig::parse("allow_remote = \"s3cret\"\n", "f.toml").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "f.toml:1:16: invalid type: string, expected a boolean"
         );
     }
 

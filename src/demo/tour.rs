@@ -15,9 +15,9 @@ use super::issuer::Issuer;
 use super::keygen::GeneratedKey;
 use crate::app::{self, StartError};
 use crate::cli::DemoArgs;
-use crate::config::{Config, Credential, EndpointConfig, RouteConfig, DEFAULT_SCOPES};
+use crate::config::{Config, Credential, EndpointConfig, Limits, RouteConfig, DEFAULT_SCOPES};
 use crate::proxy::{Policy, Upstream};
-use crate::server::{self, ServerOptions};
+use crate::server;
 
 /// Why the demo failed.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +66,8 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     let addr = listener.local_addr()?;
     let config = Config {
         listen: addr,
+        allow_hosts: Vec::new(),
+        limits: Limits::default(),
         credentials: [(
             "demo".to_owned(),
             Credential::JwtProfile {
@@ -95,7 +97,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
                 () = server::shutdown_signal() => {}
             }
         };
-        app::run_proxy(listener, &config, ServerOptions::default(), shutdown).await
+        app::run_proxy(listener, &config, shutdown).await
     });
     println!("4. Proxy at http://{addr}, pinned to the echo upstream; it discovers the token endpoint and mints a token.\n");
 

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{Either, Full};
+use http_body_util::{Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -13,8 +13,9 @@ use hyper_util::rt::TokioExecutor;
 /// How long connecting to an upstream may take before the request fails with 502.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A request body on its way upstream: buffered (replayable) or streamed as it arrives.
-pub type OutboundBody = Either<Full<Bytes>, Incoming>;
+/// A request body on its way upstream: buffered (replayable) or streamed as it arrives,
+/// within the size limit.
+pub type OutboundBody = Either<Full<Bytes>, Limited<Incoming>>;
 
 /// The pooled upstream client.
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, OutboundBody>;

@@ -2,6 +2,7 @@
 //! and back.
 
 pub mod forward;
+pub mod guard;
 pub mod headers;
 pub mod policy;
 pub mod routes;
@@ -9,17 +10,18 @@ pub mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
-use http_body_util::{BodyExt, Either, Full, Limited};
+use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
 use hyper::body::{Body, Incoming};
 
 use crate::error::{error_chain, ProxyError};
 use crate::token::{CachedToken, TokenCache};
 pub use forward::{OutboundBody, UpstreamClient};
+pub use guard::HostGuard;
 pub use policy::Policy;
 pub use routes::Router;
 pub use upstream::Upstream;
@@ -52,19 +54,32 @@ pub struct Route {
     pub replay_limit: usize,
 }
 
+/// Limits on forwarding.
+#[derive(Debug, Clone)]
+pub struct ForwardLimits {
+    /// Longest wait for the upstream's response headers (504 after).
+    pub upstream_timeout: Duration,
+    /// Largest request body (413 above), if limited.
+    pub max_body_size: Option<u64>,
+}
+
 /// The proxy service. Cheap to clone: one per connection.
 #[derive(Debug, Clone)]
 pub struct Proxy {
     router: Arc<Router>,
     client: UpstreamClient,
+    guard: Arc<HostGuard>,
+    limits: ForwardLimits,
 }
 
 impl Proxy {
-    /// A proxy sending requests through `router` with `client`.
-    pub fn new(router: Router, client: UpstreamClient) -> Self {
+    /// A proxy sending requests that pass `guard` through `router` with `client`.
+    pub fn new(router: Router, client: UpstreamClient, guard: HostGuard, limits: ForwardLimits) -> Self {
         Self {
             router: Arc::new(router),
             client,
+            guard: Arc::new(guard),
+            limits,
         }
     }
 
@@ -75,9 +90,15 @@ impl Proxy {
         let path = request.uri().path().to_owned();
         let grpc = is_grpc(request.headers());
         let route = self.router.find(&path).cloned();
-        let response = match &route {
-            Some(route) => self.forward(route, request, remote).await,
-            None => Err(ProxyError::NoRoute(path.clone())),
+        let response = if request.method() == Method::CONNECT {
+            Err(ProxyError::ConnectRefused)
+        } else if let Err(refusal) = self.guard.check(request.uri(), request.headers()) {
+            Err(ProxyError::Forbidden(refusal))
+        } else {
+            match &route {
+                Some(route) => self.forward(route, request, remote).await,
+                None => Err(ProxyError::NoRoute(path.clone())),
+            }
         };
         let response = response.unwrap_or_else(|error| {
             tracing::debug!(%error, "request failed in the proxy");
@@ -100,13 +121,15 @@ impl Proxy {
         request: Request<Incoming>,
         remote: SocketAddr,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        if request.method() == Method::CONNECT {
-            return Err(ProxyError::ConnectRefused);
-        }
         let target = route.upstream_target(request.uri().path(), request.uri().query());
         let path = target.split('?').next().unwrap_or_default();
         route.policy.check(request.method(), path)?;
         let uri = route.upstream.uri_for(&target);
+        if let (Some(limit), Some(len)) = (self.limits.max_body_size, request.body().size_hint().exact()) {
+            if len > limit {
+                return Err(ProxyError::BodyTooLarge(limit));
+            }
+        }
         let token = route.tokens.token().await?;
         let (parts, body) = request.into_parts();
         let client_host = parts
@@ -129,7 +152,7 @@ impl Proxy {
             uri,
             headers,
         };
-        let body = buffer_if_small(body, route.replay_limit).await?;
+        let body = buffer_if_small(body, route.replay_limit, self.limits.max_body_size).await?;
         let response = match body {
             Either::Left(buffered) => {
                 let first = self
@@ -163,10 +186,14 @@ impl Proxy {
         request
             .headers_mut()
             .insert(header::AUTHORIZATION, token.header().clone());
-        self.client
-            .request(request)
-            .await
-            .map_err(|e| ProxyError::UpstreamUnreachable(error_chain(&e)))
+        match tokio::time::timeout(self.limits.upstream_timeout, self.client.request(request)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(error)) if body_over_limit(&error) => Err(ProxyError::BodyTooLarge(
+                self.limits.max_body_size.unwrap_or_default(),
+            )),
+            Ok(Err(error)) => Err(ProxyError::UpstreamUnreachable(error_chain(&error))),
+            Err(_) => Err(ProxyError::UpstreamTimeout(self.limits.upstream_timeout)),
+        }
     }
 }
 
@@ -205,22 +232,41 @@ struct Outbound {
     headers: HeaderMap,
 }
 
-/// Buffers a body whose announced size fits `limit` (so it can be replayed); streams any
-/// other body untouched.
-async fn buffer_if_small(body: Incoming, limit: usize) -> Result<OutboundBody, ProxyError> {
+/// Buffers a body whose announced size fits `replay_limit` (so it can be replayed);
+/// streams any other body, cut off at `max_body_size` when one is set.
+async fn buffer_if_small(
+    body: Incoming,
+    replay_limit: usize,
+    max_body_size: Option<u64>,
+) -> Result<OutboundBody, ProxyError> {
     if body.is_end_stream() {
         return Ok(Either::Left(Full::new(Bytes::new())));
     }
     match body.size_hint().exact() {
-        Some(len) if len <= limit as u64 => {
-            let collected = Limited::new(body, limit)
+        Some(len) if len <= replay_limit as u64 => {
+            let collected = Limited::new(body, replay_limit)
                 .collect()
                 .await
                 .map_err(|e| ProxyError::ClientBody(e.to_string()))?;
             Ok(Either::Left(Full::new(collected.to_bytes())))
         }
-        _ => Ok(Either::Right(body)),
+        _ => {
+            let limit = max_body_size.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+            Ok(Either::Right(Limited::new(body, limit)))
+        }
     }
+}
+
+/// Whether an upstream call failed because the streamed body passed `max_body_size`.
+fn body_over_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if error.is::<LengthLimitError>() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 fn is_grpc(headers: &HeaderMap) -> bool {

@@ -20,6 +20,12 @@ pub enum Refusal {
     /// The path is under a `deny_paths` prefix, or under no `allow_paths` prefix.
     #[error("path {0} is not allowed on this route")]
     Path(String),
+    /// The `Host` is not an accepted name (DNS rebinding).
+    #[error("host {0} is not accepted here; add it with --allow-host if it is yours")]
+    Host(String),
+    /// A browser request from another site (CSRF).
+    #[error("cross-site browser request refused ({0})")]
+    CrossSite(String),
     /// The path has dot segments or encoded separators, which an upstream might resolve
     /// to a path the lists did not see.
     #[error("path {0} has dot segments or encoded separators; send it normalised")]

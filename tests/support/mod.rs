@@ -95,9 +95,10 @@ pub async fn start(config: &Config, policy: RefreshPolicy) -> Proxy {
     let listener = local_listener().await;
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
-    let proxy = mintproxy::app::build_proxy(config, policy, stop.clone()).unwrap();
+    let proxy = mintproxy::app::build_proxy(config, addr, policy, stop.clone()).unwrap();
     let shutdown = stop.clone().cancelled_owned();
-    tokio::spawn(server::serve(listener, proxy, ServerOptions::default(), shutdown));
+    let options = ServerOptions::from(&config.limits);
+    tokio::spawn(server::serve(listener, proxy, options, shutdown));
     Proxy { addr, stop }
 }
 
@@ -183,4 +184,52 @@ pub async fn raw(addr: SocketAddr, request: &str) -> String {
         .expect("the server answers and closes")
         .unwrap();
     String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// What one finished run of the `mintproxy` binary produced.
+#[derive(Debug)]
+pub struct BinaryRun {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the `mintproxy` binary with `args` and `env` added to an environment cleared of
+/// `MINTPROXY_*` and `RUST_LOG` (so the developer's shell cannot change what a test sees),
+/// to completion, failing the test if it takes over 60 s.
+pub async fn run_binary(args: &[&str], env: &[(&str, &str)]) -> BinaryRun {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_mintproxy"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("MINTPROXY_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .env_remove("RUST_LOG")
+        .args(args)
+        .envs(env.iter().copied())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .unwrap_or_else(|_| panic!("mintproxy {args:?} did not finish within 60 s"))
+        .expect("the mintproxy binary starts");
+    BinaryRun {
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Writes a credential file readable by its owner only (mode 600 on Unix), creating
+/// missing parent directories.
+pub fn write_private(path: &std::path::Path, contents: &str) {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    std::fs::write(path, contents).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
 }

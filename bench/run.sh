@@ -1,0 +1,412 @@
+#!/usr/bin/env bash
+# mintproxy vs nginx as an authenticating reverse proxy, each on one core.
+#
+# Run by hand from anywhere (not part of CI):   bash bench/run.sh
+#
+# Layout (needs at least 2 cores):
+#   core 0: the proxy under test (mintproxy, or nginx with worker_processes 1)
+#   core 1: the backend (nginx, `return 200 "ok\n"`) and the load generator (wrk -t1)
+# Everything listens on 127.0.0.1 only. Every load run is bounded in time.
+#
+# Knobs (environment): DURATION=15s WARMUP=5s CONNS=64 ROUNDS=2
+#   UPLOAD_BYTES=268435456 BASE_PORT=18090 RESULTS=bench/results.md KEEP=1 (keep the work dir)
+#   REV=HEAD (build that commit from a git archive export instead of the working tree)
+#
+# Writes the results table to stdout and to $RESULTS (default bench/results.md).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+DURATION=${DURATION:-15s}
+WARMUP=${WARMUP:-5s}
+CONNS=${CONNS:-64}
+ROUNDS=${ROUNDS:-2}
+UPLOAD_BYTES=${UPLOAD_BYTES:-268435456}
+BASE_PORT=${BASE_PORT:-18090}
+RESULTS=${RESULTS:-$HERE/results.md}
+KEEP=${KEEP:-0}
+REV=${REV:-} # empty: build the working tree; a git revision (e.g. HEAD): build that commit
+
+BACKEND_PORT=$BASE_PORT
+PROXY_PORT=$((BASE_PORT + 1))
+SINK_PORT=$((BASE_PORT + 2))
+# A fake token: the backend only checks that the proxy sent exactly this.
+TOKEN="bench-fake-token-0123456789abcdef0123456789abcdef"
+AUTH="Bearer $TOKEN"
+
+START_TIME=$(date +%s)
+log() { printf '[bench %3ss] %s\n' "$(($(date +%s) - START_TIME))" "$*" >&2; }
+die() { log "FAILED: $*"; exit 1; }
+
+# ---------------------------------------------------------------- prerequisites
+if [ "$(nproc --all)" -lt 2 ]; then die "needs at least 2 cores (proxy on core 0, backend and wrk on core 1)"; fi
+
+need_pkgs=()
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || need_pkgs+=(nginx)
+command -v wrk >/dev/null || need_pkgs+=(wrk)
+command -v taskset >/dev/null || need_pkgs+=(util-linux)
+command -v curl >/dev/null || need_pkgs+=(curl)
+command -v ss >/dev/null || need_pkgs+=(iproute2)
+command -v python3 >/dev/null || need_pkgs+=(python3)
+command -v pgrep >/dev/null || need_pkgs+=(procps)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    log "installing ${need_pkgs[*]} with apt-get"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+if [ -z "$REV" ]; then
+    log "cargo build --release (the working tree at $ROOT)"
+    (cd "$ROOT" && cargo build --release --quiet)
+    BIN=$ROOT/target/release/mintproxy
+else
+    # A committed revision, exported with git archive and built in its own target dir
+    # (target/bench-rev), so neither the working tree nor target/release is touched.
+    REV_SHA=$(cd "$ROOT" && git rev-parse --verify "$REV^{commit}")
+    SRC=/tmp/mintproxy-bench-src-${REV_SHA:0:12}
+    rm -rf "$SRC" && mkdir -p "$SRC"
+    (cd "$ROOT" && git archive "$REV_SHA" | tar -x -C "$SRC")
+    log "cargo build --release (commit ${REV_SHA:0:12}, exported to $SRC)"
+    (cd "$SRC" && CARGO_TARGET_DIR=$ROOT/target/bench-rev cargo build --release --quiet)
+    BIN=$ROOT/target/bench-rev/release/mintproxy
+    rm -rf "$SRC"
+fi
+[ -x "$BIN" ] || die "no binary at $BIN"
+
+for port in "$BACKEND_PORT" "$PROXY_PORT" "$SINK_PORT"; do
+    if ss -Hltn "sport = :$port" | grep -q .; then die "port $port is taken; set BASE_PORT"; fi
+done
+
+WORK=$(mktemp -d /tmp/mintproxy-bench.XXXXXX)
+chmod 755 "$WORK" # nginx workers run as www-data and need to reach their temp dirs
+printf '%s\n' "$TOKEN" >"$WORK/token"
+chmod 600 "$WORK/token"
+
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -TERM "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+        fi
+    done
+    if [ "$KEEP" = 1 ]; then log "work dir kept: $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+
+stop() { # stop one process we started, by pid
+    local pid=$1
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+wait_http() { # url [curl args...]: wait up to 10 s for a 200
+    local url=$1 i
+    shift
+    for i in $(seq 100); do
+        if [ "$(curl -s -o /dev/null -w '%{http_code}' "$@" "$url" || true)" = 200 ]; then return 0; fi
+        sleep 0.1
+    done
+    die "$url did not answer 200 within 10 s"
+}
+
+# ---------------------------------------------------------------- nginx configs
+nginx_common() { # dir
+    cat <<EOF
+worker_processes 1;
+daemon off;
+user www-data;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections 4096; }
+EOF
+}
+nginx_temp_paths() { # dir
+    cat <<EOF
+    client_body_temp_path $1/tmp/body;
+    proxy_temp_path $1/tmp/proxy;
+    fastcgi_temp_path $1/tmp/fastcgi;
+    uwsgi_temp_path $1/tmp/uwsgi;
+    scgi_temp_path $1/tmp/scgi;
+EOF
+}
+
+mkdir -p "$WORK/backend/tmp" "$WORK/nginx-proxy/tmp"
+{
+    nginx_common "$WORK/backend"
+    cat <<EOF
+http {
+    access_log off;
+$(nginx_temp_paths "$WORK/backend")
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+    server {
+        listen 127.0.0.1:$BACKEND_PORT;
+        default_type text/plain;
+        location / {
+            # Proves the proxy added the header: anything else is a 401, which wrk counts.
+            if (\$http_authorization != "$AUTH") { return 401 "no bearer\n"; }
+            return 200 "ok\n";
+        }
+    }
+}
+EOF
+} >"$WORK/backend/nginx.conf"
+
+{
+    nginx_common "$WORK/nginx-proxy"
+    cat <<EOF
+http {
+    access_log off;
+$(nginx_temp_paths "$WORK/nginx-proxy")
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+    upstream backend {
+        server 127.0.0.1:$BACKEND_PORT;
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$PROXY_PORT;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            # the same upstream request mintproxy builds: Host = upstream authority,
+            # the bearer, X-Forwarded-*
+            proxy_set_header Host 127.0.0.1:$BACKEND_PORT;
+            proxy_set_header Authorization "$AUTH";
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$http_host;
+        }
+    }
+}
+EOF
+} >"$WORK/nginx-proxy/nginx.conf"
+
+"$NGINX" -t -q -p "$WORK/backend/" -e "$WORK/backend/error.log" -c "$WORK/backend/nginx.conf"
+"$NGINX" -t -q -p "$WORK/nginx-proxy/" -e "$WORK/nginx-proxy/error.log" -c "$WORK/nginx-proxy/nginx.conf"
+
+# ---------------------------------------------------------------- process helpers
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() { # pid...: utime+stime of each pid and of its children (nginx workers)
+    local total=0 pid p
+    for pid in "$@"; do
+        for p in "$pid" $(pgrep -P "$pid" || true); do
+            # fields after the ")" of comm: state is $1, utime $12, stime $13
+            total=$((total + $(sed 's/^.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')))
+        done
+    done
+    echo "$total"
+}
+status_kb() { # pid field: e.g. VmRSS, VmHWM in kB, summed over the pid and its children
+    local total=0 pid=$1 field=$2 p
+    for p in "$pid" $(pgrep -P "$pid" || true); do
+        total=$((total + $(awk -v f="$field:" '$1==f{print $2}' "/proc/$p/status")))
+    done
+    echo "$total"
+}
+threads_of() { awk '$1=="Threads:"{print $2}' "/proc/$1/status"; }
+
+start_backend() {
+    taskset -c 1 "$NGINX" -p "$WORK/backend/" -e "$WORK/backend/error.log" -c "$WORK/backend/nginx.conf" &
+    BACKEND_PID=$!
+    PIDS+=("$BACKEND_PID")
+    wait_http "http://127.0.0.1:$BACKEND_PORT/" -H "Authorization: $AUTH"
+}
+start_nginx_proxy() {
+    taskset -c 0 "$NGINX" -p "$WORK/nginx-proxy/" -e "$WORK/nginx-proxy/error.log" -c "$WORK/nginx-proxy/nginx.conf" &
+    PROXY_PID=$!
+    PIDS+=("$PROXY_PID")
+    wait_http "http://127.0.0.1:$PROXY_PORT/"
+}
+start_mintproxy() { # log-mode (warn|info) upstream-port stderr-file
+    local mode=$1 upstream=$2 errfile=$3
+    if [ "$mode" = warn ]; then
+        env RUST_LOG=warn taskset -c 0 "$BIN" serve --listen "127.0.0.1:$PROXY_PORT" \
+            --upstream "http://127.0.0.1:$upstream" --token-file "$WORK/token" \
+            >"$WORK/mintproxy.out" 2>"$errfile" &
+    else
+        # RUST_LOG unset: the default `info`, one access line per request, to a file
+        env -u RUST_LOG taskset -c 0 "$BIN" serve --listen "127.0.0.1:$PROXY_PORT" \
+            --upstream "http://127.0.0.1:$upstream" --token-file "$WORK/token" \
+            >"$WORK/mintproxy.out" 2>"$errfile" &
+    fi
+    PROXY_PID=$!
+    PIDS+=("$PROXY_PID")
+    wait_http "http://127.0.0.1:$PROXY_PORT/"
+}
+
+to_ms() { # wrk duration (850.00us, 1.23ms, 1.02s, 2.00m) -> milliseconds
+    awk -v v="$1" 'BEGIN {
+        if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
+        else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
+        else if (v ~ /m$/) { sub(/m$/, "", v); printf "%.1f", v * 60000 }
+        else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v * 1000 }
+        else printf "%s", v }'
+}
+
+ROWS=()
+RAW="$WORK/wrk-raw.txt"
+: >"$RAW"
+
+bench_one() { # name url proxy-pid-or-empty [wrk args...]
+    local name=$1 url=$2 ppid=$3
+    shift 3
+    local out="$WORK/wrk.txt" t0 t1 cpu rps reqs p50 p99 non2xx errs cpu_us util rss hwm thr
+    log "$name: warm-up $WARMUP"
+    taskset -c 1 wrk -t1 -c"$CONNS" -d"$WARMUP" "$@" "$url" >/dev/null
+    [ -n "$ppid" ] && t0=$(cpu_ticks "$ppid")
+    log "$name: measuring $DURATION"
+    taskset -c 1 wrk -t1 -c"$CONNS" -d"$DURATION" --latency "$@" "$url" >"$out"
+    [ -n "$ppid" ] && t1=$(cpu_ticks "$ppid")
+    { echo "### $name"; cat "$out"; echo; } >>"$RAW"
+
+    rps=$(awk '$1=="Requests/sec:"{printf "%.0f", $2}' "$out")
+    reqs=$(awk '$2=="requests" && $3=="in"{print $1}' "$out")
+    p50=$(to_ms "$(awk '$1=="50%"{print $2}' "$out")")
+    p99=$(to_ms "$(awk '$1=="99%"{print $2}' "$out")")
+    non2xx=$(awk -F: '/Non-2xx or 3xx responses/{gsub(/ /, "", $2); print $2}' "$out")
+    non2xx=${non2xx:-0}
+    errs=$(awk '/Socket errors/{sub(/.*Socket errors: /, ""); print}' "$out")
+    errs=${errs:-none}
+    if [ -n "$ppid" ]; then
+        cpu=$(awk -v a="$t0" -v b="$t1" -v hz="$CLK_TCK" 'BEGIN{printf "%.2f", (b - a) / hz}')
+        cpu_us=$(awk -v c="$cpu" -v n="$reqs" 'BEGIN{printf "%.1f", c * 1e6 / n}')
+        util=$(awk -v c="$cpu" -v d="${DURATION%s}" 'BEGIN{printf "%.0f%%", 100 * c / d}')
+        rss=$(($(status_kb "$ppid" VmRSS) / 1024))
+        hwm=$(($(status_kb "$ppid" VmHWM) / 1024))
+        thr=$(threads_of "$ppid")
+    else
+        cpu_us="-" util="-" rss="-" hwm="-" thr="-"
+    fi
+    ROWS+=("| $name | $rps | $p50 | $p99 | $non2xx | $errs | $util | $cpu_us | $rss / $hwm | $thr |")
+    log "$name: $rps req/s, p50 ${p50} ms, p99 ${p99} ms, non-2xx $non2xx, proxy CPU $util"
+    [ "$non2xx" = 0 ] || log "WARNING: $name had $non2xx non-2xx responses"
+}
+
+# ---------------------------------------------------------------- throughput
+start_backend
+log "backend nginx on 127.0.0.1:$BACKEND_PORT (core 1), pid $BACKEND_PID"
+
+for round in $(seq "$ROUNDS"); do
+    bench_one "backend direct (r$round)" "http://127.0.0.1:$BACKEND_PORT/" "" -H "Authorization: $AUTH"
+
+    start_nginx_proxy
+    bench_one "nginx proxy (r$round)" "http://127.0.0.1:$PROXY_PORT/" "$PROXY_PID"
+    stop "$PROXY_PID"
+
+    start_mintproxy warn "$BACKEND_PORT" "$WORK/mintproxy-warn.log"
+    bench_one "mintproxy RUST_LOG=warn (r$round)" "http://127.0.0.1:$PROXY_PORT/" "$PROXY_PID"
+    stop "$PROXY_PID"
+
+    start_mintproxy info "$BACKEND_PORT" "$WORK/mintproxy-info.log"
+    bench_one "mintproxy default log (r$round)" "http://127.0.0.1:$PROXY_PORT/" "$PROXY_PID"
+    stop "$PROXY_PID"
+    INFO_LINES=$(wc -l <"$WORK/mintproxy-info.log")
+    INFO_BYTES=$(wc -c <"$WORK/mintproxy-info.log")
+    INFO_SAMPLE=$(grep -m1 -v 'listening\|starting' "$WORK/mintproxy-info.log" | tail -c 300 || true)
+done
+stop "$BACKEND_PID"
+
+# ---------------------------------------------------------------- memory during a large upload
+log "upload: sink (python3, reads and discards) on 127.0.0.1:$SINK_PORT (core 1)"
+taskset -c 1 python3 "$HERE/sink.py" "$SINK_PORT" "$AUTH" >"$WORK/sink.out" 2>"$WORK/sink.log" &
+SINK_PID=$!
+PIDS+=("$SINK_PID")
+wait_http "http://127.0.0.1:$SINK_PORT/" -H "Authorization: $AUTH"
+
+start_mintproxy warn "$SINK_PORT" "$WORK/mintproxy-upload.log"
+MP=$PROXY_PID
+curl -s -o /dev/null -X POST --data-binary 'warm' "http://127.0.0.1:$PROXY_PORT/"
+RSS_BEFORE=$(($(status_kb "$MP" VmRSS) / 1024))
+HWM_BEFORE=$(($(status_kb "$MP" VmHWM) / 1024))
+
+UPLOADS=()
+upload() { # label curl-args...
+    local label=$1 sampler result code sent secs body bytes chunked authok max_rss hwm
+    shift
+    (while kill -0 "$MP" 2>/dev/null; do awk '$1=="VmRSS:"{print $2}' "/proc/$MP/status"; sleep 0.02; done) \
+        >"$WORK/rss-samples.txt" 2>/dev/null &
+    sampler=$!
+    PIDS+=("$sampler")
+    log "upload: $label, $UPLOAD_BYTES bytes through mintproxy"
+    result=$("$@" -sS -o "$WORK/upload-response.json" -w '%{http_code} %{size_upload} %{time_total}' \
+        -X POST -H 'Expect:' -H 'Content-Type: application/octet-stream' --max-time 120 \
+        "http://127.0.0.1:$PROXY_PORT/upload")
+    stop "$sampler"
+    read -r code sent secs <<<"$result"
+    body=$(cat "$WORK/upload-response.json")
+    bytes=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["bytes"])' <<<"$body")
+    chunked=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["chunked"])' <<<"$body")
+    authok=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["authorization_ok"])' <<<"$body")
+    max_rss=$(($(sort -n "$WORK/rss-samples.txt" | tail -1) / 1024))
+    hwm=$(($(status_kb "$MP" VmHWM) / 1024))
+    [ "$code" = 200 ] || die "upload ($label) got HTTP $code: $body"
+    [ "$bytes" = "$UPLOAD_BYTES" ] || die "upload ($label): sink counted $bytes bytes, sent $UPLOAD_BYTES"
+    [ "$authok" = True ] || die "upload ($label): sink did not see the bearer"
+    local mibs
+    mibs=$(awk -v b="$UPLOAD_BYTES" -v s="$secs" 'BEGIN{printf "%.0f", b / 1048576 / s}')
+    UPLOADS+=("| $label | $code | $bytes | $chunked | $(printf '%.2f' "$secs") s ($mibs MiB/s) | $max_rss | $hwm |")
+    log "upload $label: HTTP $code, sink counted $bytes bytes (chunked=$chunked), ${secs}s, max sampled RSS $max_rss MiB, VmHWM $hwm MiB"
+}
+
+truncate -s "$UPLOAD_BYTES" "$WORK/upload.bin" # sparse: reads as zeros, takes no disk
+upload "Content-Length (curl -T file)" curl -T "$WORK/upload.bin"
+upload "chunked (head -c ... /dev/zero | curl -T -)" \
+    bash -c 'head -c "$0" /dev/zero | curl -T - "$@"' "$UPLOAD_BYTES"
+rm -f "$WORK/upload.bin"
+stop "$MP"
+stop "$SINK_PID"
+
+# ---------------------------------------------------------------- report
+ELAPSED=$(($(date +%s) - START_TIME))
+CPU_MODEL=$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)
+if [ -n "$REV" ]; then
+    GIT_REV="commit ${REV_SHA:0:12}"
+    GIT_DIRTY=""
+else
+    GIT_REV="working tree of $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    GIT_DIRTY=$(cd "$ROOT" && git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo " (with uncommitted changes)" || true)
+fi
+
+{
+    echo "# mintproxy vs nginx: results"
+    echo
+    echo "Produced by \`${REV:+REV=$REV }bash bench/run.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'), in ${ELAPSED} s."
+    echo
+    echo "- machine: $(nproc --all) cores, $CPU_MODEL, $(uname -sr), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
+    echo "- $("$NGINX" -v 2>&1), $(wrk -v 2>&1 | head -1 | awk '{print "wrk " $2}'), $("$BIN" --version) at $GIT_REV$GIT_DIRTY, $(rustc --version)"
+    echo "- load: \`taskset -c 1 wrk -t1 -c$CONNS -d$DURATION --latency\` after a $WARMUP warm-up, $ROUNDS rounds;"
+    echo "  proxy on core 0, backend nginx (\`return 200 \"ok\\n\"\` if the bearer is there, else 401) and wrk on core 1"
+    echo
+    echo "| target | req/s | p50 ms | p99 ms | non-2xx | socket errors | proxy CPU | proxy CPU µs/req | proxy RSS / peak MiB | threads |"
+    echo "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"
+    printf '%s\n' "${ROWS[@]}"
+    echo
+    echo "Default logging (RUST_LOG unset = info, stderr to a file): the last run wrote $INFO_LINES lines,"
+    echo "$((INFO_BYTES / 1048576)) MiB. A line: \`$INFO_SAMPLE\`"
+    echo
+    echo "## Memory: $UPLOAD_BYTES-byte upload through mintproxy (RUST_LOG=warn) to a sink that reads and discards"
+    echo
+    echo "Before the uploads (after one small request): VmRSS $RSS_BEFORE MiB, VmHWM $HWM_BEFORE MiB."
+    echo
+    echo "| upload | status | bytes counted by the sink | chunked | time | max sampled VmRSS MiB | VmHWM after MiB |"
+    echo "| --- | ---: | ---: | --- | ---: | ---: | ---: |"
+    printf '%s\n' "${UPLOADS[@]}"
+    echo
+    echo "<details><summary>raw wrk output</summary>"
+    echo
+    echo '```'
+    cat "$RAW"
+    echo '```'
+    echo "</details>"
+} >"$RESULTS"
+
+cat "$RESULTS"
+log "done in ${ELAPSED} s; results in $RESULTS"

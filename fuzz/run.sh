@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Runs every fuzz target for a bounded time; exits non-zero if any target finds a crash.
+#
+#   fuzz/run.sh                 # 60 s per target
+#   fuzz/run.sh 300             # 300 s per target
+#   FUZZ_SECONDS=10 fuzz/run.sh headers config
+#
+# Not part of CI. Needs cargo-fuzz (installed here if missing) and nightly features, which
+# the stable toolchain allows with RUSTC_BOOTSTRAP=1.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+seconds="${FUZZ_SECONDS:-60}"
+if [[ $# -gt 0 && "$1" =~ ^[0-9]+$ ]]; then
+    seconds="$1"
+    shift
+fi
+if [[ ! "$seconds" =~ ^[1-9][0-9]*$ ]]; then
+    echo "run.sh: seconds must be a positive whole number, got '$seconds'" >&2
+    exit 2
+fi
+if [[ $# -gt 0 ]]; then
+    targets=("$@")
+else
+    targets=(keyfile config headers)
+fi
+
+export RUSTC_BOOTSTRAP=1
+
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "run.sh: installing cargo-fuzz" >&2
+    cargo install cargo-fuzz --locked
+fi
+
+# Debug assertions on (-a): integer overflow and the like count as findings too. A build
+# failure stops here (set -e), before any target runs.
+cargo fuzz build -a
+logs=target/fuzz-logs
+mkdir -p "$logs"
+
+failed=()
+summary=()
+for target in "${targets[@]}"; do
+    mkdir -p "corpus/$target"
+    log="$logs/$target.log"
+    echo "=== $target: ${seconds}s (log: fuzz/$log)"
+    status=0
+    # -timeout: one input taking over 25 s is a finding (a hang); -rss_limit_mb the default.
+    cargo fuzz run -a "$target" -- -max_total_time="$seconds" -timeout=25 -print_final_stats=1 \
+        >"$log" 2>&1 || status=$?
+    runs="$(grep -Eo '^stat::number_of_executed_units: *[0-9]+' "$log" | grep -Eo '[0-9]+$' | tail -n1 || true)"
+    corpus="$(find "corpus/$target" -type f | wc -l | tr -d ' ')"
+    if [[ $status -ne 0 ]]; then
+        failed+=("$target")
+        summary+=("$target: FAILED (exit $status) after ${runs:-?} executions; corpus $corpus files")
+        echo "--- $target failed; the end of its log:" >&2
+        tail -n 40 "$log" >&2
+    else
+        summary+=("$target: ok, ${runs:-?} executions in ${seconds}s; corpus $corpus files")
+    fi
+done
+
+echo "=== summary"
+printf '%s\n' "${summary[@]}"
+if [[ ${#failed[@]} -gt 0 ]]; then
+    echo "crashes in: ${failed[*]} (inputs under fuzz/artifacts/<target>/)" >&2
+    exit 1
+fi
