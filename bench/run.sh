@@ -260,10 +260,10 @@ bench_one() { # name url proxy-pid-or-empty [wrk args...]
     shift 3
     local out="$WORK/wrk.txt" t0 t1 cpu rps reqs p50 p99 non2xx errs cpu_us util rss hwm thr
     log "$name: warm-up $WARMUP"
-    taskset -c 1 wrk -t1 -c"$CONNS" -d"$WARMUP" "$@" "$url" >/dev/null
+    nice -n "$NICE" taskset -c 1 wrk -t1 -c"$CONNS" -d"$WARMUP" "$@" "$url" >/dev/null
     [ -n "$ppid" ] && t0=$(cpu_ticks "$ppid")
     log "$name: measuring $DURATION"
-    taskset -c 1 wrk -t1 -c"$CONNS" -d"$DURATION" --latency "$@" "$url" >"$out"
+    nice -n "$NICE" taskset -c 1 wrk -t1 -c"$CONNS" -d"$DURATION" --latency "$@" "$url" >"$out"
     [ -n "$ppid" ] && t1=$(cpu_ticks "$ppid")
     { echo "### $name"; cat "$out"; echo; } >>"$RAW"
 
