@@ -7,7 +7,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Credential};
-use crate::proxy::{self, ForwardLimits, HostGuard, Proxy, Route, Router};
+use crate::proxy::{self, ForwardLimits, HostGuard, Proxy, Route, Router, UpstreamClient};
 use crate::server::{self, ServerOptions};
 use crate::tls;
 use crate::token::{endpoint, RefreshPolicy, Token, TokenCache, TokenError, TokenSource};
@@ -107,6 +107,7 @@ pub fn build_proxy(
             headers: route.headers.clone(),
             policy: route.policy.clone(),
             replay_limit: proxy::DEFAULT_REPLAY_LIMIT,
+            http2: route.http2,
         })
         .collect();
     let limits = ForwardLimits {
@@ -115,7 +116,7 @@ pub fn build_proxy(
     };
     Ok(Proxy::new(
         Router::new(routes),
-        proxy::forward::client(tls::client_config(roots, &[])),
+        UpstreamClient::new(tls::client_config(roots, &[])),
         HostGuard::new(bound, &config.allow_hosts),
         limits,
     ))

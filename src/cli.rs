@@ -154,6 +154,11 @@ pub struct ProxyArgs {
     #[arg(long, env = "MINTPROXY_UPSTREAM", value_name = "URL")]
     pub upstream: Option<String>,
 
+    /// Speak HTTP/2 with prior knowledge (h2c) to a plaintext upstream, e.g. a gRPC server
+    /// or a local ZITADEL without TLS. (Over TLS, HTTP/2 is negotiated by ALPN anyway.)
+    #[arg(long, env = "MINTPROXY_UPSTREAM_HTTP2")]
+    pub upstream_http2: bool,
+
     /// The credential.
     #[command(flatten)]
     pub credential: CredentialArgs,

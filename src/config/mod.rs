@@ -213,6 +213,8 @@ pub struct RouteConfig {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Allowlists.
     pub policy: Policy,
+    /// Speak HTTP/2 with prior knowledge (h2c) to the upstream.
+    pub http2: bool,
 }
 
 /// Configuration that cannot be used: where, and why.
@@ -452,6 +454,7 @@ fn validate_route(
         strip_prefix: raw.strip_prefix,
         upstream,
         credential: raw.credential.clone(),
+        http2: raw.http2,
         headers,
         policy: Policy::new(
             methods,

@@ -82,6 +82,9 @@ pub struct RawRoute {
     /// Never paths under these prefixes.
     #[serde(default)]
     pub deny_paths: Vec<String>,
+    /// HTTP/2 with prior knowledge (h2c) to a plaintext upstream, e.g. a gRPC server.
+    #[serde(default)]
+    pub http2: bool,
 }
 
 impl RawConfig {
@@ -176,6 +179,7 @@ impl ProxyArgs {
                 allow_methods: self.policy.allow_methods.clone(),
                 allow_paths: self.policy.allow_paths.clone(),
                 deny_paths: self.policy.deny_paths.clone(),
+                http2: self.upstream_http2,
             }],
         })
     }

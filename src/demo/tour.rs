@@ -87,6 +87,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
             credential: "demo".to_owned(),
             headers: Vec::new(),
             policy: Policy::default(),
+            http2: false,
         }],
     };
     let (stop_tx, stop_rx) = oneshot::channel::<()>();

@@ -7,7 +7,8 @@ use http_body_util::{Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
+use http::{Request, Version};
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::TokioExecutor;
 
 /// How long connecting to an upstream may take before the request fails with 502.
@@ -17,19 +18,56 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// within the size limit.
 pub type OutboundBody = Either<Full<Bytes>, Limited<Incoming>>;
 
-/// The pooled upstream client.
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, OutboundBody>;
+/// One pooled client.
+type Pool = Client<HttpsConnector<HttpConnector>, OutboundBody>;
 
-/// Builds the upstream client; `tls` must have no ALPN set (the connector sets it).
-pub fn client(tls: rustls::ClientConfig) -> UpstreamClient {
+/// The pooled upstream clients: one negotiating HTTP/2 or HTTP/1.1 by ALPN over TLS (and
+/// speaking HTTP/1.1 over plain TCP), one speaking HTTP/2 with prior knowledge (h2c, for
+/// plaintext gRPC servers) for routes that ask for it.
+#[derive(Debug, Clone)]
+pub struct UpstreamClient {
+    negotiated: Pool,
+    prior_knowledge: Pool,
+}
+
+impl UpstreamClient {
+    /// Builds both pools; `tls` must have no ALPN set (the connector sets it).
+    pub fn new(tls: rustls::ClientConfig) -> Self {
+        let negotiated = HttpsConnectorBuilder::new()
+            .with_tls_config(tls.clone())
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http_connector());
+        let prior_knowledge = HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http2()
+            .wrap_connector(http_connector());
+        let mut h2 = Client::builder(TokioExecutor::new());
+        h2.http2_only(true);
+        Self {
+            negotiated: Client::builder(TokioExecutor::new()).build(negotiated),
+            prior_knowledge: h2.build(prior_knowledge),
+        }
+    }
+
+    /// Sends `request`, with HTTP/2 prior knowledge when `http2`.
+    pub fn request(&self, mut request: Request<OutboundBody>, http2: bool) -> ResponseFuture {
+        if http2 {
+            *request.version_mut() = Version::HTTP_2;
+            self.prior_knowledge.request(request)
+        } else {
+            *request.version_mut() = Version::HTTP_11;
+            self.negotiated.request(request)
+        }
+    }
+}
+
+fn http_connector() -> HttpConnector {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    let https = HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Client::builder(TokioExecutor::new()).build(https)
+    http
 }

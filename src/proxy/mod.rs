@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
-use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
 use hyper::body::{Body, Incoming};
 
@@ -52,6 +52,8 @@ pub struct Route {
     pub policy: Policy,
     /// Largest request body kept for a replay after 401.
     pub replay_limit: usize,
+    /// Speak HTTP/2 with prior knowledge (h2c) to the upstream.
+    pub http2: bool,
 }
 
 /// Limits on forwarding.
@@ -151,6 +153,7 @@ impl Proxy {
             method: parts.method,
             uri,
             headers,
+            http2: route.http2,
         };
         let body = buffer_if_small(body, route.replay_limit, self.limits.max_body_size).await?;
         let response = match body {
@@ -178,15 +181,16 @@ impl Proxy {
         token: &CachedToken,
         body: OutboundBody,
     ) -> Result<Response<Incoming>, ProxyError> {
+        let http2 = outbound.http2;
         let mut request = Request::new(body);
         *request.method_mut() = outbound.method;
         *request.uri_mut() = outbound.uri;
-        *request.version_mut() = Version::HTTP_11;
         *request.headers_mut() = outbound.headers;
         request
             .headers_mut()
             .insert(header::AUTHORIZATION, token.header().clone());
-        match tokio::time::timeout(self.limits.upstream_timeout, self.client.request(request)).await {
+        let sent = self.client.request(request, http2);
+        match tokio::time::timeout(self.limits.upstream_timeout, sent).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(error)) if body_over_limit(&error) => Err(ProxyError::BodyTooLarge(
                 self.limits.max_body_size.unwrap_or_default(),
@@ -230,6 +234,7 @@ struct Outbound {
     method: Method,
     uri: http::Uri,
     headers: HeaderMap,
+    http2: bool,
 }
 
 /// Buffers a body whose announced size fits `replay_limit` (so it can be replayed);

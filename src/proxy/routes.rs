@@ -73,6 +73,7 @@ mod tests {
             headers: Vec::new(),
             policy: Policy::default(),
             replay_limit: 0,
+            http2: false,
         }
     }
 

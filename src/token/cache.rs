@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{Token, TokenError, TokenSource};
+use crate::metrics::Metrics;
 
 /// When to refresh and how to retry.
 #[derive(Debug, Clone)]
@@ -144,6 +145,7 @@ struct Shared {
     wake: Notify,
     policy: RefreshPolicy,
     last_reject: std::sync::Mutex<Option<Instant>>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// A cached, self-refreshing token for one credential. Cheap to clone.
@@ -171,6 +173,18 @@ impl TokenCache {
         policy: RefreshPolicy,
         stop: CancellationToken,
     ) -> Self {
+        Self::spawn_with_metrics(name, source, policy, stop, None)
+    }
+
+    /// Like [`TokenCache::spawn`], and counts every fetch and records each token's expiry
+    /// in `metrics` (under the credential `name`), when given.
+    pub fn spawn_with_metrics(
+        name: impl Into<String>,
+        source: impl TokenSource,
+        policy: RefreshPolicy,
+        stop: CancellationToken,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Self {
         let shared = Arc::new(Shared {
             name: name.into(),
             current: ArcSwapOption::empty(),
@@ -178,9 +192,24 @@ impl TokenCache {
             wake: Notify::new(),
             policy,
             last_reject: std::sync::Mutex::new(None),
+            metrics,
         });
         tokio::spawn(refresh_loop(shared.clone(), source, stop));
         Self { shared }
+    }
+
+    /// The credential's name, as given to [`TokenCache::spawn`].
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The error of the last fetch, when it failed (the refresher is backing off); `None`
+    /// while the last fetch succeeded or the first one is under way.
+    pub fn last_error(&self) -> Option<Arc<TokenError>> {
+        match &*self.shared.status.borrow() {
+            Status::Failed(error) => Some(error.clone()),
+            Status::Fetching | Status::Ready => None,
+        }
     }
 
     /// The current token if it is valid; otherwise waits for the fetch in flight, or
@@ -272,6 +301,9 @@ async fn refresh_loop(shared: Arc<Shared>, source: impl TokenSource, stop: Cance
                     scope = token.scope.as_deref().unwrap_or(""),
                     "minted a new token"
                 );
+                if let Some(metrics) = &shared.metrics {
+                    metrics.token_minted(&shared.name, token.expires_at);
+                }
                 shared.current.store(Some(token));
                 shared.status.send_replace(Status::Ready);
                 lifetime.map(|l| shared.policy.refresh_in(l))
@@ -288,6 +320,9 @@ async fn refresh_loop(shared: Arc<Shared>, source: impl TokenSource, stop: Cance
                     retry_in_ms = retry_in.as_millis() as u64,
                     "token fetch failed"
                 );
+                if let Some(metrics) = &shared.metrics {
+                    metrics.token_failed(&shared.name, &error);
+                }
                 shared.status.send_replace(Status::Failed(Arc::new(error)));
                 Some(retry_in)
             }

@@ -1,0 +1,439 @@
+//! Prometheus metrics for the proxy and its token caches, served by the admin listener's
+//! `/metrics`.
+//!
+//! The metrics wrap the components instead of living inside them: the proxy and the
+//! token refresher each make one call per event into [`Metrics`], which owns the
+//! registry. Every label has a bounded set of values: route names and credential names
+//! come from the configuration, methods and failures are folded into a few classes, and
+//! statuses are HTTP status codes.
+//!
+//! | metric | type | labels |
+//! | --- | --- | --- |
+//! | `mintproxy_requests_total` | counter | `route`, `method` (`read`, `write`, `other`), `status` (code) |
+//! | `mintproxy_request_duration_seconds` | histogram | `route` |
+//! | `mintproxy_upstream_errors_total` | counter | `route`, `kind` (`no_token`, `unreachable`, `timeout`, `body_too_large`, `client_body`) |
+//! | `mintproxy_bearer_injected_total` | counter | `route` |
+//! | `mintproxy_client_authorization_replaced_total` | counter | `route` |
+//! | `mintproxy_token_fetches_total` | counter | `credential`, `result` (`ok`, `rejected`, `unreachable`, `unusable`, `file`, `other`) |
+//! | `mintproxy_token_expiry_timestamp_seconds` | gauge | `credential` |
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::{Method, StatusCode};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::error::ProxyError;
+use crate::token::TokenError;
+
+/// The `Content-Type` of [`Metrics::encode`]'s output (OpenMetrics text, which Prometheus
+/// reads).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Upper bounds of the latency histogram, in seconds: from a cached answer on loopback to
+/// the default upstream timeout.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    method: &'static str,
+    status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    route: String,
+    kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FetchLabels {
+    credential: String,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CredentialLabels {
+    credential: String,
+}
+
+type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
+
+/// The registry and every metric family. Share it through an `Arc`.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    duration: HistogramFamily,
+    upstream_errors: Family<ErrorLabels, Counter>,
+    bearer_injected: Family<RouteLabels, Counter>,
+    authorization_replaced: Family<RouteLabels, Counter>,
+    token_fetches: Family<FetchLabels, Counter>,
+    token_expiry: Family<CredentialLabels, Gauge>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One finished request, as the proxy reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestRecord<'a> {
+    /// The route's name (`-` when no route matched).
+    pub route: &'a str,
+    /// The client's method.
+    pub method: &'a Method,
+    /// The status the client got.
+    pub status: StatusCode,
+    /// From the request's arrival to its response headers.
+    pub duration: Duration,
+    /// Why the proxy answered itself, if it did; `None`: the upstream answered.
+    pub failure: Option<Failure>,
+    /// Whether the client sent its own `Authorization` (which the proxy removes).
+    pub client_authorization: bool,
+}
+
+/// Why the proxy answered a request itself: [`ProxyError`] folded into a few classes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// No valid token for the route's credential.
+    NoToken,
+    /// The upstream could not be reached, or broke off.
+    Unreachable,
+    /// The upstream did not answer in time.
+    Timeout,
+    /// The request body was larger than allowed.
+    BodyTooLarge,
+    /// The client's request body broke off.
+    ClientBody,
+    /// Refused before forwarding: no route, policy, Host guard, `CONNECT`. These are the
+    /// client's errors and show in the request counter's status only.
+    Refused,
+}
+
+impl Failure {
+    /// The class of `error`.
+    pub fn of(error: &ProxyError) -> Self {
+        match error {
+            ProxyError::NoToken(_) => Self::NoToken,
+            ProxyError::UpstreamUnreachable(_) => Self::Unreachable,
+            ProxyError::UpstreamTimeout(_) => Self::Timeout,
+            ProxyError::BodyTooLarge(_) => Self::BodyTooLarge,
+            ProxyError::ClientBody(_) => Self::ClientBody,
+            ProxyError::NoRoute(_) | ProxyError::Forbidden(_) | ProxyError::ConnectRefused => Self::Refused,
+        }
+    }
+
+    /// The `kind` label of `mintproxy_upstream_errors_total`, for failures on the way to
+    /// or from the upstream.
+    pub fn kind(self) -> Option<&'static str> {
+        match self {
+            Self::NoToken => Some("no_token"),
+            Self::Unreachable => Some("unreachable"),
+            Self::Timeout => Some("timeout"),
+            Self::BodyTooLarge => Some("body_too_large"),
+            Self::ClientBody => Some("client_body"),
+            Self::Refused => None,
+        }
+    }
+}
+
+/// The `method` label: a few classes, so an odd method cannot add series.
+fn method_class(method: &Method) -> &'static str {
+    match *method {
+        Method::GET | Method::HEAD | Method::OPTIONS => "read",
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE => "write",
+        _ => "other",
+    }
+}
+
+/// The `result` label of a failed token fetch.
+fn fetch_failure(error: &TokenError) -> &'static str {
+    match error {
+        TokenError::Rejected { .. } => "rejected",
+        TokenError::Transport { .. } | TokenError::Discovery { .. } => "unreachable",
+        TokenError::Unusable { .. } | TokenError::NotAHeader => "unusable",
+        TokenError::KeyFile(_) | TokenError::CredentialFile { .. } => "file",
+        TokenError::Sign(_) => "other",
+    }
+}
+
+impl Metrics {
+    /// A registry with every family registered (and no series until the first event).
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("mintproxy");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests answered, by route, method class (read, write, other) and status code",
+            requests.clone(),
+        );
+        let duration: HistogramFamily =
+            Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS.iter().copied()));
+        registry.register_with_unit(
+            "request_duration",
+            "Time from a request's arrival to its response headers, by route",
+            Unit::Seconds,
+            duration.clone(),
+        );
+        let upstream_errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "upstream_errors",
+            "Requests the proxy answered itself because forwarding failed, by route and kind \
+             (no_token, unreachable, timeout, body_too_large, client_body)",
+            upstream_errors.clone(),
+        );
+        let bearer_injected = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "bearer_injected",
+            "Requests the upstream answered that carried the minted bearer token, by route",
+            bearer_injected.clone(),
+        );
+        let authorization_replaced = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "client_authorization_replaced",
+            "Requests whose client-sent Authorization header was replaced by the minted one, by route",
+            authorization_replaced.clone(),
+        );
+        let token_fetches = Family::<FetchLabels, Counter>::default();
+        registry.register(
+            "token_fetches",
+            "Token requests by credential and result (ok, rejected, unreachable, unusable, file, other)",
+            token_fetches.clone(),
+        );
+        let token_expiry = Family::<CredentialLabels, Gauge>::default();
+        registry.register(
+            "token_expiry_timestamp_seconds",
+            "When the current token of each credential expires, in Unix seconds",
+            token_expiry.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            duration,
+            upstream_errors,
+            bearer_injected,
+            authorization_replaced,
+            token_fetches,
+            token_expiry,
+        }
+    }
+
+    /// Counts one finished request.
+    pub fn request(&self, record: &RequestRecord<'_>) {
+        let route = || RouteLabels {
+            route: record.route.to_owned(),
+        };
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: record.route.to_owned(),
+                method: method_class(record.method),
+                status: record.status.as_u16(),
+            })
+            .inc();
+        self.duration
+            .get_or_create(&route())
+            .observe(record.duration.as_secs_f64());
+        match record.failure {
+            None => {
+                self.bearer_injected.get_or_create(&route()).inc();
+                if record.client_authorization {
+                    self.authorization_replaced.get_or_create(&route()).inc();
+                }
+            }
+            Some(failure) => {
+                if let Some(kind) = failure.kind() {
+                    let labels = ErrorLabels {
+                        route: record.route.to_owned(),
+                        kind,
+                    };
+                    self.upstream_errors.get_or_create(&labels).inc();
+                }
+            }
+        }
+    }
+
+    /// Counts a successful token fetch for `credential` and records when the token
+    /// expires (`None`: it does not expire by time).
+    pub fn token_minted(&self, credential: &str, expires_at: Option<SystemTime>) {
+        self.count_fetch(credential, "ok");
+        let labels = CredentialLabels {
+            credential: credential.to_owned(),
+        };
+        match expires_at {
+            Some(at) => {
+                let seconds = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                self.token_expiry
+                    .get_or_create(&labels)
+                    .set(i64::try_from(seconds).unwrap_or(i64::MAX));
+            }
+            None => {
+                self.token_expiry.remove(&labels);
+            }
+        }
+    }
+
+    /// Counts a failed token fetch for `credential`, by a bounded reason.
+    pub fn token_failed(&self, credential: &str, error: &TokenError) {
+        self.count_fetch(credential, fetch_failure(error));
+    }
+
+    fn count_fetch(&self, credential: &str, result: &'static str) {
+        self.token_fetches
+            .get_or_create(&FetchLabels {
+                credential: credential.to_owned(),
+                result,
+            })
+            .inc();
+    }
+
+    /// Every metric in the OpenMetrics text format (serve it with [`CONTENT_TYPE`]).
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::NoToken;
+
+    /// The value of the sample `name{labels}` (labels as printed), if present.
+    fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name_and_labels)?.strip_prefix(' '))
+            .map(|value| value.parse().unwrap())
+    }
+
+    fn record<'a>(method: &'a Method, status: u16, failure: Option<Failure>, auth: bool) -> RequestRecord<'a> {
+        RequestRecord {
+            route: "/api",
+            method,
+            status: StatusCode::from_u16(status).unwrap(),
+            duration: Duration::from_millis(3),
+            failure,
+            client_authorization: auth,
+        }
+    }
+
+    #[test]
+    fn requests_are_counted_by_route_method_class_and_status() {
+        let metrics = Metrics::new();
+        let (get, post, brew) = (Method::GET, Method::POST, Method::from_bytes(b"BREW").unwrap());
+        metrics.request(&record(&get, 200, None, true));
+        metrics.request(&record(&get, 200, None, false));
+        metrics.request(&record(&post, 201, None, false));
+        metrics.request(&record(&brew, 403, Some(Failure::Refused), true));
+        metrics.request(&record(&get, 502, Some(Failure::Unreachable), true));
+        let text = metrics.encode();
+        let at = |series: &str| sample(&text, series);
+        assert_eq!(
+            at(r#"mintproxy_requests_total{route="/api",method="read",status="200"}"#),
+            Some(2.0)
+        );
+        assert_eq!(
+            at(r#"mintproxy_requests_total{route="/api",method="write",status="201"}"#),
+            Some(1.0)
+        );
+        assert_eq!(
+            at(r#"mintproxy_requests_total{route="/api",method="other",status="403"}"#),
+            Some(1.0)
+        );
+        assert_eq!(at(r#"mintproxy_bearer_injected_total{route="/api"}"#), Some(3.0));
+        assert_eq!(
+            at(r#"mintproxy_client_authorization_replaced_total{route="/api"}"#),
+            Some(1.0)
+        );
+        assert_eq!(
+            at(r#"mintproxy_upstream_errors_total{route="/api",kind="unreachable"}"#),
+            Some(1.0)
+        );
+        assert!(!text.contains("kind=\"refused\""), "refusals are not upstream errors");
+        assert_eq!(at(r#"mintproxy_request_duration_seconds_count{route="/api"}"#), Some(5.0));
+        assert_eq!(
+            at(r#"mintproxy_request_duration_seconds_bucket{le="0.005",route="/api"}"#),
+            Some(5.0),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn token_fetches_and_expiry_are_recorded() {
+        let metrics = Metrics::new();
+        let expires = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        metrics.token_minted("zitadel", Some(expires));
+        metrics.token_failed(
+            "zitadel",
+            &TokenError::Rejected {
+                url: "http://issuer/oauth/v2/token".into(),
+                status: 400,
+                error: "invalid_grant".into(),
+                description: None,
+            },
+        );
+        metrics.token_failed(
+            "zitadel",
+            &TokenError::Transport {
+                url: "http://issuer/oauth/v2/token".into(),
+                reason: "connection refused".into(),
+            },
+        );
+        metrics.token_minted("pat", None);
+        let text = metrics.encode();
+        let at = |series: &str| sample(&text, series);
+        assert_eq!(
+            at(r#"mintproxy_token_fetches_total{credential="zitadel",result="ok"}"#),
+            Some(1.0)
+        );
+        assert_eq!(
+            at(r#"mintproxy_token_fetches_total{credential="zitadel",result="rejected"}"#),
+            Some(1.0)
+        );
+        assert_eq!(
+            at(r#"mintproxy_token_fetches_total{credential="zitadel",result="unreachable"}"#),
+            Some(1.0)
+        );
+        assert_eq!(
+            at(r#"mintproxy_token_expiry_timestamp_seconds{credential="zitadel"}"#),
+            Some(1_800_000_000.0)
+        );
+        assert_eq!(
+            at(r#"mintproxy_token_expiry_timestamp_seconds{credential="pat"}"#),
+            None
+        );
+    }
+
+    #[test]
+    fn every_proxy_error_has_a_class() {
+        let no_token = ProxyError::NoToken(NoToken::Stopped);
+        assert_eq!(Failure::of(&no_token).kind(), Some("no_token"));
+        let timeout = ProxyError::UpstreamTimeout(Duration::from_secs(1));
+        assert_eq!(Failure::of(&timeout).kind(), Some("timeout"));
+        assert_eq!(Failure::of(&ProxyError::BodyTooLarge(1)).kind(), Some("body_too_large"));
+        assert_eq!(Failure::of(&ProxyError::ConnectRefused).kind(), None);
+        assert_eq!(Failure::of(&ProxyError::NoRoute("/x".into())).kind(), None);
+    }
+}
