@@ -100,7 +100,7 @@ pub async fn serve(
                 tracing::debug!(%remote, "closing a connection that sent nothing");
                 return;
             }
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             if let Err(error) = watcher.watch(connection).await {
                 tracing::debug!(%remote, error = %error, "connection ended with an error");
             }

@@ -3,11 +3,11 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::{Request, Version};
 use http_body_util::{Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
-use http::{Request, Version};
 use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::TokioExecutor;
 

@@ -44,6 +44,24 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The protocol an HTTP/1.1 client asks to switch to (`Connection: upgrade` plus
+/// `Upgrade: websocket`, say), read before the hop-by-hop headers go.
+pub fn upgrade_requested(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asks = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| headers.get(header::UPGRADE).cloned()).flatten()
+}
+
+/// Puts back the two headers an upgrade needs on the next hop.
+pub fn restore_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, protocol);
+}
+
 /// Appends the client to `X-Forwarded-For` and records the scheme and host it used.
 pub fn add_forwarding(
     headers: &mut HeaderMap,
@@ -104,6 +122,21 @@ mod tests {
         names.sort_unstable();
         assert_eq!(names, ["accept", "te"]);
         assert_eq!(map["te"], "trailers");
+    }
+
+    #[test]
+    fn upgrades_are_read_before_stripping_and_restored_after() {
+        let mut map = headers(&[("connection", "keep-alive, Upgrade"), ("upgrade", "websocket")]);
+        let protocol = upgrade_requested(&map).unwrap();
+        strip_hop_by_hop(&mut map);
+        assert!(map.is_empty());
+        restore_upgrade(&mut map, protocol);
+        assert_eq!(map["connection"], "upgrade");
+        assert_eq!(map["upgrade"], "websocket");
+        assert!(
+            upgrade_requested(&headers(&[("upgrade", "websocket")])).is_none(),
+            "needs Connection: upgrade"
+        );
     }
 
     #[test]

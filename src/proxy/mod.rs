@@ -17,8 +17,11 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
 use hyper::body::{Body, Incoming};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
 
 use crate::error::{error_chain, ProxyError};
+use crate::metrics::{self, Metrics};
 use crate::token::{CachedToken, TokenCache};
 pub use forward::{OutboundBody, UpstreamClient};
 pub use guard::HostGuard;
@@ -72,6 +75,7 @@ pub struct Proxy {
     client: UpstreamClient,
     guard: Arc<HostGuard>,
     limits: ForwardLimits,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Proxy {
@@ -82,7 +86,14 @@ impl Proxy {
             client,
             guard: Arc::new(guard),
             limits,
+            metrics: None,
         }
+    }
+
+    /// Counts every request in `metrics`, when given.
+    pub fn with_metrics(mut self, metrics: Option<Arc<Metrics>>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Handles one request from `remote`; failures become JSON error responses.
@@ -91,6 +102,7 @@ impl Proxy {
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
         let grpc = is_grpc(request.headers());
+        let client_authorization = request.headers().contains_key(header::AUTHORIZATION);
         let route = self.router.find(&path).cloned();
         let response = if request.method() == Method::CONNECT {
             Err(ProxyError::ConnectRefused)
@@ -102,8 +114,10 @@ impl Proxy {
                 None => Err(ProxyError::NoRoute(path.clone())),
             }
         };
+        let mut failure = None;
         let response = response.unwrap_or_else(|error| {
             tracing::debug!(%error, "request failed in the proxy");
+            failure = Some(metrics::Failure::of(&error));
             error.to_response(grpc)
         });
         tracing::info!(
@@ -114,6 +128,16 @@ impl Proxy {
             duration_ms = started.elapsed().as_secs_f64() * 1000.0,
             route = route.as_ref().map_or("-", |r| r.name.as_str()),
         );
+        if let Some(recorder) = &self.metrics {
+            recorder.request(&metrics::RequestRecord {
+                route: route.as_ref().map_or("-", |r| r.name.as_str()),
+                method: &method,
+                status: response.status(),
+                duration: started.elapsed(),
+                failure,
+                client_authorization,
+            });
+        }
         response
     }
 
@@ -133,15 +157,23 @@ impl Proxy {
             }
         }
         let token = route.tokens.token().await?;
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
         let client_host = parts
             .uri
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
             .or_else(|| parts.headers.get(header::HOST).cloned());
 
+        // An upgrade (WebSocket) keeps its two hop-by-hop headers for the next hop.
+        let upgrade = headers::upgrade_requested(&parts.headers);
+        let client_upgrade = upgrade
+            .as_ref()
+            .and_then(|_| parts.extensions.remove::<OnUpgrade>());
         let mut headers = parts.headers;
         headers::strip_hop_by_hop(&mut headers);
+        if let Some(protocol) = upgrade {
+            headers::restore_upgrade(&mut headers, protocol);
+        }
         headers.remove(header::AUTHORIZATION);
         headers.insert(header::HOST, route.upstream.host_header().clone());
         headers::add_forwarding(&mut headers, remote.ip(), "http", client_host.as_ref());
@@ -172,7 +204,12 @@ impl Proxy {
             }
             streaming => self.send(outbound, &token, streaming).await?,
         };
-        Ok(respond(route, response, client_host.as_ref()))
+        match client_upgrade {
+            Some(client) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                Ok(tunnel(response, client))
+            }
+            _ => Ok(respond(route, response, client_host.as_ref())),
+        }
     }
 
     async fn send(
@@ -199,6 +236,24 @@ impl Proxy {
             Err(_) => Err(ProxyError::UpstreamTimeout(self.limits.upstream_timeout)),
         }
     }
+}
+
+/// Hands back the upstream's `101 Switching Protocols` and joins the two upgraded
+/// connections once both sides have switched.
+fn tunnel(mut response: Response<Incoming>, client: OnUpgrade) -> Response<ProxyBody> {
+    let upstream = hyper::upgrade::on(&mut response);
+    tokio::spawn(async move {
+        match tokio::try_join!(client, upstream) {
+            Ok((client, upstream)) => {
+                let copied =
+                    tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(upstream))
+                        .await;
+                tracing::debug!(?copied, "upgraded connection closed");
+            }
+            Err(error) => tracing::debug!(%error, "upgrade did not complete"),
+        }
+    });
+    response.map(Either::Left)
 }
 
 /// Cleans the upstream's response for the client and points redirects at the proxy.
