@@ -11,6 +11,7 @@ use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::Message;
 
 /// A WebSocket echo server that records each handshake's `Authorization`.
+#[allow(clippy::result_large_err)] // the handshake callback's signature is tungstenite's
 async fn websocket_echo() -> (String, Arc<Mutex<Vec<String>>>) {
     let listener = local_listener().await;
     let url = format!("http://{}", listener.local_addr().unwrap());
