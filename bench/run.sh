@@ -11,8 +11,10 @@
 # Knobs (environment): DURATION=15s WARMUP=5s CONNS=64 ROUNDS=2
 #   UPLOAD_BYTES=268435456 BASE_PORT=18090 RESULTS=bench/results.md KEEP=1 (keep the work dir)
 #   REV=HEAD (build that commit from a git archive export instead of the working tree)
-#   QUIET_WAIT=120 (wait up to this long for both cores to be idle before each measurement)
+#   QUIET_WAIT=30 (wait up to this long for both cores to be idle before each measurement)
 #   NICE=-10 (as root; the nice level of every benchmark process, proxies and wrk alike)
+#   SCHED=fifo (run every benchmark process SCHED_FIFO instead of niced; for a machine that
+#     other work keeps busy; distorts p99, see bench/README.md)
 #
 # Writes the results table to stdout and to $RESULTS (default bench/results.md).
 set -euo pipefail
@@ -28,8 +30,15 @@ BASE_PORT=${BASE_PORT:-18090}
 RESULTS=${RESULTS:-$HERE/results.md}
 KEEP=${KEEP:-0}
 REV=${REV:-} # empty: build the working tree; a git revision (e.g. HEAD): build that commit
-QUIET_WAIT=${QUIET_WAIT:-120} # seconds to wait for other load on the machine to settle
+QUIET_WAIT=${QUIET_WAIT:-30} # seconds to wait, before each measurement, for other load to settle
+CLEAN_MAX=${CLEAN_MAX:-15} # a run is "clean" when CPU not ours stayed at or under this % per core
 if [ "$(id -u)" -eq 0 ]; then NICE=${NICE:--10}; else NICE=${NICE:-0}; fi
+SCHED=${SCHED:-nice} # nice, or fifo (root: chrt -f 10; see bench/README.md for its artefacts)
+case "$SCHED" in
+    nice) PRIO=(nice -n "$NICE") PRIO_DESC="nice $NICE" ;;
+    fifo) PRIO=(chrt -f 10) PRIO_DESC="SCHED_FIFO priority 10 (chrt -f 10)" ;;
+    *) echo "SCHED must be nice or fifo" >&2; exit 2 ;;
+esac
 
 BACKEND_PORT=$BASE_PORT
 PROXY_PORT=$((BASE_PORT + 1))
@@ -243,13 +252,13 @@ wait_quiet() { # up to QUIET_WAIT s for both cores to be under 10 % busy over 2 
 BUSY_WARNINGS=0
 
 start_backend() {
-    nice -n "$NICE" taskset -c 1 "$NGINX" -p "$WORK/backend/" -e "$WORK/backend/error.log" -c "$WORK/backend/nginx.conf" &
+    "${PRIO[@]}" taskset -c 1 "$NGINX" -p "$WORK/backend/" -e "$WORK/backend/error.log" -c "$WORK/backend/nginx.conf" &
     BACKEND_PID=$!
     PIDS+=("$BACKEND_PID")
     wait_http "http://127.0.0.1:$BACKEND_PORT/" -H "Authorization: $AUTH"
 }
 start_nginx_proxy() {
-    nice -n "$NICE" taskset -c 0 "$NGINX" -p "$WORK/nginx-proxy/" -e "$WORK/nginx-proxy/error.log" -c "$WORK/nginx-proxy/nginx.conf" &
+    "${PRIO[@]}" taskset -c 0 "$NGINX" -p "$WORK/nginx-proxy/" -e "$WORK/nginx-proxy/error.log" -c "$WORK/nginx-proxy/nginx.conf" &
     PROXY_PID=$!
     PIDS+=("$PROXY_PID")
     wait_http "http://127.0.0.1:$PROXY_PORT/"
@@ -257,12 +266,12 @@ start_nginx_proxy() {
 start_mintproxy() { # log-mode (warn|info) upstream-port stderr-file
     local mode=$1 upstream=$2 errfile=$3
     if [ "$mode" = warn ]; then
-        env RUST_LOG=warn nice -n "$NICE" taskset -c 0 "$BIN" serve --listen "127.0.0.1:$PROXY_PORT" \
+        env RUST_LOG=warn "${PRIO[@]}" taskset -c 0 "$BIN" serve --listen "127.0.0.1:$PROXY_PORT" \
             --upstream "http://127.0.0.1:$upstream" --token-file "$WORK/token" \
             >"$WORK/mintproxy.out" 2>"$errfile" &
     else
         # RUST_LOG unset: the default `info`, one access line per request, to a file
-        env -u RUST_LOG nice -n "$NICE" taskset -c 0 "$BIN" serve --listen "127.0.0.1:$PROXY_PORT" \
+        env -u RUST_LOG "${PRIO[@]}" taskset -c 0 "$BIN" serve --listen "127.0.0.1:$PROXY_PORT" \
             --upstream "http://127.0.0.1:$upstream" --token-file "$WORK/token" \
             >"$WORK/mintproxy.out" 2>"$errfile" &
     fi
@@ -280,25 +289,37 @@ to_ms() { # wrk duration (850.00us, 1.23ms, 1.02s, 2.00m) -> milliseconds
         else printf "%s", v }'
 }
 
-ROWS=()
+RUNS="$WORK/runs.tsv" # one line per measurement, for the tables
+: >"$RUNS"
 RAW="$WORK/wrk-raw.txt"
 : >"$RAW"
+
+children_cpu() { # CPU seconds of this shell's reaped children so far (bash `times`, 2nd line)
+    times | awk 'NR==2 {
+        n = split($0, f, " "); t = 0
+        for (i = 1; i <= n; i++) { split(f[i], m, "m"); sub(/s$/, "", m[2]); t += m[1] * 60 + m[2] }
+        printf "%.3f", t }'
+}
+pct() { awk -v c="$1" -v d="$2" 'BEGIN{printf "%.0f", 100 * c / d}'; }
 
 bench_one() { # name url proxy-pid-or-empty [wrk args...]
     local name=$1 url=$2 ppid=$3
     shift 3
-    local out="$WORK/wrk.txt" t0 t1 cpu rps reqs p50 p99 non2xx errs cpu_us util rss hwm thr k0 k1 busy0 busy1
+    local out="$WORK/wrk.txt" secs=${DURATION%s} t0=0 t1=0 b0 b1 w0 w1 k0 k1
+    local rps reqs p50 p99 non2xx errs busy0 busy1 proxy_pct=0 cpu_us=- rss=- hwm=- thr=- wrk_pct be_pct other0 other1 clean
     wait_quiet
     log "$name: warm-up $WARMUP"
-    nice -n "$NICE" taskset -c 1 wrk -t1 -c"$CONNS" -d"$WARMUP" "$@" "$url" >/dev/null
-    [ -n "$ppid" ] && t0=$(cpu_ticks "$ppid")
-    k0=$(core_ticks)
+    "${PRIO[@]}" taskset -c 1 wrk -t1 -c"$CONNS" -d"$WARMUP" "$@" "$url" >/dev/null
     log "$name: measuring $DURATION"
-    nice -n "$NICE" taskset -c 1 wrk -t1 -c"$CONNS" -d"$DURATION" --latency "$@" "$url" >"$out"
+    [ -n "$ppid" ] && t0=$(cpu_ticks "$ppid")
+    b0=$(cpu_ticks "$BACKEND_PID")
+    k0=$(core_ticks)
+    w0=$(children_cpu)
+    "${PRIO[@]}" taskset -c 1 wrk -t1 -c"$CONNS" -d"$DURATION" --latency "$@" "$url" >"$out"
+    w1=$(children_cpu)
     k1=$(core_ticks)
+    b1=$(cpu_ticks "$BACKEND_PID")
     [ -n "$ppid" ] && t1=$(cpu_ticks "$ppid")
-    busy0=$(busy_pct "$k0" "$k1" 0)
-    busy1=$(busy_pct "$k0" "$k1" 1)
     { echo "### $name"; cat "$out"; echo; } >>"$RAW"
 
     rps=$(awk '$1=="Requests/sec:"{printf "%.0f", $2}' "$out")
@@ -309,18 +330,30 @@ bench_one() { # name url proxy-pid-or-empty [wrk args...]
     non2xx=${non2xx:-0}
     errs=$(awk '/Socket errors/{sub(/.*Socket errors: /, ""); print}' "$out")
     errs=${errs:-none}
+    busy0=$(busy_pct "$k0" "$k1" 0)
+    busy1=$(busy_pct "$k0" "$k1" 1)
+    wrk_pct=$(pct "$(awk -v a="$w0" -v b="$w1" 'BEGIN{print b - a}')" "$secs")
+    be_pct=$(pct "$(awk -v a="$b0" -v b="$b1" -v hz="$CLK_TCK" 'BEGIN{print (b - a) / hz}')" "$secs")
     if [ -n "$ppid" ]; then
-        cpu=$(awk -v a="$t0" -v b="$t1" -v hz="$CLK_TCK" 'BEGIN{printf "%.2f", (b - a) / hz}')
+        local cpu
+        cpu=$(awk -v a="$t0" -v b="$t1" -v hz="$CLK_TCK" 'BEGIN{printf "%.3f", (b - a) / hz}')
         cpu_us=$(awk -v c="$cpu" -v n="$reqs" 'BEGIN{printf "%.1f", c * 1e6 / n}')
-        util=$(awk -v c="$cpu" -v d="${DURATION%s}" 'BEGIN{printf "%.0f%%", 100 * c / d}')
-        rss=$(($(status_kb "$ppid" VmRSS) / 1024))
-        hwm=$(($(status_kb "$ppid" VmHWM) / 1024))
+        proxy_pct=$(pct "$cpu" "$secs")
+        rss=$(awk -v k="$(status_kb "$ppid" VmRSS)" 'BEGIN{printf "%.1f", k / 1024}')
+        hwm=$(awk -v k="$(status_kb "$ppid" VmHWM)" 'BEGIN{printf "%.1f", k / 1024}')
         thr=$(threads_of "$ppid")
-    else
-        cpu_us="-" util="-" rss="-" hwm="-" thr="-"
     fi
-    ROWS+=("| $name | $rps | $p50 | $p99 | $non2xx | $errs | $util | $cpu_us | $busy0% / $busy1% | $rss / $hwm | $thr |")
-    log "$name: $rps req/s, p50 ${p50} ms, p99 ${p99} ms, non-2xx $non2xx, proxy CPU $util, cores busy $busy0% / $busy1%"
+    # CPU on each core that none of our processes accounts for: other work on the machine
+    # (and interrupt time the kernel charges to no process)
+    other0=$((busy0 - proxy_pct))
+    other1=$((busy1 - wrk_pct - be_pct))
+    [ "$other0" -ge 0 ] || other0=0
+    [ "$other1" -ge 0 ] || other1=0
+    if [ "$other0" -le "$CLEAN_MAX" ] && [ "$other1" -le "$CLEAN_MAX" ]; then clean=yes; else clean=no; fi
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+        "$name" "$rps" "$p50" "$p99" "$non2xx" "$errs" "$([ -n "$ppid" ] && echo "$proxy_pct%" || echo -)" "$cpu_us" \
+        "$wrk_pct% / $be_pct%" "$busy0% / $busy1%" "$other0% / $other1%" "$clean" "$rss / $hwm" "$thr" "${name% (r*)}" >>"$RUNS"
+    log "$name: $rps req/s, p50 ${p50} ms, p99 ${p99} ms, non-2xx $non2xx, proxy CPU $proxy_pct%, µs/req $cpu_us, cores busy $busy0% / $busy1%, other load $other0% / $other1% (clean: $clean)"
     [ "$non2xx" = 0 ] || log "WARNING: $name had $non2xx non-2xx responses"
 }
 
@@ -351,7 +384,7 @@ stop "$BACKEND_PID"
 # ---------------------------------------------------------------- memory during a large upload
 wait_quiet
 log "upload: sink (python3, reads and discards) on 127.0.0.1:$SINK_PORT (core 1)"
-nice -n "$NICE" taskset -c 1 python3 "$HERE/sink.py" "$SINK_PORT" "$AUTH" >"$WORK/sink.out" 2>"$WORK/sink.log" &
+"${PRIO[@]}" taskset -c 1 python3 "$HERE/sink.py" "$SINK_PORT" "$AUTH" >"$WORK/sink.out" 2>"$WORK/sink.log" &
 SINK_PID=$!
 PIDS+=("$SINK_PID")
 wait_http "http://127.0.0.1:$SINK_PORT/" -H "Authorization: $AUTH"
@@ -359,8 +392,9 @@ wait_http "http://127.0.0.1:$SINK_PORT/" -H "Authorization: $AUTH"
 start_mintproxy warn "$SINK_PORT" "$WORK/mintproxy-upload.log"
 MP=$PROXY_PID
 curl -s -o /dev/null -X POST --data-binary 'warm' "http://127.0.0.1:$PROXY_PORT/"
-RSS_BEFORE=$(($(status_kb "$MP" VmRSS) / 1024))
-HWM_BEFORE=$(($(status_kb "$MP" VmHWM) / 1024))
+mib() { awk -v k="$1" 'BEGIN{printf "%.1f", k / 1024}'; }
+RSS_BEFORE=$(mib "$(status_kb "$MP" VmRSS)")
+HWM_BEFORE=$(mib "$(status_kb "$MP" VmHWM)")
 
 UPLOADS=()
 upload() { # label curl-args...
@@ -380,8 +414,8 @@ upload() { # label curl-args...
     bytes=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["bytes"])' <<<"$body")
     chunked=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["chunked"])' <<<"$body")
     authok=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["authorization_ok"])' <<<"$body")
-    max_rss=$(($(sort -n "$WORK/rss-samples.txt" | tail -1) / 1024))
-    hwm=$(($(status_kb "$MP" VmHWM) / 1024))
+    max_rss=$(mib "$(sort -n "$WORK/rss-samples.txt" | tail -1)")
+    hwm=$(mib "$(status_kb "$MP" VmHWM)")
     [ "$code" = 200 ] || die "upload ($label) got HTTP $code: $body"
     [ "$bytes" = "$UPLOAD_BYTES" ] || die "upload ($label): sink counted $bytes bytes, sent $UPLOAD_BYTES"
     [ "$authok" = True ] || die "upload ($label): sink did not see the bearer"
@@ -419,11 +453,30 @@ fi
     echo "- $("$NGINX" -v 2>&1), $(wrk -v 2>&1 | head -1 | awk '{print "wrk " $2}'), $("$BIN" --version) at $GIT_REV$GIT_DIRTY, $(rustc --version)"
     echo "- load: \`taskset -c 1 wrk -t1 -c$CONNS -d$DURATION --latency\` after a $WARMUP warm-up, $ROUNDS rounds;"
     echo "  proxy on core 0, backend nginx (\`return 200 \"ok\\n\"\` if the bearer is there, else 401) and wrk on core 1;"
-    echo "  every benchmark process at nice $NICE; measurements that started on a busy machine: $BUSY_WARNINGS"
+    echo "  every benchmark process at $PRIO_DESC; measurements that started on a busy machine: $BUSY_WARNINGS"
     echo
-    echo "| target | req/s | p50 ms | p99 ms | non-2xx | socket errors | proxy CPU | proxy CPU µs/req | core 0 / core 1 busy | proxy RSS / peak MiB | threads |"
-    echo "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"
-    printf '%s\n' "${ROWS[@]}"
+    echo "Best run of each target (highest req/s among the clean runs, or among all when none is clean;"
+    echo "a run is clean when CPU time that none of the benchmark's processes accounts for stayed at or"
+    echo "under $CLEAN_MAX % on each core):"
+    echo
+    echo "| target | req/s | p50 ms | p99 ms | proxy CPU | proxy CPU µs/req | clean |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: | --- |"
+    awk -F'\t' '
+        { t = $15; if (!(t in seen)) { seen[t] = 1; order[++n] = t } }
+        ($12 == "yes") && (!(t in best) || $2 > bestrps[t]) { best[t] = $0; bestrps[t] = $2 }
+        !(t in any) || $2 > anyrps[t] { any[t] = $0; anyrps[t] = $2 }
+        END {
+            for (i = 1; i <= n; i++) {
+                t = order[i]; line = (t in best) ? best[t] : any[t]; split(line, f, "\t")
+                printf "| %s | %s | %s | %s | %s | %s | %s |\n", t, f[2], f[3], f[4], f[7], f[8], f[12]
+            }
+        }' "$RUNS"
+    echo
+    echo "Every run:"
+    echo
+    echo "| run | req/s | p50 ms | p99 ms | non-2xx | socket errors | proxy CPU | proxy CPU µs/req | wrk / backend CPU | core 0 / 1 busy | other load core 0 / 1 | clean | proxy RSS / peak MiB | threads |"
+    echo "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"
+    awk -F'\t' '{ printf "|"; for (i = 1; i <= 14; i++) printf " %s |", $i; printf "\n" }' "$RUNS"
     echo
     echo "Default logging (RUST_LOG unset = info, stderr to a file): the last run wrote $INFO_LINES lines,"
     echo "$((INFO_BYTES / 1048576)) MiB. A line: \`$INFO_SAMPLE\`"

@@ -23,7 +23,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     // Fail early with a clear message; the source reads the file again at each mint.
     SigningKey::from_file(Path::new(&key_file), KeyKind::ServiceAccount)?;
-    let endpoint = Endpoint::new(token_http_client()?, issuer, None);
+    let endpoint = Endpoint::new(token_http_client(&Default::default())?, issuer, None);
     let scopes: Vec<String> = DEFAULT_SCOPES.iter().map(|s| (*s).to_owned()).collect();
     let source = JwtProfileSource::new(&key_file, endpoint, &scopes);
 

@@ -33,7 +33,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     // The token cache, as in `cached_token.rs`: one background task keeps it fresh.
     // Fail early with a clear message; the source reads the file again at each mint.
     SigningKey::from_file(Path::new(&key_file), KeyKind::ServiceAccount)?;
-    let endpoint = Endpoint::new(token_http_client()?, issuer, None);
+    let endpoint = Endpoint::new(token_http_client(&Default::default())?, issuer, None);
     // The ZITADEL audience scope is what lets the token call ZITADEL's own APIs.
     let scopes: Vec<String> = DEFAULT_SCOPES.iter().map(|s| (*s).to_owned()).collect();
     let source = JwtProfileSource::new(&key_file, endpoint, &scopes);
@@ -42,7 +42,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 
     // Any hyper client will do; this one speaks HTTPS with the crate's rustls settings.
     let https = HttpsConnectorBuilder::new()
-        .with_tls_config(mintproxy::tls::client_config(mintproxy::tls::root_store(), &[]))
+        .with_tls_config(mintproxy::tls::client_config(&Default::default())?)
         .https_or_http()
         .enable_http1()
         .enable_http2()

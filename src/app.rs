@@ -2,11 +2,14 @@
 //! client, proxy), shared by `serve`, `token`, `demo` and the tests.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::{self, Admin};
 use crate::config::{Config, Credential};
+use crate::metrics::Metrics;
 use crate::proxy::{self, ForwardLimits, HostGuard, Proxy, Route, Router, UpstreamClient};
 use crate::server::{self, ServerOptions};
 use crate::tls;
@@ -24,19 +27,22 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// A TLS certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     /// The token endpoint client cannot be built.
     #[error("cannot build the token endpoint client: {0}")]
     HttpClient(#[from] reqwest::Error),
 }
 
-/// The HTTP client for discovery and token requests.
-pub fn token_http_client() -> Result<reqwest::Client, StartError> {
-    Ok(endpoint::http_client(tls::client_config(tls::root_store(), &[]))?)
+/// The HTTP client for discovery and token requests, checking certificates per `trust`.
+pub fn token_http_client(trust: &tls::Trust) -> Result<reqwest::Client, StartError> {
+    Ok(endpoint::http_client(tls::client_config(trust)?)?)
 }
 
 /// Mints one token for `credential`, without caching: what `mintproxy token` does.
-pub async fn mint_once(credential: &Credential) -> Result<Token, MintError> {
-    let source = credential.source(token_http_client()?);
+pub async fn mint_once(credential: &Credential, trust: &tls::Trust) -> Result<Token, MintError> {
+    let source = credential.source(token_http_client(trust)?);
     Ok(source.fetch().await?)
 }
 
@@ -76,17 +82,39 @@ pub fn build_proxy(
     policy: RefreshPolicy,
     stop: CancellationToken,
 ) -> Result<Proxy, StartError> {
-    let roots = tls::root_store();
-    let http = endpoint::http_client(tls::client_config(roots.clone(), &[]))?;
+    Ok(build(config, bound, policy, stop, None)?.proxy)
+}
+
+/// A built proxy and the token caches behind it.
+#[derive(Debug)]
+pub struct Built {
+    /// The proxy.
+    pub proxy: Proxy,
+    /// One token cache per credential, for readiness.
+    pub caches: Vec<TokenCache>,
+}
+
+/// Like [`build_proxy`], counting requests and token fetches in `metrics` when given, and
+/// handing back the token caches (for the admin listener's readiness).
+pub fn build(
+    config: &Config,
+    bound: SocketAddr,
+    policy: RefreshPolicy,
+    stop: CancellationToken,
+    metrics: Option<Arc<Metrics>>,
+) -> Result<Built, StartError> {
+    let outbound_tls = tls::client_config(&config.trust)?;
+    let http = endpoint::http_client(outbound_tls.clone())?;
     let caches: std::collections::BTreeMap<&str, TokenCache> = config
         .credentials
         .iter()
         .map(|(name, credential)| {
-            let cache = TokenCache::spawn(
+            let cache = TokenCache::spawn_with_metrics(
                 name.clone(),
                 credential.source(http.clone()),
                 policy.clone(),
                 stop.clone(),
+                metrics.clone(),
             );
             (name.as_str(), cache)
         })
@@ -114,15 +142,22 @@ pub fn build_proxy(
         upstream_timeout: config.limits.upstream_timeout,
         max_body_size: config.limits.max_body_size,
     };
-    Ok(Proxy::new(
+    let proxy = Proxy::new(
         Router::new(routes),
-        UpstreamClient::new(tls::client_config(roots, &[])),
+        UpstreamClient::new(outbound_tls),
         HostGuard::new(bound, &config.allow_hosts),
         limits,
-    ))
+    )
+    .with_metrics(metrics);
+    Ok(Built {
+        proxy,
+        caches: caches.into_values().collect(),
+    })
 }
 
 /// Runs the proxy on `listener` until `shutdown`, then drains and stops the refreshers.
+/// With `config.admin_listen`, also serves the admin endpoints there (with metrics), until
+/// the drain ends; `/readyz` answers 503 from the shutdown signal on.
 pub async fn run_proxy(
     listener: TcpListener,
     config: &Config,
@@ -132,9 +167,35 @@ pub async fn run_proxy(
         addr: config.listen,
         source,
     })?;
+    let admin_listener = match config.admin_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    let metrics = admin_listener.as_ref().map(|_| Arc::new(Metrics::new()));
     let stop = CancellationToken::new();
-    let proxy = build_proxy(config, bound, RefreshPolicy::default(), stop.clone())?;
-    server::serve(listener, proxy, ServerOptions::from(&config.limits), shutdown).await;
+    let built = build(
+        config,
+        bound,
+        RefreshPolicy::default(),
+        stop.clone(),
+        metrics.clone(),
+    )?;
+    let (proxy, caches) = (built.proxy, built.caches);
+    let admin = metrics.map(|metrics| Arc::new(Admin::new(caches, metrics)));
+    if let (Some(listener), Some(admin)) = (admin_listener, &admin) {
+        tokio::spawn(admin::serve(
+            listener,
+            admin.clone(),
+            stop.clone().cancelled_owned(),
+        ));
+    }
+    let shutdown = async move {
+        shutdown.await;
+        if let Some(admin) = &admin {
+            admin.drain();
+        }
+    };
+    server::serve(listener, proxy, ServerOptions::for_config(config)?, shutdown).await;
     stop.cancel();
     Ok(())
 }

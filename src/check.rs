@@ -38,7 +38,7 @@ pub async fn check(config: &Config, online: bool) -> (String, bool) {
     if online {
         let _ = writeln!(report, "minting one token per credential:");
         for (name, credential) in &config.credentials {
-            match app::mint_once(credential).await {
+            match app::mint_once(credential, &config.trust).await {
                 Ok(token) => {
                     let expiry = token
                         .lifetime

@@ -15,6 +15,11 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+
+    /// Log lines on stderr as text (for people) or JSON (one object per line, for log
+    /// collectors). The level comes from RUST_LOG.
+    #[arg(long, global = true, env = "MINTPROXY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, display_order = 1000)]
+    pub log_format: LogFormat,
 }
 
 /// The commands.
@@ -180,17 +185,29 @@ pub struct ProxyArgs {
     /// Who may connect, and limits.
     #[command(flatten)]
     pub guard: GuardArgs,
+
+    /// TLS towards upstreams and token endpoints.
+    #[command(flatten)]
+    pub trust: TrustArgs,
+
+    /// TLS on the listener.
+    #[command(flatten)]
+    pub listener_tls: ListenerTlsArgs,
+
+    /// The admin listener.
+    #[command(flatten)]
+    pub admin: AdminArgs,
 }
 
 /// Exposure and limits of the listener and of upstream calls.
 #[derive(Debug, Clone, Args)]
 pub struct GuardArgs {
-    /// Accept a non-loopback --listen address. Whoever reaches the proxy acts as the
-    /// service user, so put it behind a firewall or mTLS first.
+    /// Accept a non-loopback --listen (or --admin-listen) address. Whoever reaches the
+    /// proxy acts as the service user, so put it behind a firewall or mTLS first.
     #[arg(long, env = "MINTPROXY_ALLOW_REMOTE")]
     pub allow_remote: bool,
 
-    /// Another accepted Host (and Origin) name, besides localhost, 127.0.0.1 and [::1] on
+    /// Another accepted Host (and Origin) name, besides localhost, 127.0.0.1 and `[::1]` on
     /// the listen port: e.g. --allow-host proxy.internal or --allow-host proxy.internal:8080.
     /// `*` accepts any Host (turns off the DNS-rebinding guard; for non-browser callers).
     #[arg(
@@ -249,6 +266,47 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// How upstream and token endpoint certificates are checked.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TrustArgs {
+    /// Also trust this CA (PEM) for upstreams and token endpoints, e.g. the self-signed CA
+    /// of a ZITADEL in a cluster: --upstream-ca ca.pem.
+    #[arg(long, env = "MINTPROXY_UPSTREAM_CA", value_name = "FILE")]
+    pub upstream_ca: Option<PathBuf>,
+
+    /// Do not check upstream and token endpoint certificates at all. Development only:
+    /// anyone on the path can then read the tokens.
+    #[arg(long, env = "MINTPROXY_INSECURE_SKIP_VERIFY")]
+    pub insecure_skip_verify: bool,
+}
+
+impl TrustArgs {
+    /// The trust settings these flags describe.
+    pub fn to_trust(&self) -> crate::tls::Trust {
+        crate::tls::Trust {
+            extra_ca: self.upstream_ca.clone(),
+            insecure_skip_verify: self.insecure_skip_verify,
+        }
+    }
+}
+
+/// TLS on the listener, and client certificates (mTLS).
+#[derive(Debug, Clone, Default, Args)]
+pub struct ListenerTlsArgs {
+    /// Serve TLS with this certificate chain (PEM), e.g. --tls-cert proxy.crt --tls-key proxy.key.
+    #[arg(long, env = "MINTPROXY_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "MINTPROXY_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Require client certificates issued by this CA (mTLS); with it, a non-loopback
+    /// --listen needs no --allow-remote.
+    #[arg(long, env = "MINTPROXY_CLIENT_CA", value_name = "FILE", requires = "tls_cert")]
+    pub client_ca: Option<PathBuf>,
+}
+
 /// Flags of `mintproxy token`.
 #[derive(Debug, Clone, Args)]
 pub struct TokenArgs {
@@ -273,6 +331,10 @@ pub struct TokenArgs {
         requires = "config"
     )]
     pub credential_name: Option<String>,
+
+    /// Certificate checks for the token endpoint.
+    #[command(flatten)]
+    pub trust: TrustArgs,
 
     /// raw: the token alone; header: "Authorization: Bearer ..."; json: token, type, expiry, scopes.
     #[arg(long, env = "MINTPROXY_FORMAT", value_enum, default_value_t = TokenFormat::Raw)]
@@ -313,6 +375,24 @@ pub struct DemoArgs {
     /// or when 8080 is taken).
     #[arg(long, env = "MINTPROXY_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+}
+
+/// The admin listener: health, readiness and metrics.
+#[derive(Debug, Clone, Default, Args)]
+pub struct AdminArgs {
+    /// Serve /healthz, /readyz and /metrics (Prometheus) on this address, e.g.
+    /// --admin-listen 127.0.0.1:9090. A non-loopback address needs --allow-remote. Default: off.
+    #[arg(long, env = "MINTPROXY_ADMIN_LISTEN", value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, fields at the top level.
+    Json,
 }
 
 #[cfg(test)]

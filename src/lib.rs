@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod app;
 pub mod check;
 pub mod cli;
@@ -15,6 +16,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod layer;
+pub mod metrics;
 pub mod proxy;
 pub mod secret;
 pub mod server;

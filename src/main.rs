@@ -7,7 +7,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use mintproxy::cli::{Cli, Command, TokenFormat};
+use mintproxy::cli::{Cli, Command, LogFormat, TokenFormat};
 use mintproxy::server::shutdown_signal;
 use mintproxy::{app, check, config, demo};
 use tracing_subscriber::EnvFilter;
@@ -19,11 +19,16 @@ async fn main() -> ExitCode {
         Command::Token(_) | Command::Demo(_) | Command::Check(_) => "warn",
         Command::Serve(_) => "info",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        // One object per line, the event's fields at the top level beside timestamp,
+        // level and target.
+        LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
     match run(cli.command).await {
         Ok(code) => code,
         Err(error) => {
@@ -47,7 +52,7 @@ async fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 (Some(file), Some(name)) => config::credential_from_file(file, name)?,
                 _ => config::validate_credential_flags(&args.credential.to_raw())?,
             };
-            let token = app::mint_once(&credential).await?;
+            let token = app::mint_once(&credential, &args.trust.to_trust()).await?;
             let secret = token.access_token.expose();
             match args.format {
                 TokenFormat::Raw => println!("{secret}"),

@@ -327,7 +327,12 @@ mod tests {
             .map(|value| value.parse().unwrap())
     }
 
-    fn record<'a>(method: &'a Method, status: u16, failure: Option<Failure>, auth: bool) -> RequestRecord<'a> {
+    fn record<'a>(
+        method: &'a Method,
+        status: u16,
+        failure: Option<Failure>,
+        auth: bool,
+    ) -> RequestRecord<'a> {
         RequestRecord {
             route: "/api",
             method,
@@ -370,8 +375,14 @@ mod tests {
             at(r#"mintproxy_upstream_errors_total{route="/api",kind="unreachable"}"#),
             Some(1.0)
         );
-        assert!(!text.contains("kind=\"refused\""), "refusals are not upstream errors");
-        assert_eq!(at(r#"mintproxy_request_duration_seconds_count{route="/api"}"#), Some(5.0));
+        assert!(
+            !text.contains("kind=\"refused\""),
+            "refusals are not upstream errors"
+        );
+        assert_eq!(
+            at(r#"mintproxy_request_duration_seconds_count{route="/api"}"#),
+            Some(5.0)
+        );
         assert_eq!(
             at(r#"mintproxy_request_duration_seconds_bucket{le="0.005",route="/api"}"#),
             Some(5.0),
@@ -432,7 +443,10 @@ mod tests {
         assert_eq!(Failure::of(&no_token).kind(), Some("no_token"));
         let timeout = ProxyError::UpstreamTimeout(Duration::from_secs(1));
         assert_eq!(Failure::of(&timeout).kind(), Some("timeout"));
-        assert_eq!(Failure::of(&ProxyError::BodyTooLarge(1)).kind(), Some("body_too_large"));
+        assert_eq!(
+            Failure::of(&ProxyError::BodyTooLarge(1)).kind(),
+            Some("body_too_large")
+        );
         assert_eq!(Failure::of(&ProxyError::ConnectRefused).kind(), None);
         assert_eq!(Failure::of(&ProxyError::NoRoute("/x".into())).kind(), None);
     }

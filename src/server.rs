@@ -12,9 +12,13 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::config::Limits;
+use crate::config::Config;
+use crate::tls::{self, TlsError};
 
-use crate::proxy::Proxy;
+use crate::proxy::{ArrivedOverTls, Proxy};
+use http::Request;
+use hyper::body::Incoming;
+use tokio_rustls::TlsAcceptor;
 
 /// Limits of the listener.
 #[derive(Debug, Clone)]
@@ -27,16 +31,26 @@ pub struct ServerOptions {
     pub max_connections: usize,
     /// How long in-flight requests may run on after shutdown begins.
     pub shutdown_timeout: Duration,
+    /// Serve TLS with this configuration.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
-impl From<&Limits> for ServerOptions {
-    fn from(limits: &Limits) -> Self {
-        Self {
+impl ServerOptions {
+    /// The listener settings of `config`: its limits, and TLS when configured.
+    pub fn for_config(config: &Config) -> Result<Self, TlsError> {
+        let limits = &config.limits;
+        Ok(Self {
             header_read_timeout: limits.header_read_timeout,
             max_header_size: limits.max_header_size,
             max_connections: limits.max_connections,
             shutdown_timeout: limits.shutdown_timeout,
-        }
+            tls: config
+                .inbound_tls
+                .as_ref()
+                .map(tls::server_config)
+                .transpose()?
+                .map(Arc::new),
+        })
     }
 }
 
@@ -81,8 +95,13 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let tls = options.tls.clone().map(TlsAcceptor::from);
         let proxy = proxy.clone();
-        let service = service_fn(move |request| {
+        let over_tls = tls.is_some();
+        let service = service_fn(move |mut request: Request<Incoming>| {
+            if over_tls {
+                request.extensions_mut().insert(ArrivedOverTls);
+            }
             let proxy = proxy.clone();
             async move { Ok::<_, Infallible>(proxy.handle(request, remote).await) }
         });
@@ -100,8 +119,23 @@ pub async fn serve(
                 tracing::debug!(%remote, "closing a connection that sent nothing");
                 return;
             }
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(error) = watcher.watch(connection).await {
+            let served = match tls {
+                None => {
+                    watcher
+                        .watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service))
+                        .await
+                }
+                Some(tls) => match tokio::time::timeout(header_read_timeout, tls.accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        watcher
+                            .watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service))
+                            .await
+                    }
+                    Ok(Err(error)) => Err(error.into()),
+                    Err(_) => Err("TLS handshake timed out".into()),
+                },
+            };
+            if let Err(error) = served {
                 tracing::debug!(%remote, error = %error, "connection ended with an error");
             }
             drop(permit);

@@ -1,8 +1,79 @@
-//! Outbound TLS: one rustls configuration, on aws-lc-rs, for upstreams and token endpoints.
+//! TLS on both sides, one rustls on aws-lc-rs: the client configuration for upstreams and
+//! token endpoints (system and webpki roots, an extra CA, or no verification for
+//! development), and the server configuration for an inbound TLS listener (with optional
+//! client certificates).
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::{ClientConfig, RootCertStore};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+
+/// How outbound certificates are checked.
+#[derive(Debug, Clone, Default)]
+pub struct Trust {
+    /// A CA (PEM) trusted besides the system and webpki roots, e.g. a cluster's own CA.
+    pub extra_ca: Option<PathBuf>,
+    /// Accept any certificate. Development only.
+    pub insecure_skip_verify: bool,
+}
+
+/// Inbound TLS: the listener's certificate and, for mTLS, the CA its clients must present
+/// certificates from.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    /// Certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Private key (PEM).
+    pub key: PathBuf,
+    /// Require client certificates issued by this CA (PEM).
+    pub client_ca: Option<PathBuf>,
+}
+
+/// A TLS file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// No certificate could be read from the file.
+    #[error("{}: no PEM certificate could be read: {reason}", path.display())]
+    Certificates {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// No private key could be read from the file (its contents are never shown).
+    #[error("{}: no PEM private key could be read", path.display())]
+    Key {
+        /// The file.
+        path: PathBuf,
+    },
+    /// rustls refused the combination.
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let fail = |reason: String| TlsError::Certificates {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| fail(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| fail(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(fail("the file holds no certificate".into()));
+    }
+    Ok(certs)
+}
 
 /// Trust anchors: the Mozilla roots built in (webpki-roots) plus the system's store, so a
 /// corporate CA installed on the machine works as it does for curl.
@@ -18,14 +89,92 @@ pub fn root_store() -> RootCertStore {
     roots
 }
 
-/// A client configuration with the given trust anchors and ALPN protocols.
-pub fn client_config(roots: RootCertStore, alpn: &[&[u8]]) -> ClientConfig {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = ClientConfig::builder_with_provider(provider)
+/// The client configuration for `trust` (no ALPN: the connector or client sets it).
+pub fn client_config(trust: &Trust) -> Result<ClientConfig, TlsError> {
+    let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .expect("the aws-lc-rs provider supports the default protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    config
+        .expect("the aws-lc-rs provider supports the default protocol versions");
+    if trust.insecure_skip_verify {
+        tracing::warn!(
+            "--insecure-skip-verify: upstream and token endpoint certificates are NOT checked; \
+             anyone on the path can read the tokens. Development only."
+        );
+        return Ok(builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider())))
+            .with_no_client_auth());
+    }
+    let mut roots = root_store();
+    if let Some(ca) = &trust.extra_ca {
+        for cert in certificates(ca)? {
+            roots.add(cert)?;
+        }
+    }
+    Ok(builder.with_root_certificates(roots).with_no_client_auth())
+}
+
+/// The server configuration for an inbound TLS listener, offering HTTP/2 and HTTP/1.1.
+pub fn server_config(inbound: &Inbound) -> Result<ServerConfig, TlsError> {
+    let chain = certificates(&inbound.cert)?;
+    let key = PrivateKeyDer::from_pem_file(&inbound.key).map_err(|_| TlsError::Key {
+        path: inbound.key.clone(),
+    })?;
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("the aws-lc-rs provider supports the default protocol versions");
+    let builder = match &inbound.client_ca {
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for cert in certificates(ca)? {
+                roots.add(cert)?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// `--insecure-skip-verify`: signatures are still checked, the certificate is not.
+#[derive(Debug)]
+struct AcceptAnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }

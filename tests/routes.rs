@@ -269,6 +269,8 @@ async fn mint_for(issued: &Issued) -> String {
         ..Default::default()
     })
     .unwrap();
-    let token = mintproxy::app::mint_once(&credential).await.unwrap();
+    let token = mintproxy::app::mint_once(&credential, &Default::default())
+        .await
+        .unwrap();
     token.access_token.expose().to_owned()
 }

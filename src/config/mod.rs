@@ -31,10 +31,16 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub struct Config {
     /// Where to listen.
     pub listen: SocketAddr,
+    /// Where the admin listener (`/healthz`, `/readyz`, `/metrics`) listens, if anywhere.
+    pub admin_listen: Option<SocketAddr>,
     /// Host names accepted besides the loopback names (`*`: any).
     pub allow_hosts: Vec<String>,
     /// Limits of the listener and of upstream calls.
     pub limits: Limits,
+    /// How upstream and token endpoint certificates are checked.
+    pub trust: crate::tls::Trust,
+    /// TLS on the listener, if any.
+    pub inbound_tls: Option<crate::tls::Inbound>,
     /// Credentials by name.
     pub credentials: BTreeMap<String, Credential>,
     /// Routes, in the order given.
@@ -298,7 +304,18 @@ impl ProxyArgs {
         if let Some(listen) = self.listen {
             config.listen = listen;
         }
-        if !config.listen.ip().is_loopback() && !allow_remote {
+        let tls = &self.listener_tls;
+        config.inbound_tls = match (&tls.tls_cert, &tls.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::Inbound {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: tls.client_ca.clone(),
+            }),
+            _ => None,
+        };
+        config.trust = self.trust.to_trust();
+        let mutual_tls = tls.client_ca.is_some();
+        if !config.listen.ip().is_loopback() && !allow_remote && !mutual_tls {
             return Err(ConfigError::new(
                 "--listen",
                 format!(
@@ -308,10 +325,40 @@ impl ProxyArgs {
                 ),
             ));
         }
+        config.admin_listen = self.admin.admin_listen;
+        if let Some(admin) = config.admin_listen {
+            check_admin_listen(admin, config.listen, allow_remote)?;
+        }
         config.allow_hosts.extend(self.guard.allow_hosts.iter().cloned());
         config.limits = Limits::from(&self.guard);
         Ok(config)
     }
+}
+
+/// The admin address must differ from the proxy's (its paths must never shadow proxied
+/// ones) and, like it, stay on loopback unless remote access is allowed.
+fn check_admin_listen(admin: SocketAddr, listen: SocketAddr, allow_remote: bool) -> Result<(), ConfigError> {
+    let overlapping_ip =
+        admin.ip() == listen.ip() || admin.ip().is_unspecified() || listen.ip().is_unspecified();
+    if admin.port() != 0 && admin.port() == listen.port() && overlapping_ip {
+        return Err(ConfigError::new(
+            "--admin-listen",
+            format!(
+                "{admin} is the proxy's own address (--listen {listen}): give the admin listener \
+                 another port, e.g. --admin-listen 127.0.0.1:9090"
+            ),
+        ));
+    }
+    if !admin.ip().is_loopback() && !allow_remote {
+        return Err(ConfigError::new(
+            "--admin-listen",
+            format!(
+                "{admin} is not a loopback address; pass --allow-remote (allow_remote = true) to \
+                 expose health, readiness and metrics beyond this machine"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Validates a credential given as flags (for `mintproxy token`); `--issuer` is required
@@ -395,8 +442,11 @@ fn validate(raw: RawConfig, origin: Origin, base: &Path) -> Result<Config, Confi
     }
     Ok(Config {
         listen,
+        admin_listen: None,
         allow_hosts: raw.allow_hosts,
         limits: Limits::default(),
+        trust: crate::tls::Trust::default(),
+        inbound_tls: None,
         credentials,
         routes,
     })

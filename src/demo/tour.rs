@@ -66,8 +66,11 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     let addr = listener.local_addr()?;
     let config = Config {
         listen: addr,
+        admin_listen: None,
         allow_hosts: Vec::new(),
         limits: Limits::default(),
+        trust: crate::tls::Trust::default(),
+        inbound_tls: None,
         credentials: [(
             "demo".to_owned(),
             Credential::JwtProfile {

@@ -29,6 +29,11 @@ pub use policy::Policy;
 pub use routes::Router;
 pub use upstream::Upstream;
 
+/// Marks a request that arrived over TLS (set by the server), for `X-Forwarded-Proto`
+/// and redirects.
+#[derive(Debug, Clone, Copy)]
+pub struct ArrivedOverTls;
+
 /// A response body going back to the client: the upstream's, streamed, or our own.
 pub type ProxyBody = Either<Incoming, Full<Bytes>>;
 
@@ -176,7 +181,12 @@ impl Proxy {
         }
         headers.remove(header::AUTHORIZATION);
         headers.insert(header::HOST, route.upstream.host_header().clone());
-        headers::add_forwarding(&mut headers, remote.ip(), "http", client_host.as_ref());
+        let scheme = if parts.extensions.get::<ArrivedOverTls>().is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        headers::add_forwarding(&mut headers, remote.ip(), scheme, client_host.as_ref());
         for (name, value) in &route.headers {
             headers.insert(name.clone(), value.clone());
         }
@@ -208,7 +218,7 @@ impl Proxy {
             Some(client) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
                 Ok(tunnel(response, client))
             }
-            _ => Ok(respond(route, response, client_host.as_ref())),
+            _ => Ok(respond(route, response, scheme, client_host.as_ref())),
         }
     }
 
@@ -260,6 +270,7 @@ fn tunnel(mut response: Response<Incoming>, client: OnUpgrade) -> Response<Proxy
 fn respond(
     route: &Route,
     response: Response<Incoming>,
+    scheme: &str,
     client_host: Option<&HeaderValue>,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
@@ -270,7 +281,7 @@ fn respond(
         } else {
             ""
         };
-        let proxy_base = format!("http://{}{prefix}", host.to_str().unwrap_or_default());
+        let proxy_base = format!("{scheme}://{}{prefix}", host.to_str().unwrap_or_default());
         let rewritten = location
             .to_str()
             .ok()

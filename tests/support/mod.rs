@@ -97,7 +97,7 @@ pub async fn start(config: &Config, policy: RefreshPolicy) -> Proxy {
     let stop = CancellationToken::new();
     let proxy = mintproxy::app::build_proxy(config, addr, policy, stop.clone()).unwrap();
     let shutdown = stop.clone().cancelled_owned();
-    let options = ServerOptions::from(&config.limits);
+    let options = ServerOptions::for_config(config).unwrap();
     tokio::spawn(server::serve(listener, proxy, options, shutdown));
     Proxy { addr, stop }
 }
@@ -231,5 +231,42 @@ pub fn write_private(path: &std::path::Path, contents: &str) {
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+}
+
+/// A running proxy with metrics and its admin listener; dropping it stops both.
+pub struct Operated {
+    pub proxy: Proxy,
+    pub admin: SocketAddr,
+}
+
+/// Starts the proxy for `config` as `serve --admin-listen` does, with the admin listener
+/// on its own port 0.
+pub async fn start_operated(config: &Config, policy: RefreshPolicy) -> Operated {
+    use mintproxy::admin::{self, Admin};
+    use mintproxy::metrics::Metrics;
+    let listener = local_listener().await;
+    let addr = listener.local_addr().unwrap();
+    let admin_listener = local_listener().await;
+    let admin_addr = admin_listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let metrics = Arc::new(Metrics::new());
+    let built = mintproxy::app::build(config, addr, policy, stop.clone(), Some(metrics.clone())).unwrap();
+    let admin = Arc::new(Admin::new(built.caches, metrics));
+    tokio::spawn(admin::serve(
+        admin_listener,
+        admin,
+        stop.clone().cancelled_owned(),
+    ));
+    let options = ServerOptions::for_config(config).unwrap();
+    tokio::spawn(server::serve(
+        listener,
+        built.proxy,
+        options,
+        stop.clone().cancelled_owned(),
+    ));
+    Operated {
+        proxy: Proxy { addr, stop },
+        admin: admin_addr,
     }
 }
