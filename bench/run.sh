@@ -11,7 +11,8 @@
 # Knobs (environment): DURATION=15s WARMUP=5s CONNS=64 ROUNDS=2
 #   UPLOAD_BYTES=268435456 BASE_PORT=18090 RESULTS=bench/results.md KEEP=1 (keep the work dir)
 #   REV=HEAD (build that commit from a git archive export instead of the working tree)
-#   QUIET_WAIT=30 (wait up to this long for both cores to be idle before each measurement)
+#   QUIET_WAIT=30 (wait up to this long for both cores to be idle before each measurement;
+#     default 0 with SCHED=fifo)
 #   NICE=-10 (as root; the nice level of every benchmark process, proxies and wrk alike)
 #   SCHED=fifo (run every benchmark process SCHED_FIFO instead of niced; for a machine that
 #     other work keeps busy; distorts p99, see bench/README.md)
@@ -30,7 +31,6 @@ BASE_PORT=${BASE_PORT:-18090}
 RESULTS=${RESULTS:-$HERE/results.md}
 KEEP=${KEEP:-0}
 REV=${REV:-} # empty: build the working tree; a git revision (e.g. HEAD): build that commit
-QUIET_WAIT=${QUIET_WAIT:-30} # seconds to wait, before each measurement, for other load to settle
 CLEAN_MAX=${CLEAN_MAX:-15} # a run is "clean" when CPU not ours stayed at or under this % per core
 if [ "$(id -u)" -eq 0 ]; then NICE=${NICE:--10}; else NICE=${NICE:-0}; fi
 SCHED=${SCHED:-nice} # nice, or fifo (root: chrt -f 10; see bench/README.md for its artefacts)
@@ -39,6 +39,8 @@ case "$SCHED" in
     fifo) PRIO=(chrt -f 10) PRIO_DESC="SCHED_FIFO priority 10 (chrt -f 10)" ;;
     *) echo "SCHED must be nice or fifo" >&2; exit 2 ;;
 esac
+# seconds to wait, before each measurement, for other load to settle (fifo preempts it anyway)
+if [ "$SCHED" = fifo ]; then QUIET_WAIT=${QUIET_WAIT:-0}; else QUIET_WAIT=${QUIET_WAIT:-30}; fi
 
 BACKEND_PORT=$BASE_PORT
 PROXY_PORT=$((BASE_PORT + 1))
@@ -295,10 +297,12 @@ RAW="$WORK/wrk-raw.txt"
 : >"$RAW"
 
 children_cpu() { # CPU seconds of this shell's reaped children so far (bash `times`, 2nd line)
-    times | awk 'NR==2 {
+    # `times` must run in this shell, not in a $(...) subshell: children's rusage is per process
+    times >"$WORK/times.txt"
+    awk 'NR==2 {
         n = split($0, f, " "); t = 0
         for (i = 1; i <= n; i++) { split(f[i], m, "m"); sub(/s$/, "", m[2]); t += m[1] * 60 + m[2] }
-        printf "%.3f", t }'
+        printf "%.3f", t }' "$WORK/times.txt"
 }
 pct() { awk -v c="$1" -v d="$2" 'BEGIN{printf "%.0f", 100 * c / d}'; }
 
@@ -314,9 +318,9 @@ bench_one() { # name url proxy-pid-or-empty [wrk args...]
     [ -n "$ppid" ] && t0=$(cpu_ticks "$ppid")
     b0=$(cpu_ticks "$BACKEND_PID")
     k0=$(core_ticks)
-    w0=$(children_cpu)
+    children_cpu >"$WORK/w0"
     "${PRIO[@]}" taskset -c 1 wrk -t1 -c"$CONNS" -d"$DURATION" --latency "$@" "$url" >"$out"
-    w1=$(children_cpu)
+    children_cpu >"$WORK/w1"
     k1=$(core_ticks)
     b1=$(cpu_ticks "$BACKEND_PID")
     [ -n "$ppid" ] && t1=$(cpu_ticks "$ppid")
@@ -332,6 +336,7 @@ bench_one() { # name url proxy-pid-or-empty [wrk args...]
     errs=${errs:-none}
     busy0=$(busy_pct "$k0" "$k1" 0)
     busy1=$(busy_pct "$k0" "$k1" 1)
+    w0=$(cat "$WORK/w0") w1=$(cat "$WORK/w1")
     wrk_pct=$(pct "$(awk -v a="$w0" -v b="$w1" 'BEGIN{print b - a}')" "$secs")
     be_pct=$(pct "$(awk -v a="$b0" -v b="$b1" -v hz="$CLK_TCK" 'BEGIN{print (b - a) / hz}')" "$secs")
     if [ -n "$ppid" ]; then

@@ -11,7 +11,7 @@ use crate::admin::{self, Admin};
 use crate::config::{Config, Credential};
 use crate::metrics::Metrics;
 use crate::proxy::{self, ForwardLimits, HostGuard, Proxy, Route, Router, UpstreamClient};
-use crate::server::{self, ServerOptions};
+use crate::server::{self, ListenAddr, Listener, ServerOptions};
 use crate::tls;
 use crate::token::{endpoint, RefreshPolicy, Token, TokenCache, TokenError, TokenSource};
 
@@ -22,7 +22,7 @@ pub enum StartError {
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         /// The address.
-        addr: SocketAddr,
+        addr: ListenAddr,
         /// Why.
         #[source]
         source: std::io::Error,
@@ -67,18 +67,26 @@ impl MintError {
     }
 }
 
-/// Binds the listen address.
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })
+/// Binds the listen address (TCP or Unix socket).
+pub async fn bind(addr: &ListenAddr) -> Result<Listener, StartError> {
+    Listener::bind(addr).await.map_err(|source| StartError::Bind {
+        addr: addr.clone(),
+        source,
+    })
 }
 
-/// Builds the proxy for `config` listening on `bound`: starts one token refresher per
-/// credential (stopped by `stop`) and the upstream client.
+async fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|source| StartError::Bind {
+        addr: ListenAddr::Tcp(addr),
+        source,
+    })
+}
+
+/// Builds the proxy for `config` listening on `bound` (`None`: a Unix socket): starts one
+/// token refresher per credential (stopped by `stop`) and the upstream client.
 pub fn build_proxy(
     config: &Config,
-    bound: SocketAddr,
+    bound: Option<SocketAddr>,
     policy: RefreshPolicy,
     stop: CancellationToken,
 ) -> Result<Proxy, StartError> {
@@ -98,7 +106,7 @@ pub struct Built {
 /// handing back the token caches (for the admin listener's readiness).
 pub fn build(
     config: &Config,
-    bound: SocketAddr,
+    bound: Option<SocketAddr>,
     policy: RefreshPolicy,
     stop: CancellationToken,
     metrics: Option<Arc<Metrics>>,
@@ -159,16 +167,22 @@ pub fn build(
 /// With `config.admin_listen`, also serves the admin endpoints there (with metrics), until
 /// the drain ends; `/readyz` answers 503 from the shutdown signal on.
 pub async fn run_proxy(
-    listener: TcpListener,
+    listener: Listener,
     config: &Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), StartError> {
-    let bound = listener.local_addr().map_err(|source| StartError::Bind {
-        addr: config.listen,
-        source,
-    })?;
+    let bound = match listener.local_addr() {
+        Ok(ListenAddr::Tcp(addr)) => Some(addr),
+        Ok(ListenAddr::Unix(_)) => None,
+        Err(source) => {
+            return Err(StartError::Bind {
+                addr: config.listen.clone(),
+                source,
+            })
+        }
+    };
     let admin_listener = match config.admin_listen {
-        Some(addr) => Some(bind(addr).await?),
+        Some(addr) => Some(bind_tcp(addr).await?),
         None => None,
     };
     let metrics = admin_listener.as_ref().map(|_| Arc::new(Metrics::new()));

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::server::ListenAddr;
+
 /// Authenticating reverse proxy: send plain HTTP, it forwards with
 /// `Authorization: Bearer <token>` minted from a ZITADEL service user's key.
 #[derive(Debug, Parser)]
@@ -151,9 +153,10 @@ pub struct ProxyArgs {
     #[arg(long, env = "MINTPROXY_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Address to listen on (default 127.0.0.1:8080); port 0 picks a free port and prints it.
+    /// Address to listen on (default 127.0.0.1:8080); port 0 picks a free port and prints
+    /// it; `unix:/run/mintproxy.sock` listens on a Unix socket (created owner-only).
     #[arg(long, env = "MINTPROXY_LISTEN", value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
+    pub listen: Option<ListenAddr>,
 
     /// Where every request goes, e.g. `https://my-instance.zitadel.cloud`.
     #[arg(long, env = "MINTPROXY_UPSTREAM", value_name = "URL")]

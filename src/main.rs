@@ -42,9 +42,8 @@ async fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
     match command {
         Command::Serve(args) => {
             let config = args.load()?;
-            let listener = app::bind(config.listen).await?;
-            let addr = listener.local_addr()?;
-            println!("mintproxy listening on http://{addr}");
+            let listener = app::bind(&config.listen).await?;
+            println!("mintproxy listening on {}", listener.local_addr()?.url());
             app::run_proxy(listener, &config, shutdown_signal()).await?;
         }
         Command::Token(args) => {

@@ -1,4 +1,5 @@
-//! The listener side: accept connections, serve HTTP/1.1 and HTTP/2, drain on shutdown.
+//! The listener side: TCP or Unix socket, optional TLS, HTTP/1.1 and HTTP/2 with
+//! upgrades, connection limits, and the drain on shutdown.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -9,7 +10,13 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
 use crate::config::Config;
@@ -19,6 +26,119 @@ use crate::proxy::{ArrivedOverTls, Proxy};
 use http::Request;
 use hyper::body::Incoming;
 use tokio_rustls::TlsAcceptor;
+
+/// Where the proxy listens: a TCP address, or a Unix socket (`unix:/path`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// `127.0.0.1:8080`.
+    Tcp(SocketAddr),
+    /// `unix:/run/mintproxy.sock`, created owner-only.
+    Unix(PathBuf),
+}
+
+impl FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.strip_prefix("unix:") {
+            Some("") => Err("unix: needs a path, e.g. unix:/run/mintproxy.sock".to_owned()),
+            Some(path) => Ok(Self::Unix(PathBuf::from(path))),
+            None => text
+                .parse()
+                .map(Self::Tcp)
+                .map_err(|_| format!("{text:?} is not an address like 127.0.0.1:8080 or unix:/path")),
+        }
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tcp(addr) => write!(f, "{addr}"),
+            Self::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+impl ListenAddr {
+    /// Only reachable from this machine: a loopback address or a Unix socket.
+    pub fn is_local(&self) -> bool {
+        match self {
+            Self::Tcp(addr) => addr.ip().is_loopback(),
+            Self::Unix(_) => true,
+        }
+    }
+
+    /// How a client reaches it: `http://127.0.0.1:8080` or `unix:/path`.
+    pub fn url(&self) -> String {
+        match self {
+            Self::Tcp(addr) => format!("http://{addr}"),
+            Self::Unix(_) => self.to_string(),
+        }
+    }
+}
+
+/// A bound listener.
+#[derive(Debug)]
+pub enum Listener {
+    /// TCP.
+    Tcp(TcpListener),
+    /// A Unix socket, and its path (removed on shutdown).
+    Unix(UnixListener, PathBuf),
+}
+
+impl From<TcpListener> for Listener {
+    fn from(listener: TcpListener) -> Self {
+        Self::Tcp(listener)
+    }
+}
+
+impl Listener {
+    /// Binds `addr`. A Unix socket replaces a stale socket file and is made owner-only:
+    /// whoever can connect acts with the credentials' rights.
+    pub async fn bind(addr: &ListenAddr) -> std::io::Result<Self> {
+        match addr {
+            ListenAddr::Tcp(addr) => Ok(Self::Tcp(TcpListener::bind(addr).await?)),
+            ListenAddr::Unix(path) => {
+                use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+                if std::fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_socket()) {
+                    std::fs::remove_file(path)?;
+                }
+                let listener = UnixListener::bind(path)?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+                Ok(Self::Unix(listener, path.clone()))
+            }
+        }
+    }
+
+    /// The bound address (with the port picked for port 0).
+    pub fn local_addr(&self) -> std::io::Result<ListenAddr> {
+        match self {
+            Self::Tcp(listener) => listener.local_addr().map(ListenAddr::Tcp),
+            Self::Unix(_, path) => Ok(ListenAddr::Unix(path.clone())),
+        }
+    }
+
+    async fn accept(&self) -> std::io::Result<(Accepted, Option<SocketAddr>)> {
+        match self {
+            Self::Tcp(listener) => {
+                let (stream, remote) = listener.accept().await?;
+                Ok((Accepted::Tcp(stream), Some(remote)))
+            }
+            Self::Unix(listener, _) => Ok((Accepted::Unix(listener.accept().await?.0), None)),
+        }
+    }
+}
+
+enum Accepted {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+/// Any connection, plain or TLS, TCP or Unix: one type for hyper (one allocation per
+/// connection).
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// Limits of the listener.
 #[derive(Debug, Clone)]
@@ -57,7 +177,7 @@ impl ServerOptions {
 /// Serves `proxy` on an already bound `listener` until `shutdown` completes, then stops
 /// accepting and lets in-flight requests finish within the shutdown timeout.
 pub async fn serve(
-    listener: TcpListener,
+    listener: Listener,
     proxy: Proxy,
     options: ServerOptions,
     shutdown: impl Future<Output = ()>,
@@ -82,7 +202,7 @@ pub async fn serve(
             permit = connections.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
             () = &mut shutdown => break,
         };
-        let (stream, remote) = tokio::select! {
+        let (accepted, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
@@ -94,7 +214,6 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let _ = stream.set_nodelay(true);
         let tls = options.tls.clone().map(TlsAcceptor::from);
         let proxy = proxy.clone();
         let over_tls = tls.is_some();
@@ -111,35 +230,49 @@ pub async fn serve(
         tokio::spawn(async move {
             // hyper's header timeout starts with the first byte; a connection that sends
             // nothing would otherwise hold its slot forever.
-            let mut first = [0u8; 1];
-            if tokio::time::timeout(header_read_timeout, stream.peek(&mut first))
-                .await
-                .is_err()
-            {
-                tracing::debug!(%remote, "closing a connection that sent nothing");
-                return;
-            }
-            let served = match tls {
-                None => {
-                    watcher
-                        .watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service))
+            let deadline = tokio::time::Instant::now() + header_read_timeout;
+            let io: Box<dyn Io> = match accepted {
+                Accepted::Tcp(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    if tokio::time::timeout_at(deadline, stream.peek(&mut [0u8; 1]))
                         .await
-                }
-                Some(tls) => match tokio::time::timeout(header_read_timeout, tls.accept(stream)).await {
-                    Ok(Ok(stream)) => {
-                        watcher
-                            .watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service))
-                            .await
+                        .is_err()
+                    {
+                        tracing::debug!(?remote, "closing a connection that sent nothing");
+                        return;
                     }
-                    Ok(Err(error)) => Err(error.into()),
-                    Err(_) => Err("TLS handshake timed out".into()),
+                    Box::new(stream)
+                }
+                Accepted::Unix(stream) => {
+                    if tokio::time::timeout_at(deadline, stream.readable())
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    Box::new(stream)
+                }
+            };
+            let io: Box<dyn Io> = match tls {
+                None => io,
+                Some(tls) => match tokio::time::timeout_at(deadline, tls.accept(io)).await {
+                    Ok(Ok(stream)) => Box::new(stream),
+                    Ok(Err(error)) => {
+                        tracing::debug!(?remote, %error, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
                 },
             };
-            if let Err(error) = served {
-                tracing::debug!(%remote, error = %error, "connection ended with an error");
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+            if let Err(error) = watcher.watch(connection).await {
+                tracing::debug!(?remote, error = %error, "connection ended with an error");
             }
             drop(permit);
         });
+    }
+    if let Listener::Unix(_, path) = &listener {
+        let _ = std::fs::remove_file(path);
     }
     drop(listener);
     tracing::info!("shutting down: draining in-flight requests");

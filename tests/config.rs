@@ -207,7 +207,7 @@ fn bad_listen_address_is_refused() {
     let error = dir.error(&format!("listen = \"localhost\"\n{}", route_with("")));
     assert_eq!(
         error,
-        "listen: \"localhost\" is not an address like 127.0.0.1:8080"
+        "listen: \"localhost\" is not an address like 127.0.0.1:8080 or unix:/path"
     );
 }
 

@@ -14,6 +14,7 @@ use url::Url;
 
 use crate::cli::{GuardArgs, ProxyArgs};
 use crate::proxy::{Policy, Upstream};
+use crate::server::ListenAddr;
 use crate::token::{
     ClientAuth, ClientCredentialsSource, Endpoint, JwtProfileSource, KeyKind, SigningKey, StaticTokenSource,
     TokenSource,
@@ -30,7 +31,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Where to listen.
-    pub listen: SocketAddr,
+    pub listen: ListenAddr,
     /// Where the admin listener (`/healthz`, `/readyz`, `/metrics`) listens, if anywhere.
     pub admin_listen: Option<SocketAddr>,
     /// Host names accepted besides the loopback names (`*`: any).
@@ -301,8 +302,8 @@ impl ProxyArgs {
         };
         let allow_remote = self.guard.allow_remote || raw.allow_remote;
         let mut config = validate(raw, origin, &base)?;
-        if let Some(listen) = self.listen {
-            config.listen = listen;
+        if let Some(listen) = &self.listen {
+            config.listen = listen.clone();
         }
         let tls = &self.listener_tls;
         config.inbound_tls = match (&tls.tls_cert, &tls.tls_key) {
@@ -315,7 +316,7 @@ impl ProxyArgs {
         };
         config.trust = self.trust.to_trust();
         let mutual_tls = tls.client_ca.is_some();
-        if !config.listen.ip().is_loopback() && !allow_remote && !mutual_tls {
+        if !config.listen.is_local() && !allow_remote && !mutual_tls {
             return Err(ConfigError::new(
                 "--listen",
                 format!(
@@ -327,7 +328,7 @@ impl ProxyArgs {
         }
         config.admin_listen = self.admin.admin_listen;
         if let Some(admin) = config.admin_listen {
-            check_admin_listen(admin, config.listen, allow_remote)?;
+            check_admin_listen(admin, &config.listen, allow_remote)?;
         }
         config.allow_hosts.extend(self.guard.allow_hosts.iter().cloned());
         config.limits = Limits::from(&self.guard);
@@ -337,10 +338,16 @@ impl ProxyArgs {
 
 /// The admin address must differ from the proxy's (its paths must never shadow proxied
 /// ones) and, like it, stay on loopback unless remote access is allowed.
-fn check_admin_listen(admin: SocketAddr, listen: SocketAddr, allow_remote: bool) -> Result<(), ConfigError> {
-    let overlapping_ip =
-        admin.ip() == listen.ip() || admin.ip().is_unspecified() || listen.ip().is_unspecified();
-    if admin.port() != 0 && admin.port() == listen.port() && overlapping_ip {
+fn check_admin_listen(admin: SocketAddr, listen: &ListenAddr, allow_remote: bool) -> Result<(), ConfigError> {
+    let overlapping = match listen {
+        ListenAddr::Tcp(listen) => {
+            let overlapping_ip =
+                admin.ip() == listen.ip() || admin.ip().is_unspecified() || listen.ip().is_unspecified();
+            admin.port() != 0 && admin.port() == listen.port() && overlapping_ip
+        }
+        ListenAddr::Unix(_) => false,
+    };
+    if overlapping {
         return Err(ConfigError::new(
             "--admin-listen",
             format!(
@@ -392,12 +399,9 @@ pub fn credential_from_file(file: &Path, name: &str) -> Result<Credential, Confi
 
 fn validate(raw: RawConfig, origin: Origin, base: &Path) -> Result<Config, ConfigError> {
     let listen = match &raw.listen {
-        Some(text) => text.parse().map_err(|_| {
-            ConfigError::new(
-                "listen",
-                format!("{text:?} is not an address like 127.0.0.1:8080"),
-            )
-        })?,
+        Some(text) => text
+            .parse()
+            .map_err(|reason: String| ConfigError::new("listen", reason))?,
         None => DEFAULT_LISTEN.parse().expect("the default address parses"),
     };
     if raw.routes.is_empty() {

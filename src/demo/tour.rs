@@ -17,7 +17,7 @@ use crate::app::{self, StartError};
 use crate::cli::DemoArgs;
 use crate::config::{Config, Credential, EndpointConfig, Limits, RouteConfig, DEFAULT_SCOPES};
 use crate::proxy::{Policy, Upstream};
-use crate::server;
+use crate::server::{self, ListenAddr};
 
 /// Why the demo failed.
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +65,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     let listener = bind_demo_listener(&args).await?;
     let addr = listener.local_addr()?;
     let config = Config {
-        listen: addr,
+        listen: ListenAddr::Tcp(addr),
         admin_listen: None,
         allow_hosts: Vec::new(),
         limits: Limits::default(),
@@ -101,7 +101,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
                 () = server::shutdown_signal() => {}
             }
         };
-        app::run_proxy(listener, &config, shutdown).await
+        app::run_proxy(listener.into(), &config, shutdown).await
     });
     println!("4. Proxy at http://{addr}, pinned to the echo upstream; it discovers the token endpoint and mints a token.\n");
 
@@ -149,7 +149,7 @@ impl Drop for KeyDir {
 /// taken), and any free port for `--once`.
 async fn bind_demo_listener(args: &DemoArgs) -> Result<TcpListener, DemoError> {
     if let Some(addr) = args.listen {
-        return Ok(app::bind(addr).await?);
+        return Ok(TcpListener::bind(addr).await?);
     }
     if !args.once {
         if let Ok(listener) = TcpListener::bind("127.0.0.1:8080").await {

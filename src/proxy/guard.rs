@@ -18,14 +18,15 @@ pub struct HostGuard {
 
 impl HostGuard {
     /// The loopback names (and the listen address itself, when specific) on the bound
-    /// port, plus `extra` names (`name` for any port, `name:port`, or `*` for any host).
-    pub fn new(bound: SocketAddr, extra: &[String]) -> Self {
-        let port = Some(bound.port());
+    /// port (any port on a Unix socket, `bound` = `None`), plus `extra` names (`name` for
+    /// any port, `name:port`, or `*` for any host).
+    pub fn new(bound: Option<SocketAddr>, extra: &[String]) -> Self {
+        let port = bound.map(|b| b.port());
         let mut names: Vec<(String, Option<u16>)> = ["localhost", "127.0.0.1", "[::1]"]
             .iter()
             .map(|name| ((*name).to_owned(), port))
             .collect();
-        if !bound.ip().is_unspecified() && !bound.ip().is_loopback() {
+        if let Some(bound) = bound.filter(|b| !b.ip().is_unspecified() && !b.ip().is_loopback()) {
             let ip = match bound {
                 SocketAddr::V4(v4) => v4.ip().to_string(),
                 SocketAddr::V6(v6) => format!("[{}]", v6.ip()),
@@ -125,7 +126,7 @@ mod tests {
 
     #[test]
     fn loopback_names_on_the_listen_port_are_accepted() {
-        let guard = HostGuard::new("127.0.0.1:8080".parse().unwrap(), &[]);
+        let guard = HostGuard::new(Some("127.0.0.1:8080".parse().unwrap()), &[]);
         for host in ["localhost:8080", "127.0.0.1:8080", "[::1]:8080", "LOCALHOST:8080"] {
             assert_eq!(check(&guard, &[("host", host)]), Ok(()), "{host}");
         }
@@ -146,17 +147,17 @@ mod tests {
     #[test]
     fn allowed_hosts_add_names() {
         let extra = ["proxy.internal".to_owned(), "gw.example:443".to_owned()];
-        let guard = HostGuard::new("0.0.0.0:8080".parse().unwrap(), &extra);
+        let guard = HostGuard::new(Some("0.0.0.0:8080".parse().unwrap()), &extra);
         assert_eq!(check(&guard, &[("host", "proxy.internal:1234")]), Ok(()));
         assert_eq!(check(&guard, &[("host", "gw.example:443")]), Ok(()));
         assert!(check(&guard, &[("host", "gw.example:80")]).is_err());
-        let any = HostGuard::new("0.0.0.0:8080".parse().unwrap(), &["*".to_owned()]);
+        let any = HostGuard::new(Some("0.0.0.0:8080".parse().unwrap()), &["*".to_owned()]);
         assert_eq!(check(&any, &[("host", "whatever:1")]), Ok(()));
     }
 
     #[test]
     fn cross_site_browser_requests_are_refused() {
-        let guard = HostGuard::new("127.0.0.1:8080".parse().unwrap(), &[]);
+        let guard = HostGuard::new(Some("127.0.0.1:8080".parse().unwrap()), &[]);
         let host = ("host", "localhost:8080");
         assert_eq!(
             check(&guard, &[host, ("origin", "http://localhost:8080")]),

@@ -101,8 +101,13 @@ impl Proxy {
         self
     }
 
-    /// Handles one request from `remote`; failures become JSON error responses.
-    pub async fn handle(&self, request: Request<Incoming>, remote: SocketAddr) -> Response<ProxyBody> {
+    /// Handles one request from `remote` (`None` on a Unix socket); failures become JSON
+    /// error responses.
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        remote: Option<SocketAddr>,
+    ) -> Response<ProxyBody> {
         let started = Instant::now();
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
@@ -150,7 +155,7 @@ impl Proxy {
         &self,
         route: &Route,
         request: Request<Incoming>,
-        remote: SocketAddr,
+        remote: Option<SocketAddr>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let target = route.upstream_target(request.uri().path(), request.uri().query());
         let path = target.split('?').next().unwrap_or_default();
@@ -186,7 +191,7 @@ impl Proxy {
         } else {
             "http"
         };
-        headers::add_forwarding(&mut headers, remote.ip(), scheme, client_host.as_ref());
+        headers::add_forwarding(&mut headers, remote.map(|r| r.ip()), scheme, client_host.as_ref());
         for (name, value) in &route.headers {
             headers.insert(name.clone(), value.clone());
         }

@@ -95,10 +95,10 @@ pub async fn start(config: &Config, policy: RefreshPolicy) -> Proxy {
     let listener = local_listener().await;
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
-    let proxy = mintproxy::app::build_proxy(config, addr, policy, stop.clone()).unwrap();
+    let proxy = mintproxy::app::build_proxy(config, Some(addr), policy, stop.clone()).unwrap();
     let shutdown = stop.clone().cancelled_owned();
     let options = ServerOptions::for_config(config).unwrap();
-    tokio::spawn(server::serve(listener, proxy, options, shutdown));
+    tokio::spawn(server::serve(listener.into(), proxy, options, shutdown));
     Proxy { addr, stop }
 }
 
@@ -251,7 +251,8 @@ pub async fn start_operated(config: &Config, policy: RefreshPolicy) -> Operated 
     let admin_addr = admin_listener.local_addr().unwrap();
     let stop = CancellationToken::new();
     let metrics = Arc::new(Metrics::new());
-    let built = mintproxy::app::build(config, addr, policy, stop.clone(), Some(metrics.clone())).unwrap();
+    let built =
+        mintproxy::app::build(config, Some(addr), policy, stop.clone(), Some(metrics.clone())).unwrap();
     let admin = Arc::new(Admin::new(built.caches, metrics));
     tokio::spawn(admin::serve(
         admin_listener,
@@ -260,7 +261,7 @@ pub async fn start_operated(config: &Config, policy: RefreshPolicy) -> Operated 
     ));
     let options = ServerOptions::for_config(config).unwrap();
     tokio::spawn(server::serve(
-        listener,
+        listener.into(),
         built.proxy,
         options,
         stop.clone().cancelled_owned(),
