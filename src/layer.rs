@@ -191,39 +191,16 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secret::AccessToken;
-    use crate::token::{FetchFuture, RefreshPolicy, Token, TokenError, TokenSource};
+    use crate::token::fake::Counting;
+    use crate::token::RefreshPolicy;
     use std::collections::VecDeque;
     use std::convert::Infallible;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::atomic::Ordering;
     use std::sync::Arc;
     use std::sync::Mutex;
     use std::time::Duration;
     use tokio_util::sync::CancellationToken;
     use tower::{service_fn, ServiceBuilder, ServiceExt};
-
-    /// Issues `token-1`, `token-2`, ... living 10 min, or fails when told to.
-    #[derive(Default)]
-    struct Counting {
-        fetches: AtomicUsize,
-        failing: AtomicBool,
-    }
-
-    impl TokenSource for Counting {
-        fn fetch(&self) -> FetchFuture<'_> {
-            Box::pin(async move {
-                let n = self.fetches.fetch_add(1, Ordering::SeqCst) + 1;
-                if self.failing.load(Ordering::SeqCst) {
-                    return Err(TokenError::NotAHeader);
-                }
-                Ok(Token {
-                    access_token: AccessToken::new(format!("token-{n}")),
-                    lifetime: Some(Duration::from_secs(600)),
-                    scope: None,
-                })
-            })
-        }
-    }
 
     /// What the fake upstream saw: every `Authorization` value of every request, and
     /// whether each was marked sensitive.
@@ -301,7 +278,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn sets_the_bearer_and_overrides_the_callers_authorization() {
-        let source = Arc::new(Counting::default());
+        let source = Arc::new(Counting::living(Duration::from_secs(600)));
         let upstream = Upstream::scripted(&[]);
         let client = client(cache(&source), &upstream);
 
@@ -324,7 +301,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn requests_share_one_fetch() {
-        let source = Arc::new(Counting::default());
+        let source = Arc::new(Counting::living(Duration::from_secs(600)));
         let upstream = Upstream::scripted(&[]);
         let client = client(cache(&source), &upstream);
 
@@ -340,7 +317,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_401_has_the_next_request_carry_a_new_token() {
-        let source = Arc::new(Counting::default());
+        let source = Arc::new(Counting::living(Duration::from_secs(600)));
         let upstream = Upstream::scripted(&[StatusCode::UNAUTHORIZED]);
         let client = client(cache(&source), &upstream);
 
@@ -360,7 +337,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn no_token_fails_without_calling_the_upstream() {
-        let source = Arc::new(Counting::default());
+        let source = Arc::new(Counting::living(Duration::from_secs(600)));
         source.failing.store(true, Ordering::SeqCst);
         let upstream = Upstream::scripted(&[]);
         let client = client(cache(&source), &upstream);
@@ -373,7 +350,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn inner_errors_pass_through() {
-        let source = Arc::new(Counting::default());
+        let source = Arc::new(Counting::living(Duration::from_secs(600)));
         let inner = service_fn(|_: Request<()>| async {
             Err::<Response<()>, _>(std::io::Error::other("connection refused"))
         });

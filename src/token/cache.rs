@@ -356,32 +356,8 @@ fn random_unit() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secret::AccessToken;
-    use crate::token::FetchFuture;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-
-    /// Issues `token-1`, `token-2`, ... living 10 s, or fails when told to.
-    #[derive(Default)]
-    struct Counting {
-        fetches: AtomicUsize,
-        failing: AtomicBool,
-    }
-
-    impl TokenSource for Counting {
-        fn fetch(&self) -> FetchFuture<'_> {
-            Box::pin(async move {
-                let n = self.fetches.fetch_add(1, Ordering::SeqCst) + 1;
-                if self.failing.load(Ordering::SeqCst) {
-                    return Err(TokenError::NotAHeader);
-                }
-                Ok(Token {
-                    access_token: AccessToken::new(format!("token-{n}")),
-                    lifetime: Some(Duration::from_secs(10)),
-                    scope: None,
-                })
-            })
-        }
-    }
+    use crate::token::fake::Counting;
+    use std::sync::atomic::Ordering;
 
     fn cache(source: &Arc<Counting>) -> TokenCache {
         TokenCache::spawn(
@@ -394,7 +370,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_burst_of_401s_mints_once() {
-        let source = Arc::new(Counting::default());
+        let source = Arc::new(Counting::living(Duration::from_secs(10)));
         let cache = cache(&source);
         let first = cache.token().await.unwrap();
         for _ in 0..10 {
@@ -420,7 +396,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_expired_token_is_never_handed_out() {
-        let source = Arc::new(Counting::default());
+        let source = Arc::new(Counting::living(Duration::from_secs(10)));
         let cache = cache(&source);
         assert_eq!(cache.token().await.unwrap().header(), "Bearer token-1");
         source.failing.store(true, Ordering::SeqCst);

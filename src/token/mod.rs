@@ -75,3 +75,46 @@ impl TokenSource for Box<dyn TokenSource> {
         (**self).changed()
     }
 }
+
+/// A fake source for unit tests: issues `token-1`, `token-2`, ... living `lifetime`, or
+/// fails when told to, and counts its fetches.
+#[cfg(test)]
+pub(crate) mod fake {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::{FetchFuture, Token, TokenError, TokenSource};
+    use crate::secret::AccessToken;
+
+    pub(crate) struct Counting {
+        pub(crate) fetches: AtomicUsize,
+        pub(crate) failing: AtomicBool,
+        lifetime: Duration,
+    }
+
+    impl Counting {
+        pub(crate) fn living(lifetime: Duration) -> Self {
+            Self {
+                fetches: AtomicUsize::new(0),
+                failing: AtomicBool::new(false),
+                lifetime,
+            }
+        }
+    }
+
+    impl TokenSource for Counting {
+        fn fetch(&self) -> FetchFuture<'_> {
+            Box::pin(async move {
+                let n = self.fetches.fetch_add(1, Ordering::SeqCst) + 1;
+                if self.failing.load(Ordering::SeqCst) {
+                    return Err(TokenError::NotAHeader);
+                }
+                Ok(Token {
+                    access_token: AccessToken::new(format!("token-{n}")),
+                    lifetime: Some(self.lifetime),
+                    scope: None,
+                })
+            })
+        }
+    }
+}
