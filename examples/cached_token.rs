@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use mintproxy::app::token_http_client;
-use mintproxy::config::DEFAULT_SCOPES;
+use mintproxy::config::default_scopes;
 use mintproxy::token::{Endpoint, JwtProfileSource, KeyKind, RefreshPolicy, SigningKey, TokenCache};
 use tokio_util::sync::CancellationToken;
 
@@ -24,7 +24,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Fail early with a clear message; the source reads the file again at each mint.
     SigningKey::from_file(Path::new(&key_file), KeyKind::ServiceAccount)?;
     let endpoint = Endpoint::new(token_http_client(&Default::default())?, issuer, None);
-    let scopes: Vec<String> = DEFAULT_SCOPES.iter().map(|s| (*s).to_owned()).collect();
+    let scopes = default_scopes();
     let source = JwtProfileSource::new(&key_file, endpoint, &scopes);
 
     // One background task keeps the token fresh; `token()` is a lock-free read.

@@ -16,7 +16,7 @@ use hyper_rustls::HttpsConnectorBuilder;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use mintproxy::app::token_http_client;
-use mintproxy::config::DEFAULT_SCOPES;
+use mintproxy::config::default_scopes;
 use mintproxy::layer::BearerLayer;
 use mintproxy::token::{Endpoint, JwtProfileSource, KeyKind, RefreshPolicy, SigningKey, TokenCache};
 use tokio_util::sync::CancellationToken;
@@ -35,7 +35,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     SigningKey::from_file(Path::new(&key_file), KeyKind::ServiceAccount)?;
     let endpoint = Endpoint::new(token_http_client(&Default::default())?, issuer, None);
     // The ZITADEL audience scope is what lets the token call ZITADEL's own APIs.
-    let scopes: Vec<String> = DEFAULT_SCOPES.iter().map(|s| (*s).to_owned()).collect();
+    let scopes = default_scopes();
     let source = JwtProfileSource::new(&key_file, endpoint, &scopes);
     let stop = CancellationToken::new();
     let cache = TokenCache::spawn("example", source, RefreshPolicy::default(), stop.clone());

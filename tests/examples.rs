@@ -12,7 +12,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
-use mintproxy::config::DEFAULT_SCOPES;
+use mintproxy::config::default_scopes;
 use mintproxy::demo::issuer::Issuer;
 use mintproxy::demo::keygen::GeneratedKey;
 use tempfile::TempDir;
@@ -248,8 +248,7 @@ fn expected_scopes(credential: &toml::Table) -> String {
                 .collect()
         })
     };
-    let mut scopes =
-        strings("scopes").unwrap_or_else(|| DEFAULT_SCOPES.iter().map(|s| (*s).to_owned()).collect());
+    let mut scopes = strings("scopes").unwrap_or_else(|| default_scopes());
     for id in strings("project_ids").unwrap_or_default() {
         scopes.push(format!("urn:zitadel:iam:org:project:id:{id}:aud"));
     }

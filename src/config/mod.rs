@@ -24,6 +24,11 @@ use raw::{RawConfig, RawCredential, RawRoute};
 /// The scopes ZITADEL's own SDKs ask for, so ZITADEL's APIs accept the token.
 pub const DEFAULT_SCOPES: [&str; 2] = ["openid", "urn:zitadel:iam:org:project:id:zitadel:aud"];
 
+/// [`DEFAULT_SCOPES`] as owned strings, as a credential holds them.
+pub fn default_scopes() -> Vec<String> {
+    DEFAULT_SCOPES.iter().map(|s| (*s).to_owned()).collect()
+}
+
 /// Where the proxy listens unless told otherwise: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
@@ -643,7 +648,7 @@ fn validate_endpoint(
         .transpose()?;
     let mut scopes: Vec<String> = match &raw.scopes {
         Some(scopes) => scopes.iter().filter(|s| !s.is_empty()).cloned().collect(),
-        None => DEFAULT_SCOPES.iter().map(|s| (*s).to_owned()).collect(),
+        None => default_scopes(),
     };
     for id in raw.project_ids.iter().filter(|id| !id.is_empty()) {
         scopes.push(format!("urn:zitadel:iam:org:project:id:{id}:aud"));

@@ -15,7 +15,7 @@ use super::issuer::Issuer;
 use super::keygen::GeneratedKey;
 use crate::app::{self, StartError};
 use crate::cli::DemoArgs;
-use crate::config::{Config, Credential, EndpointConfig, Limits, RouteConfig, DEFAULT_SCOPES};
+use crate::config::{default_scopes, Config, Credential, EndpointConfig, Limits, RouteConfig};
 use crate::proxy::{Policy, Upstream};
 use crate::server::{self, ListenAddr};
 
@@ -78,7 +78,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
                 endpoint: EndpointConfig {
                     issuer: issuer.url().to_owned(),
                     token_endpoint: None,
-                    scopes: DEFAULT_SCOPES.iter().map(|s| (*s).to_owned()).collect(),
+                    scopes: default_scopes(),
                 },
             },
         )]
