@@ -248,7 +248,7 @@ fn expected_scopes(credential: &toml::Table) -> String {
                 .collect()
         })
     };
-    let mut scopes = strings("scopes").unwrap_or_else(|| default_scopes());
+    let mut scopes = strings("scopes").unwrap_or_else(default_scopes);
     for id in strings("project_ids").unwrap_or_default() {
         scopes.push(format!("urn:zitadel:iam:org:project:id:{id}:aud"));
     }
