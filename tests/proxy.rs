@@ -230,11 +230,16 @@ async fn bodies_stream_both_ways() {
     spawn_server(listener, move |request: Request<hyper::body::Incoming>| {
         let mut release = release_rx.clone();
         async move {
+            let bearer = request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .map(|v| v.to_str().unwrap().to_owned());
+            let bearer = bearer.unwrap_or_default();
             let uploaded = request.into_body().collect().await.unwrap().to_bytes().len();
             let (mut sender, body) = http_body_util::channel::Channel::<Bytes, hyper::Error>::new(1);
             tokio::spawn(async move {
                 sender
-                    .send_data(Bytes::from(format!("uploaded={uploaded};")))
+                    .send_data(Bytes::from(format!("uploaded={uploaded};{bearer}")))
                     .await
                     .unwrap();
                 release.wait_for(|go| *go).await.unwrap();
@@ -267,7 +272,13 @@ async fn bodies_stream_both_ways() {
         .unwrap()
         .into_data()
         .unwrap();
-    assert_eq!(first, format!("uploaded={};", 8 * 1024 * 1024).as_bytes());
+    let first = String::from_utf8(first.to_vec()).unwrap();
+    let (uploaded, bearer) = first.split_once(';').unwrap();
+    assert_eq!(uploaded, format!("uploaded={}", 8 * 1024 * 1024));
+    let token = bearer
+        .strip_prefix("Bearer ")
+        .expect("the upstream saw the bearer");
+    assert_eq!(issued.issuer.token_user(token).as_deref(), Some("test-user"));
     release_tx.send(true).unwrap();
     let rest = body.collect().await.unwrap().to_bytes();
     assert_eq!(rest, "last");
