@@ -11,7 +11,7 @@
 # Knobs (environment): DURATION=15s WARMUP=5s CONNS=64 ROUNDS=2
 #   UPLOAD_BYTES=268435456 BASE_PORT=18090 RESULTS=bench/results.md KEEP=1 (keep the work dir)
 #   REV=HEAD (build that commit from a git archive export instead of the working tree)
-#   QUIET_WAIT=30 (wait up to this long for both cores to be idle before each measurement;
+#   QUIET_WAIT=15 (wait up to this long for both cores to be idle before each measurement;
 #     default 0 with SCHED=fifo)
 #   NICE=-10 (as root; the nice level of every benchmark process, proxies and wrk alike)
 #   SCHED=fifo (run every benchmark process SCHED_FIFO instead of niced; for a machine that
@@ -19,6 +19,13 @@
 #
 # Writes the results table to stdout and to $RESULTS (default bench/results.md).
 set -euo pipefail
+
+# the command as given, with the knobs that were set, for the results file
+CMDLINE=""
+for knob in DURATION WARMUP CONNS ROUNDS UPLOAD_BYTES BASE_PORT RESULTS KEEP REV QUIET_WAIT CLEAN_MAX NICE SCHED; do
+    if [ -n "${!knob+x}" ]; then CMDLINE+="$knob=${!knob} "; fi
+done
+CMDLINE+="bash bench/run.sh"
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -40,7 +47,7 @@ case "$SCHED" in
     *) echo "SCHED must be nice or fifo" >&2; exit 2 ;;
 esac
 # seconds to wait, before each measurement, for other load to settle (fifo preempts it anyway)
-if [ "$SCHED" = fifo ]; then QUIET_WAIT=${QUIET_WAIT:-0}; else QUIET_WAIT=${QUIET_WAIT:-30}; fi
+if [ "$SCHED" = fifo ]; then QUIET_WAIT=${QUIET_WAIT:-0}; else QUIET_WAIT=${QUIET_WAIT:-15}; fi
 
 BACKEND_PORT=$BASE_PORT
 PROXY_PORT=$((BASE_PORT + 1))
@@ -74,28 +81,6 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
-if [ -z "$REV" ]; then
-    log "cargo build --release (the working tree at $ROOT)"
-    (cd "$ROOT" && cargo build --release --quiet)
-    BIN=$ROOT/target/release/mintproxy
-else
-    # A committed revision, exported with git archive and built in its own target dir
-    # (target/bench-rev), so neither the working tree nor target/release is touched.
-    REV_SHA=$(cd "$ROOT" && git rev-parse --verify "$REV^{commit}")
-    SRC=/tmp/mintproxy-bench-src-${REV_SHA:0:12}
-    rm -rf "$SRC" && mkdir -p "$SRC"
-    (cd "$ROOT" && git archive "$REV_SHA" | tar -x -C "$SRC")
-    log "cargo build --release (commit ${REV_SHA:0:12}, exported to $SRC)"
-    (cd "$SRC" && CARGO_TARGET_DIR=$ROOT/target/bench-rev cargo build --release --quiet)
-    BIN=$ROOT/target/bench-rev/release/mintproxy
-    rm -rf "$SRC"
-fi
-[ -x "$BIN" ] || die "no binary at $BIN"
-
-for port in "$BACKEND_PORT" "$PROXY_PORT" "$SINK_PORT"; do
-    if ss -Hltn "sport = :$port" | grep -q .; then die "port $port is taken; set BASE_PORT"; fi
-done
-
 WORK=$(mktemp -d /tmp/mintproxy-bench.XXXXXX)
 chmod 755 "$WORK" # nginx workers run as www-data and need to reach their temp dirs
 printf '%s\n' "$TOKEN" >"$WORK/token"
@@ -114,6 +99,30 @@ cleanup() {
 }
 trap cleanup EXIT
 
+BUILD_START=$(uptime_s)
+if [ -z "$REV" ]; then
+    log "cargo build --release (the working tree at $ROOT)"
+    (cd "$ROOT" && cargo build --release --quiet)
+    BIN=$ROOT/target/release/mintproxy
+else
+    # A committed revision, exported with git archive and built in its own target dir
+    # (target/bench-rev), so neither the working tree nor target/release is touched.
+    REV_SHA=$(cd "$ROOT" && git rev-parse --verify "$REV^{commit}")
+    SRC=$WORK/src # removed with the work dir, also when the build fails
+    mkdir -p "$SRC"
+    (cd "$ROOT" && git archive "$REV_SHA" | tar -x -C "$SRC")
+    log "cargo build --release (commit ${REV_SHA:0:12}, exported with git archive)"
+    (cd "$SRC" && CARGO_TARGET_DIR=$ROOT/target/bench-rev cargo build --release --quiet)
+    BIN=$ROOT/target/bench-rev/release/mintproxy
+    rm -rf "$SRC"
+fi
+[ -x "$BIN" ] || die "no binary at $BIN"
+BUILD_SECS=$(($(uptime_s) - BUILD_START))
+
+for port in "$BACKEND_PORT" "$PROXY_PORT" "$SINK_PORT"; do
+    if ss -Hltn "sport = :$port" | grep -q .; then die "port $port is taken; set BASE_PORT"; fi
+done
+
 stop() { # stop one process we started, by pid
     local pid=$1
     kill -TERM "$pid" 2>/dev/null || true
@@ -121,9 +130,9 @@ stop() { # stop one process we started, by pid
 }
 
 wait_http() { # url [curl args...]: wait up to 10 s for a 200
-    local url=$1 i
+    local url=$1 _
     shift
-    for i in $(seq 100); do
+    for _ in $(seq 100); do
         if [ "$(curl -s -o /dev/null -w '%{http_code}' "$@" "$url" || true)" = 200 ]; then return 0; fi
         sleep 0.1
     done
@@ -309,12 +318,13 @@ pct() { awk -v c="$1" -v d="$2" 'BEGIN{printf "%.0f", 100 * c / d}'; }
 bench_one() { # name url proxy-pid-or-empty [wrk args...]
     local name=$1 url=$2 ppid=$3
     shift 3
-    local out="$WORK/wrk.txt" secs=${DURATION%s} t0=0 t1=0 b0 b1 w0 w1 k0 k1
+    local out="$WORK/wrk.txt" secs u0 u1 t0=0 t1=0 b0 b1 w0 w1 k0 k1
     local rps reqs p50 p99 non2xx errs busy0 busy1 proxy_pct=0 cpu_us=- rss=- hwm=- thr=- wrk_pct be_pct other0 other1 clean
     wait_quiet
     log "$name: warm-up $WARMUP"
     "${PRIO[@]}" taskset -c 1 wrk -t1 -c"$CONNS" -d"$WARMUP" "$@" "$url" >/dev/null
     log "$name: measuring $DURATION"
+    u0=$(awk '{print $1}' /proc/uptime)
     [ -n "$ppid" ] && t0=$(cpu_ticks "$ppid")
     b0=$(cpu_ticks "$BACKEND_PID")
     k0=$(core_ticks)
@@ -324,6 +334,8 @@ bench_one() { # name url proxy-pid-or-empty [wrk args...]
     k1=$(core_ticks)
     b1=$(cpu_ticks "$BACKEND_PID")
     [ -n "$ppid" ] && t1=$(cpu_ticks "$ppid")
+    u1=$(awk '{print $1}' /proc/uptime)
+    secs=$(awk -v a="$u0" -v b="$u1" 'BEGIN{print b - a}') # the window the CPU times cover
     { echo "### $name"; cat "$out"; echo; } >>"$RAW"
 
     rps=$(awk '$1=="Requests/sec:"{printf "%.0f", $2}' "$out")
@@ -354,11 +366,17 @@ bench_one() { # name url proxy-pid-or-empty [wrk args...]
     other1=$((busy1 - wrk_pct - be_pct))
     [ "$other0" -ge 0 ] || other0=0
     [ "$other1" -ge 0 ] || other1=0
-    if [ "$other0" -le "$CLEAN_MAX" ] && [ "$other1" -le "$CLEAN_MAX" ]; then clean=yes; else clean=no; fi
+    local other0_txt="$other0%"
+    [ -n "$ppid" ] || other0=- other0_txt=- # backend direct: nothing of ours on core 0, its load is irrelevant
+    if { [ "$other0" = - ] || [ "$other0" -le "$CLEAN_MAX" ]; } && [ "$other1" -le "$CLEAN_MAX" ]; then
+        clean=yes
+    else
+        clean=no
+    fi
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
         "$name" "$rps" "$p50" "$p99" "$non2xx" "$errs" "$([ -n "$ppid" ] && echo "$proxy_pct%" || echo -)" "$cpu_us" \
-        "$wrk_pct% / $be_pct%" "$busy0% / $busy1%" "$other0% / $other1%" "$clean" "$rss / $hwm" "$thr" "${name% (r*)}" >>"$RUNS"
-    log "$name: $rps req/s, p50 ${p50} ms, p99 ${p99} ms, non-2xx $non2xx, proxy CPU $proxy_pct%, µs/req $cpu_us, cores busy $busy0% / $busy1%, other load $other0% / $other1% (clean: $clean)"
+        "$wrk_pct% / $be_pct%" "$busy0% / $busy1%" "$other0_txt / $other1%" "$clean" "$rss / $hwm" "$thr" "${name% (r*)}" >>"$RUNS"
+    log "$name: $rps req/s, p50 ${p50} ms, p99 ${p99} ms, non-2xx $non2xx, proxy CPU $proxy_pct%, µs/req $cpu_us, cores busy $busy0% / $busy1%, other load $other0_txt / $other1% (clean: $clean)"
     [ "$non2xx" = 0 ] || log "WARNING: $name had $non2xx non-2xx responses"
 }
 
@@ -426,13 +444,16 @@ upload() { # label curl-args...
     [ "$authok" = True ] || die "upload ($label): sink did not see the bearer"
     local mibs
     mibs=$(awk -v b="$UPLOAD_BYTES" -v s="$secs" 'BEGIN{printf "%.0f", b / 1048576 / s}')
+    # (curl counts chunk framing too, so a chunked upload sends a little more than the body)
+    [ "$sent" -ge "$UPLOAD_BYTES" ] || die "upload ($label): curl sent only $sent bytes of $UPLOAD_BYTES"
     UPLOADS+=("| $label | $code | $bytes | $chunked | $(printf '%.2f' "$secs") s ($mibs MiB/s) | $max_rss | $hwm |")
     log "upload $label: HTTP $code, sink counted $bytes bytes (chunked=$chunked), ${secs}s, max sampled RSS $max_rss MiB, VmHWM $hwm MiB"
 }
 
 truncate -s "$UPLOAD_BYTES" "$WORK/upload.bin" # sparse: reads as zeros, takes no disk
 upload "Content-Length (curl -T file)" curl -T "$WORK/upload.bin"
-upload "chunked (head -c ... /dev/zero | curl -T -)" \
+# shellcheck disable=SC2016 # $0 and $@ belong to the inner bash
+upload "chunked (head -c N /dev/zero, piped to curl -T -)" \
     bash -c 'head -c "$0" /dev/zero | curl -T - "$@"' "$UPLOAD_BYTES"
 rm -f "$WORK/upload.bin"
 stop "$MP"
@@ -446,19 +467,22 @@ if [ -n "$REV" ]; then
     GIT_DIRTY=""
 else
     GIT_REV="working tree of $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-    GIT_DIRTY=$(cd "$ROOT" && git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo " (with uncommitted changes)" || true)
+    GIT_DIRTY=""
+    if (cd "$ROOT" && git status --porcelain --untracked-files=no 2>/dev/null | grep -q .); then
+        GIT_DIRTY=" (with uncommitted changes)"
+    fi
 fi
 
 {
     echo "# mintproxy vs nginx: results"
     echo
-    echo "Produced by \`${REV:+REV=$REV }bash bench/run.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'), in ${ELAPSED} s."
+    echo "Produced by \`$CMDLINE\` on $(date -u '+%Y-%m-%d %H:%M UTC'), in ${ELAPSED} s (of which cargo build ${BUILD_SECS} s)."
     echo
     echo "- machine: $(nproc --all) cores, $CPU_MODEL, $(uname -sr), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
     echo "- $("$NGINX" -v 2>&1), $(wrk -v 2>&1 | head -1 | awk '{print "wrk " $2}'), $("$BIN" --version) at $GIT_REV$GIT_DIRTY, $(rustc --version)"
     echo "- load: \`taskset -c 1 wrk -t1 -c$CONNS -d$DURATION --latency\` after a $WARMUP warm-up, $ROUNDS rounds;"
-    echo "  proxy on core 0, backend nginx (\`return 200 \"ok\\n\"\` if the bearer is there, else 401) and wrk on core 1;"
-    echo "  every benchmark process at $PRIO_DESC; measurements that started on a busy machine: $BUSY_WARNINGS"
+    printf '%s\n' "  proxy on core 0, backend nginx (\`return 200 \"ok\\n\"\` if the bearer is there, else 401) and wrk on core 1;"
+    echo "  every benchmark process at $PRIO_DESC; measurements that began while other work was running: $BUSY_WARNINGS"
     echo
     echo "Best run of each target (highest req/s among the clean runs, or among all when none is clean;"
     echo "a run is clean when CPU time that none of the benchmark's processes accounts for stayed at or"
