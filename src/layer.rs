@@ -191,15 +191,13 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::token::fake::Counting;
-    use crate::token::RefreshPolicy;
+    use crate::token::fake::{cache, Counting};
     use std::collections::VecDeque;
     use std::convert::Infallible;
     use std::sync::atomic::Ordering;
     use std::sync::Arc;
     use std::sync::Mutex;
     use std::time::Duration;
-    use tokio_util::sync::CancellationToken;
     use tower::{service_fn, ServiceBuilder, ServiceExt};
 
     /// What the fake upstream saw: every `Authorization` value of every request, and
@@ -232,15 +230,6 @@ mod tests {
                 })
                 .collect()
         }
-    }
-
-    fn cache(source: &Arc<Counting>) -> TokenCache {
-        TokenCache::spawn(
-            "test",
-            source.clone(),
-            RefreshPolicy::default(),
-            CancellationToken::new(),
-        )
     }
 
     /// The layer over a `service_fn` that records and answers as `upstream` says.

@@ -356,17 +356,8 @@ fn random_unit() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::token::fake::Counting;
+    use crate::token::fake::{cache, Counting};
     use std::sync::atomic::Ordering;
-
-    fn cache(source: &Arc<Counting>) -> TokenCache {
-        TokenCache::spawn(
-            "test",
-            source.clone(),
-            RefreshPolicy::default(),
-            CancellationToken::new(),
-        )
-    }
 
     #[tokio::test(start_paused = true)]
     async fn a_burst_of_401s_mints_once() {

@@ -83,7 +83,11 @@ pub(crate) mod fake {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::time::Duration;
 
-    use super::{FetchFuture, Token, TokenError, TokenSource};
+    use std::sync::Arc;
+
+    use tokio_util::sync::CancellationToken;
+
+    use super::{FetchFuture, RefreshPolicy, Token, TokenCache, TokenError, TokenSource};
     use crate::secret::AccessToken;
 
     pub(crate) struct Counting {
@@ -100,6 +104,16 @@ pub(crate) mod fake {
                 lifetime,
             }
         }
+    }
+
+    /// A cache over `source` with the default policy, never stopped.
+    pub(crate) fn cache(source: &Arc<Counting>) -> TokenCache {
+        TokenCache::spawn(
+            "test",
+            source.clone(),
+            RefreshPolicy::default(),
+            CancellationToken::new(),
+        )
     }
 
     impl TokenSource for Counting {
