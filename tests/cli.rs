@@ -478,19 +478,7 @@ impl Served {
 async fn serve_logs_no_secret_at_trace_level() {
     let issued = support::issuer().await;
     let echo = Echo::start(support::local_listener().await, issued.issuer.clone()).unwrap();
-    let key_file = issued.key_file.to_str().unwrap();
-    let served = serve(
-        &[
-            "--upstream",
-            echo.url(),
-            "--key-file",
-            key_file,
-            "--issuer",
-            issued.issuer.url(),
-        ],
-        &[("RUST_LOG", "trace")],
-    )
-    .await;
+    let served = serve(&issued.flags(echo.url()), &[("RUST_LOG", "trace")]).await;
     let base = format!("http://{}", served.addr);
 
     let requests = [

@@ -18,24 +18,7 @@ async fn requests_through_a_unix_socket_carry_the_bearer() {
     let echo = Echo::start(local_listener().await, issued.issuer.clone()).unwrap();
     let socket = issued.dir.path().join("mintproxy.sock");
     let listen = format!("unix:{}", socket.display());
-    let key_file = issued.key_file.to_str().unwrap();
-    let flags = [
-        "--upstream",
-        echo.url(),
-        "--key-file",
-        key_file,
-        "--issuer",
-        issued.issuer.url(),
-    ];
-    let mut args = vec!["mintproxy", "serve", "--listen", &listen];
-    args.extend(flags);
-    let config = match <mintproxy::cli::Cli as clap::Parser>::try_parse_from(args)
-        .unwrap()
-        .command
-    {
-        mintproxy::cli::Command::Serve(serve) => serve.load().unwrap(),
-        _ => unreachable!(),
-    };
+    let config = support::try_serve_config_on(&listen, &issued.flags(echo.url())).unwrap();
 
     let listener = Listener::bind(&config.listen).await.unwrap();
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode();

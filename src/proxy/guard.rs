@@ -76,14 +76,14 @@ impl HostGuard {
         if self.any {
             return true;
         }
-        let authority = authority.to_ascii_lowercase();
-        let Some((host, port)) = split_host_port(&authority) else {
+        // Names are stored lowercase; compare without allocating on every request.
+        let Some((host, port)) = split_host_port(authority) else {
             return false;
         };
         let port = port.unwrap_or(default_port);
         self.names
             .iter()
-            .any(|(name, allowed)| *name == host && allowed.is_none_or(|p| p == port))
+            .any(|(name, allowed)| name.eq_ignore_ascii_case(host) && allowed.is_none_or(|p| p == port))
     }
 }
 

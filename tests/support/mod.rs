@@ -34,6 +34,21 @@ pub struct Issued {
     pub key_file: PathBuf,
 }
 
+impl Issued {
+    /// `--upstream URL --key-file F --issuer ISSUER`: the single-upstream flags for this key.
+    pub fn flags<'a>(&'a self, upstream: &'a str) -> Vec<&'a str> {
+        let key_file = self.key_file.to_str().expect("temp paths are UTF-8");
+        vec![
+            "--upstream",
+            upstream,
+            "--key-file",
+            key_file,
+            "--issuer",
+            self.issuer.url(),
+        ]
+    }
+}
+
 /// Starts the stand-in issuer and registers a fresh key, written to a key file.
 pub async fn issuer() -> Issued {
     let issuer = Issuer::start(local_listener().await).unwrap();
@@ -82,7 +97,12 @@ pub fn serve_config(flags: &[&str]) -> Config {
 
 /// Like [`serve_config`], returning the configuration error as the user would see it.
 pub fn try_serve_config(flags: &[&str]) -> Result<Config, String> {
-    let mut args = vec!["mintproxy", "serve", "--listen", "127.0.0.1:0"];
+    try_serve_config_on("127.0.0.1:0", flags)
+}
+
+/// Like [`try_serve_config`], listening on `listen` (e.g. `unix:/path`).
+pub fn try_serve_config_on(listen: &str, flags: &[&str]) -> Result<Config, String> {
+    let mut args = vec!["mintproxy", "serve", "--listen", listen];
     args.extend_from_slice(flags);
     match Cli::try_parse_from(args).map_err(|e| e.to_string())?.command {
         Command::Serve(serve) => serve.load().map_err(|e| e.to_string()),
@@ -113,10 +133,9 @@ pub async fn proxy_with_policy(
     extra: &[&str],
     policy: RefreshPolicy,
 ) -> Proxy {
-    let key_file = issued.key_file.to_str().unwrap();
-    let mut flags = vec!["--upstream", upstream, "--key-file", key_file];
-    if !extra.contains(&"--issuer") {
-        flags.extend(["--issuer", issued.issuer.url()]);
+    let mut flags = issued.flags(upstream);
+    if extra.contains(&"--issuer") {
+        flags.truncate(4); // the caller names its own issuer
     }
     flags.extend_from_slice(extra);
     start(&serve_config(&flags), policy).await
