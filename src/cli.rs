@@ -22,6 +22,22 @@ pub struct Cli {
     /// collectors). The level comes from RUST_LOG.
     #[arg(long, global = true, env = "MINTPROXY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, display_order = 1000)]
     pub log_format: LogFormat,
+
+    /// Worker threads for the async runtime (default: the CPUs this process may run on,
+    /// so `taskset -c 0 mintproxy ...` gets one). With 1, everything runs on the main
+    /// thread, which is the fastest way to use one core.
+    #[arg(long, global = true, env = "MINTPROXY_THREADS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..), display_order = 1001)]
+    pub threads: Option<u16>,
+}
+
+impl Cli {
+    /// The runtime's worker thread count: `--threads`, or the CPUs this process may use.
+    pub fn worker_threads(&self) -> usize {
+        self.threads.map_or_else(
+            || std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            usize::from,
+        )
+    }
 }
 
 /// The commands.

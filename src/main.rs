@@ -12,9 +12,28 @@ use mintproxy::server::shutdown_signal;
 use mintproxy::{app, check, config, demo};
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    let runtime = match cli.worker_threads() {
+        // One thread: a current-thread runtime on this thread, with no cross-thread
+        // scheduling at all.
+        1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    };
+    match runtime {
+        Ok(runtime) => runtime.block_on(start(cli)),
+        Err(error) => {
+            eprintln!("mintproxy: cannot start the async runtime: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Sets up logging, then runs the command.
+async fn start(cli: Cli) -> ExitCode {
     let default_level = match cli.command {
         Command::Token(_) | Command::Demo(_) | Command::Check(_) => "warn",
         Command::Serve(_) => "info",

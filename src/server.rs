@@ -22,7 +22,7 @@ use tokio::sync::Semaphore;
 use crate::config::Config;
 use crate::tls::{self, TlsError};
 
-use crate::proxy::{ArrivedOverTls, Proxy};
+use crate::proxy::{ArrivedOverTls, Peer, Proxy};
 use http::Request;
 use hyper::body::Incoming;
 use tokio_rustls::TlsAcceptor;
@@ -215,14 +215,18 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let tls = options.tls.clone().map(TlsAcceptor::from);
-        let proxy = proxy.clone();
         let over_tls = tls.is_some();
+        // One allocation per connection; each request then costs one reference count.
+        let session = Arc::new((proxy.clone(), Peer::new(remote)));
         let service = service_fn(move |mut request: Request<Incoming>| {
             if over_tls {
                 request.extensions_mut().insert(ArrivedOverTls);
             }
-            let proxy = proxy.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(request, remote).await) }
+            let session = Arc::clone(&session);
+            async move {
+                let (proxy, peer) = &*session;
+                Ok::<_, Infallible>(proxy.handle(request, peer).await)
+            }
         });
         let builder = builder.clone();
         let watcher = graceful.watcher();

@@ -1,15 +1,20 @@
-//! The outbound HTTP client: hyper-util's pooled client over rustls.
+//! The outbound HTTP client: a lean pool for plain HTTP/1.1, hyper-util's pooled client
+//! over rustls for TLS and HTTP/2.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Version};
+use http::uri::Scheme;
+use http::{Request, Response, Version};
 use http_body_util::{Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::{Client, ResponseFuture};
+use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+
+use super::pool::Http1Pool;
 
 /// How long connecting to an upstream may take before the request fails with 502.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -18,14 +23,18 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// within the size limit.
 pub type OutboundBody = Either<Full<Bytes>, Limited<Incoming>>;
 
+/// Why an upstream request got no response (the cause chain names the reason).
+pub type ForwardError = Box<dyn std::error::Error + Send + Sync>;
+
 /// One pooled client.
 type Pool = Client<HttpsConnector<HttpConnector>, OutboundBody>;
 
-/// The pooled upstream clients: one negotiating HTTP/2 or HTTP/1.1 by ALPN over TLS (and
-/// speaking HTTP/1.1 over plain TCP), one speaking HTTP/2 with prior knowledge (h2c, for
-/// plaintext gRPC servers) for routes that ask for it.
+/// The pooled upstream clients: HTTP/1.1 over plain TCP; HTTP/2 or HTTP/1.1 negotiated by
+/// ALPN over TLS; HTTP/2 with prior knowledge (h2c, for plaintext gRPC servers) for routes
+/// that ask for it.
 #[derive(Debug, Clone)]
 pub struct UpstreamClient {
+    plain: Arc<Http1Pool>,
     negotiated: Pool,
     prior_knowledge: Pool,
 }
@@ -47,19 +56,27 @@ impl UpstreamClient {
         let mut h2 = Client::builder(TokioExecutor::new());
         h2.http2_only(true);
         Self {
+            plain: Arc::default(),
             negotiated: Client::builder(TokioExecutor::new()).build(negotiated),
             prior_knowledge: h2.build(prior_knowledge),
         }
     }
 
-    /// Sends `request`, with HTTP/2 prior knowledge when `http2`.
-    pub fn request(&self, mut request: Request<OutboundBody>, http2: bool) -> ResponseFuture {
+    /// Sends `request` (absolute URI), with HTTP/2 prior knowledge when `http2`.
+    pub async fn request(
+        &self,
+        mut request: Request<OutboundBody>,
+        http2: bool,
+    ) -> Result<Response<Incoming>, ForwardError> {
         if http2 {
             *request.version_mut() = Version::HTTP_2;
-            self.prior_knowledge.request(request)
+            return Ok(self.prior_knowledge.request(request).await?);
+        }
+        *request.version_mut() = Version::HTTP_11;
+        if request.uri().scheme() == Some(&Scheme::HTTP) {
+            Ok(self.plain.send(request).await?)
         } else {
-            *request.version_mut() = Version::HTTP_11;
-            self.negotiated.request(request)
+            Ok(self.negotiated.request(request).await?)
         }
     }
 }

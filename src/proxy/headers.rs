@@ -22,6 +22,13 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 ///
 /// Run this before adding the bearer, so `Connection: authorization` cannot remove it.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of these: one pass over the names, no hashing.
+    if !headers
+        .keys()
+        .any(|name| name == header::TE || HOP_BY_HOP.contains(name))
+    {
+        return;
+    }
     let named: Vec<HeaderName> = tokens(headers, &header::CONNECTION)
         .filter_map(|name| HeaderName::from_bytes(name).ok())
         .collect();
@@ -59,22 +66,27 @@ pub fn restore_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
     headers.insert(header::UPGRADE, protocol);
 }
 
-/// Appends the client to `X-Forwarded-For` (none on a Unix socket) and records the scheme
-/// and host it used.
+/// Appends the client (its IP as header text, none on a Unix socket) to
+/// `X-Forwarded-For` and records the scheme and host it used.
 pub fn add_forwarding(
     headers: &mut HeaderMap,
-    client: Option<IpAddr>,
+    client: Option<&HeaderValue>,
     proto: &'static str,
     host: Option<&HeaderValue>,
 ) {
     if let Some(client) = client {
         let xff = HeaderName::from_static("x-forwarded-for");
-        let client = client.to_string();
-        let value = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
-            Some(previous) => format!("{previous}, {client}"),
-            None => client,
+        let value = match headers.get(&xff) {
+            Some(previous) => {
+                let mut joined = Vec::with_capacity(previous.len() + 2 + client.len());
+                joined.extend_from_slice(previous.as_bytes());
+                joined.extend_from_slice(b", ");
+                joined.extend_from_slice(client.as_bytes());
+                HeaderValue::from_bytes(&joined).ok()
+            }
+            None => Some(client.clone()),
         };
-        if let Ok(value) = HeaderValue::try_from(value) {
+        if let Some(value) = value {
             headers.insert(xff, value);
         }
     }
@@ -86,6 +98,11 @@ pub fn add_forwarding(
         Some(host) => headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone()),
         None => headers.remove(HeaderName::from_static("x-forwarded-host")),
     };
+}
+
+/// A client's IP as `X-Forwarded-For` text: worked out once per connection.
+pub fn forwarded_for(ip: IpAddr) -> HeaderValue {
+    HeaderValue::try_from(ip.to_string()).expect("an IP address is a valid header value")
 }
 
 #[cfg(test)]
@@ -151,7 +168,7 @@ mod tests {
         let mut map = headers(&[("x-forwarded-for", "10.0.0.1"), ("x-forwarded-host", "evil")]);
         add_forwarding(
             &mut map,
-            Some("127.0.0.1".parse().unwrap()),
+            Some(&forwarded_for("127.0.0.1".parse().unwrap())),
             "http",
             Some(&HeaderValue::from_static("localhost:8080")),
         );

@@ -5,6 +5,7 @@ pub mod forward;
 pub mod guard;
 pub mod headers;
 pub mod policy;
+pub mod pool;
 pub mod routes;
 pub mod upstream;
 
@@ -33,6 +34,25 @@ pub use upstream::Upstream;
 /// and redirects.
 #[derive(Debug, Clone, Copy)]
 pub struct ArrivedOverTls;
+
+/// The client end of a connection, worked out once for all of its requests.
+#[derive(Debug, Clone, Default)]
+pub struct Peer {
+    /// Its address (`None` on a Unix socket).
+    pub addr: Option<SocketAddr>,
+    /// Its IP as `X-Forwarded-For` text.
+    forwarded_for: Option<HeaderValue>,
+}
+
+impl Peer {
+    /// The peer at `addr` (`None` on a Unix socket).
+    pub fn new(addr: Option<SocketAddr>) -> Self {
+        Self {
+            addr,
+            forwarded_for: addr.map(|addr| headers::forwarded_for(addr.ip())),
+        }
+    }
+}
 
 /// A response body going back to the client: the upstream's, streamed, or our own.
 pub type ProxyBody = Either<Incoming, Full<Bytes>>;
@@ -101,13 +121,8 @@ impl Proxy {
         self
     }
 
-    /// Handles one request from `remote` (`None` on a Unix socket); failures become JSON
-    /// error responses.
-    pub async fn handle(
-        &self,
-        request: Request<Incoming>,
-        remote: Option<SocketAddr>,
-    ) -> Response<ProxyBody> {
+    /// Handles one request from `peer`; failures become JSON error responses.
+    pub async fn handle(&self, request: Request<Incoming>, peer: &Peer) -> Response<ProxyBody> {
         let started = Instant::now();
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
@@ -120,7 +135,7 @@ impl Proxy {
             Err(ProxyError::Forbidden(refusal))
         } else {
             match &route {
-                Some(route) => self.forward(route, request, remote).await,
+                Some(route) => self.forward(route, request, peer).await,
                 None => Err(ProxyError::NoRoute(path.clone())),
             }
         };
@@ -155,7 +170,7 @@ impl Proxy {
         &self,
         route: &Route,
         request: Request<Incoming>,
-        remote: Option<SocketAddr>,
+        peer: &Peer,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let target = route.upstream_target(request.uri().path(), request.uri().query());
         let path = target.split('?').next().unwrap_or_default();
@@ -191,7 +206,12 @@ impl Proxy {
         } else {
             "http"
         };
-        headers::add_forwarding(&mut headers, remote.map(|r| r.ip()), scheme, client_host.as_ref());
+        headers::add_forwarding(
+            &mut headers,
+            peer.forwarded_for.as_ref(),
+            scheme,
+            client_host.as_ref(),
+        );
         for (name, value) in &route.headers {
             headers.insert(name.clone(), value.clone());
         }
@@ -244,10 +264,10 @@ impl Proxy {
         let sent = self.client.request(request, http2);
         match tokio::time::timeout(self.limits.upstream_timeout, sent).await {
             Ok(Ok(response)) => Ok(response),
-            Ok(Err(error)) if body_over_limit(&error) => Err(ProxyError::BodyTooLarge(
+            Ok(Err(error)) if body_over_limit(&*error) => Err(ProxyError::BodyTooLarge(
                 self.limits.max_body_size.unwrap_or_default(),
             )),
-            Ok(Err(error)) => Err(ProxyError::UpstreamUnreachable(error_chain(&error))),
+            Ok(Err(error)) => Err(ProxyError::UpstreamUnreachable(error_chain(&*error))),
             Err(_) => Err(ProxyError::UpstreamTimeout(self.limits.upstream_timeout)),
         }
     }
