@@ -1,38 +1,49 @@
 #!/usr/bin/env bash
-# mintproxy vs nginx as an authenticating reverse proxy, each on one core.
+# mintproxy vs nginx, HAProxy and Caddy as an authenticating reverse proxy, each on one core.
 #
 # Run by hand from anywhere (not part of CI):   bash bench/run.sh
 #
 # Layout (needs at least 2 cores):
-#   core 0: the proxy under test (mintproxy, or nginx with worker_processes 1)
-#   core 1: the backend (nginx, `return 200 "ok\n"`) and the load generator (wrk -t1)
-# Everything listens on 127.0.0.1 only. Every load run is bounded in time.
+#   core 0: the proxy under test, one worker/thread each: nginx (worker_processes 1), HAProxy
+#           (nbthread 1), Caddy (GOMAXPROCS=1) or mintproxy (one tokio worker)
+#   core 1: the backend (nginx, `return 200 "ok\n"`) and the load generator (wrk -t1, h2load -t1)
+# Every proxy injects the same static `Authorization: Bearer <token>`; mintproxy reads it from a
+# token file, so only forwarding is measured. Everything listens on 127.0.0.1 only. Every load
+# run is bounded in time.
 #
-# Knobs (environment): DURATION=15s WARMUP=5s CONNS=64 ROUNDS=2
-#   UPLOAD_BYTES=268435456 BASE_PORT=18090 RESULTS=bench/results.md KEEP=1 (keep the work dir)
+# Sections: HTTP/1.1 keep-alive (wrk), HTTP/2 over h2c with prior knowledge (h2load; each proxy
+# speaks HTTP/1.1 to the backend), memory (idle RSS, RSS with IDLE_CONNS idle keep-alive
+# connections, peak RSS while UPLOAD_BYTES stream through mintproxy).
+#
+# Knobs (environment): DURATION=10s WARMUP=5s CONNS=64 ROUNDS=2 H2=1 (0 skips HTTP/2)
+#   H2_STREAMS=10 (h2load -m) IDLE_CONNS=1000 UPLOAD_BYTES=268435456 BASE_PORT=18090
+#   (uses BASE_PORT..BASE_PORT+4) RESULTS=bench/results.md KEEP=1 (keep the work dir)
 #   REV=HEAD (build that commit from a git archive export instead of the working tree)
 #   QUIET_WAIT=15 (wait up to this long for both cores to be idle before each measurement;
 #     default 0 with SCHED=fifo)
-#   NICE=-10 (as root; the nice level of every benchmark process, proxies and wrk alike)
+#   NICE=-10 (as root; the nice level of every benchmark process, proxies and load generators alike)
 #   SCHED=fifo (run every benchmark process SCHED_FIFO instead of niced; for a machine that
 #     other work keeps busy; distorts p99, see bench/README.md)
 #
-# Writes the results table to stdout and to $RESULTS (default bench/results.md).
+# Writes the results tables to stdout and to $RESULTS (default bench/results.md).
 set -euo pipefail
 
 # the command as given, with the knobs that were set, for the results file
 CMDLINE=""
-for knob in DURATION WARMUP CONNS ROUNDS UPLOAD_BYTES BASE_PORT RESULTS KEEP REV QUIET_WAIT CLEAN_MAX NICE SCHED; do
+for knob in DURATION WARMUP CONNS ROUNDS H2 H2_STREAMS IDLE_CONNS UPLOAD_BYTES BASE_PORT RESULTS KEEP REV QUIET_WAIT CLEAN_MAX NICE SCHED; do
     if [ -n "${!knob+x}" ]; then CMDLINE+="$knob=${!knob} "; fi
 done
 CMDLINE+="bash bench/run.sh"
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
-DURATION=${DURATION:-15s}
+DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-5s}
 CONNS=${CONNS:-64}
 ROUNDS=${ROUNDS:-2}
+H2=${H2:-1}
+H2_STREAMS=${H2_STREAMS:-10}
+IDLE_CONNS=${IDLE_CONNS:-1000}
 UPLOAD_BYTES=${UPLOAD_BYTES:-268435456}
 BASE_PORT=${BASE_PORT:-18090}
 RESULTS=${RESULTS:-$HERE/results.md}
@@ -49,9 +60,11 @@ esac
 # seconds to wait, before each measurement, for other load to settle (fifo preempts it anyway)
 if [ "$SCHED" = fifo ]; then QUIET_WAIT=${QUIET_WAIT:-0}; else QUIET_WAIT=${QUIET_WAIT:-15}; fi
 
-BACKEND_PORT=$BASE_PORT
-PROXY_PORT=$((BASE_PORT + 1))
-SINK_PORT=$((BASE_PORT + 2))
+BACKEND_PORT=$BASE_PORT            # backend, HTTP/1.1
+PROXY_PORT=$((BASE_PORT + 1))      # the proxy under test: HTTP/1.1 (and h2c for Caddy and mintproxy)
+SINK_PORT=$((BASE_PORT + 2))       # upload sink
+BACKEND_H2_PORT=$((BASE_PORT + 3)) # backend, h2c (for the direct HTTP/2 baseline)
+PROXY_H2_PORT=$((BASE_PORT + 4))   # h2c listener of nginx and HAProxy (their h2c ports take only h2c)
 # A fake token: the backend only checks that the proxy sent exactly this.
 TOKEN="bench-fake-token-0123456789abcdef0123456789abcdef"
 AUTH="Bearer $TOKEN"
@@ -60,14 +73,30 @@ uptime_s() { awk '{print int($1)}' /proc/uptime; } # monotonic, unlike date
 START_TIME=$(uptime_s)
 log() { printf '[bench %3ss] %s\n' "$(($(uptime_s) - START_TIME))" "$*" >&2; }
 die() { log "FAILED: $*"; exit 1; }
+secs_of() { # a wrk/h2load duration (10s, 500ms, 2m, 1h, 10) -> whole seconds, rounded up
+    awk -v v="$1" 'BEGIN {
+        m = 1
+        if (v ~ /ms$/) { sub(/ms$/, "", v); m = 0.001 }
+        else if (v ~ /s$/) { sub(/s$/, "", v) }
+        else if (v ~ /m$/) { sub(/m$/, "", v); m = 60 }
+        else if (v ~ /h$/) { sub(/h$/, "", v); m = 3600 }
+        s = v * m; printf "%d", (s == int(s)) ? s : int(s) + 1 }'
+}
+case "$H2" in 0 | 1) ;; *) die "H2 must be 0 or 1" ;; esac
+# wrk and h2load get killed if they run this long past their -d/-D (they stop on their own)
+LOAD_LIMIT=$(($(secs_of "$WARMUP") + $(secs_of "$DURATION") + 30))
 
 # ---------------------------------------------------------------- prerequisites
-if [ "$(nproc --all)" -lt 2 ]; then die "needs at least 2 cores (proxy on core 0, backend and wrk on core 1)"; fi
+if [ "$(nproc --all)" -lt 2 ]; then die "needs at least 2 cores (proxy on core 0, backend and load generator on core 1)"; fi
 
 need_pkgs=()
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || need_pkgs+=(nginx)
+[ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null || need_pkgs+=(haproxy)
+command -v caddy >/dev/null || need_pkgs+=(caddy)
 command -v wrk >/dev/null || need_pkgs+=(wrk)
+command -v h2load >/dev/null || need_pkgs+=(nghttp2-client)
 command -v taskset >/dev/null || need_pkgs+=(util-linux)
+command -v timeout >/dev/null || need_pkgs+=(coreutils)
 command -v curl >/dev/null || need_pkgs+=(curl)
 command -v ss >/dev/null || need_pkgs+=(iproute2)
 command -v python3 >/dev/null || need_pkgs+=(python3)
@@ -80,20 +109,46 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
+CADDY=$(command -v caddy)
+
+# IDLE_CONNS client connections, plus the proxy's upstream connections and its own files
+NOFILE_WANT=$((2 * IDLE_CONNS + 1024))
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$NOFILE_WANT" ]; then
+    ulimit -n "$NOFILE_WANT" 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+fi
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((IDLE_CONNS + 256)) ]; then
+    die "open files limit $(ulimit -n) (hard $(ulimit -Hn)) is too low for IDLE_CONNS=$IDLE_CONNS; raise it or lower IDLE_CONNS"
+fi
+PROXY_MAXCONN=$((IDLE_CONNS + 4096)) # nginx worker_connections, HAProxy maxconn
 
 WORK=$(mktemp -d /tmp/mintproxy-bench.XXXXXX)
 chmod 755 "$WORK" # nginx workers run as www-data and need to reach their temp dirs
 printf '%s\n' "$TOKEN" >"$WORK/token"
 chmod 600 "$WORK/token"
 
+alive() { # pid: running (not gone, not a zombie waiting to be reaped)
+    [ -r "/proc/$1/stat" ] && [ "$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)" != Z ]
+}
+stop() { # stop one process we started, by pid: TERM, up to 10 s, then KILL
+    local pid=$1 _
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do
+        alive "$pid" || break
+        sleep 0.1
+    done
+    if alive "$pid"; then
+        log "pid $pid did not stop within 10 s of SIGTERM; sending SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+
 PIDS=()
 cleanup() {
     local pid
     for pid in "${PIDS[@]}"; do
-        if kill -0 "$pid" 2>/dev/null; then
-            kill -TERM "$pid" 2>/dev/null || true
-            wait "$pid" 2>/dev/null || true
-        fi
+        if kill -0 "$pid" 2>/dev/null; then stop "$pid"; fi
     done
     if [ "$KEEP" = 1 ]; then log "work dir kept: $WORK"; else rm -rf "$WORK"; fi
 }
@@ -118,22 +173,24 @@ else
 fi
 [ -x "$BIN" ] || die "no binary at $BIN"
 BUILD_SECS=$(($(uptime_s) - BUILD_START))
+# One tokio worker thread. Its affinity mask (taskset -c 0) already gives one; --threads says
+# so explicitly where the binary has the flag.
+MP_THREADS=()
+MP_HELP=$("$BIN" serve --help 2>&1 || true)
+if grep -q -- '--threads' <<<"$MP_HELP"; then MP_THREADS=(--threads 1); fi
+# mintproxy's own default limit is 1024 connections; the idle-connection test may need more
+MP_MAXCONN=()
+if [ "$IDLE_CONNS" -gt 1000 ]; then MP_MAXCONN=(--max-connections "$((IDLE_CONNS + 64))"); fi
 
-for port in "$BACKEND_PORT" "$PROXY_PORT" "$SINK_PORT"; do
+for port in "$BACKEND_PORT" "$PROXY_PORT" "$SINK_PORT" "$BACKEND_H2_PORT" "$PROXY_H2_PORT"; do
     if ss -Hltn "sport = :$port" | grep -q .; then die "port $port is taken; set BASE_PORT"; fi
 done
-
-stop() { # stop one process we started, by pid
-    local pid=$1
-    kill -TERM "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 
 wait_http() { # url [curl args...]: wait up to 10 s for a 200
     local url=$1 _
     shift
     for _ in $(seq 100); do
-        if [ "$(curl -s -o /dev/null -w '%{http_code}' "$@" "$url" || true)" = 200 ]; then return 0; fi
+        if [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$@" "$url" || true)" = 200 ]; then return 0; fi
         sleep 0.1
     done
     die "$url did not answer 200 within 10 s"
@@ -141,37 +198,44 @@ wait_http() { # url [curl args...]: wait up to 10 s for a 200
 
 # ---------------------------------------------------------------- nginx configs
 nginx_common() { # dir
-    cat <<EOF
+    cat <<EOC
 worker_processes 1;
+worker_rlimit_nofile $((2 * PROXY_MAXCONN));
 daemon off;
 user www-data;
 pid $1/nginx.pid;
 error_log $1/error.log warn;
-events { worker_connections 4096; }
-EOF
+events { worker_connections $PROXY_MAXCONN; }
+EOC
 }
 nginx_temp_paths() { # dir
-    cat <<EOF
+    cat <<EOC
     client_body_temp_path $1/tmp/body;
     proxy_temp_path $1/tmp/proxy;
     fastcgi_temp_path $1/tmp/fastcgi;
     uwsgi_temp_path $1/tmp/uwsgi;
     scgi_temp_path $1/tmp/scgi;
-EOF
+EOC
 }
 
 mkdir -p "$WORK/backend/tmp" "$WORK/nginx-proxy/tmp"
 {
     nginx_common "$WORK/backend"
-    cat <<EOF
+    cat <<EOC
 http {
     access_log off;
 $(nginx_temp_paths "$WORK/backend")
+    # (also the limit of requests per HTTP/2 connection since nginx 1.19.7)
     keepalive_requests 1000000;
     keepalive_timeout 75s;
     server {
         listen 127.0.0.1:$BACKEND_PORT;
+        # h2c with prior knowledge, for the direct HTTP/2 baseline only
+        listen 127.0.0.1:$BACKEND_H2_PORT http2;
         default_type text/plain;
+        # connection counters, read by the script (directly, never through a proxy) to count
+        # the connections opened to the backend during each measurement
+        location = /bench-backend-status { stub_status; }
         location / {
             # Proves the proxy added the header: anything else is a 401, which wrk counts.
             if (\$http_authorization != "$AUTH") { return 401 "no bearer\n"; }
@@ -179,12 +243,12 @@ $(nginx_temp_paths "$WORK/backend")
         }
     }
 }
-EOF
+EOC
 } >"$WORK/backend/nginx.conf"
 
 {
     nginx_common "$WORK/nginx-proxy"
-    cat <<EOF
+    cat <<EOC
 http {
     access_log off;
 $(nginx_temp_paths "$WORK/nginx-proxy")
@@ -192,11 +256,16 @@ $(nginx_temp_paths "$WORK/nginx-proxy")
     keepalive_timeout 75s;
     upstream backend {
         server 127.0.0.1:$BACKEND_PORT;
-        keepalive 64;
+        # idle upstream connections kept: enough for every stream h2load keeps in flight
+        # (CONNS x H2_STREAMS), so that under steady load nginx does not close and reopen
+        # them; HAProxy, Caddy and mintproxy are configured or default to keep that many too
+        keepalive $((CONNS * H2_STREAMS + 64));
         keepalive_requests 1000000;
     }
     server {
         listen 127.0.0.1:$PROXY_PORT;
+        # nginx's h2c port speaks only HTTP/2 (prior knowledge); to the backend it is HTTP/1.1
+        listen 127.0.0.1:$PROXY_H2_PORT http2;
         location / {
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -211,11 +280,80 @@ $(nginx_temp_paths "$WORK/nginx-proxy")
         }
     }
 }
-EOF
+EOC
 } >"$WORK/nginx-proxy/nginx.conf"
 
 "$NGINX" -t -q -p "$WORK/backend/" -e "$WORK/backend/error.log" -c "$WORK/backend/nginx.conf"
 "$NGINX" -t -q -p "$WORK/nginx-proxy/" -e "$WORK/nginx-proxy/error.log" -c "$WORK/nginx-proxy/nginx.conf"
+
+# ---------------------------------------------------------------- HAProxy config
+mkdir -p "$WORK/haproxy"
+cat >"$WORK/haproxy/haproxy.cfg" <<EOC
+global
+    nbthread 1
+    maxconn $PROXY_MAXCONN
+    # no log lines: no "log" directive anywhere
+
+defaults
+    mode http
+    maxconn $PROXY_MAXCONN
+    option http-keep-alive
+    http-reuse always
+    timeout connect 5s
+    timeout client 75s
+    timeout server 30s
+    timeout http-request 10s
+    timeout http-keep-alive 75s
+
+frontend bench
+    bind 127.0.0.1:$PROXY_PORT
+    # h2c with prior knowledge; to the backend it is HTTP/1.1, as for the other proxies
+    bind 127.0.0.1:$PROXY_H2_PORT proto h2
+    # the same upstream request mintproxy builds: X-Forwarded-*, Host = upstream authority, the bearer
+    option forwardfor
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    http-request set-header Host 127.0.0.1:$BACKEND_PORT
+    http-request set-header Authorization "$AUTH"
+    default_backend backend
+
+backend backend
+    server backend 127.0.0.1:$BACKEND_PORT
+EOC
+"$HAPROXY" -c -q -f "$WORK/haproxy/haproxy.cfg"
+
+# ---------------------------------------------------------------- Caddy config
+mkdir -p "$WORK/caddy/home" "$WORK/caddy/config" "$WORK/caddy/data"
+# Caddy writes under HOME and the XDG dirs: all of them point into the work dir.
+CADDY_ENV=(HOME="$WORK/caddy/home" XDG_CONFIG_HOME="$WORK/caddy/config" XDG_DATA_HOME="$WORK/caddy/data" GOMAXPROCS=1)
+cat >"$WORK/caddy/Caddyfile" <<EOC
+{
+	admin off
+	auto_https off
+	storage file_system $WORK/caddy/data
+	servers {
+		# h2c with prior knowledge on the same port; to the backend it is HTTP/1.1
+		protocols h1 h2c
+	}
+}
+
+http://127.0.0.1:$PROXY_PORT {
+	bind 127.0.0.1
+	# no "log" directive: no access log
+	# X-Forwarded-For, -Proto and -Host are Caddy's defaults
+	reverse_proxy 127.0.0.1:$BACKEND_PORT {
+		header_up Host 127.0.0.1:$BACKEND_PORT
+		header_up Authorization "$AUTH"
+		transport http {
+			keepalive 75s
+			keepalive_idle_conns $((CONNS * H2_STREAMS + 64))
+			keepalive_idle_conns_per_host $((CONNS * H2_STREAMS + 64))
+		}
+	}
+}
+EOC
+env "${CADDY_ENV[@]}" "$CADDY" validate --config "$WORK/caddy/Caddyfile" --adapter caddyfile >"$WORK/caddy/validate.log" 2>&1 \
+    || { cat "$WORK/caddy/validate.log" >&2; die "caddy validate failed"; }
 
 # ---------------------------------------------------------------- process helpers
 CLK_TCK=$(getconf CLK_TCK)
@@ -274,18 +412,29 @@ start_nginx_proxy() {
     PIDS+=("$PROXY_PID")
     wait_http "http://127.0.0.1:$PROXY_PORT/"
 }
-start_mintproxy() { # log-mode (warn|info) upstream-port stderr-file
-    local mode=$1 upstream=$2 errfile=$3
-    if [ "$mode" = warn ]; then
-        env RUST_LOG=warn "${PRIO[@]}" taskset -c 0 "$BIN" serve --listen "127.0.0.1:$PROXY_PORT" \
-            --upstream "http://127.0.0.1:$upstream" --token-file "$WORK/token" \
-            >"$WORK/mintproxy.out" 2>"$errfile" &
-    else
-        # RUST_LOG unset: the default `info`, one access line per request, to a file
-        env -u RUST_LOG "${PRIO[@]}" taskset -c 0 "$BIN" serve --listen "127.0.0.1:$PROXY_PORT" \
-            --upstream "http://127.0.0.1:$upstream" --token-file "$WORK/token" \
-            >"$WORK/mintproxy.out" 2>"$errfile" &
-    fi
+start_haproxy() {
+    # -db: stay in the foreground, one process (no master-worker)
+    "${PRIO[@]}" taskset -c 0 "$HAPROXY" -db -f "$WORK/haproxy/haproxy.cfg" \
+        >"$WORK/haproxy/out.log" 2>"$WORK/haproxy/err.log" &
+    PROXY_PID=$!
+    PIDS+=("$PROXY_PID")
+    wait_http "http://127.0.0.1:$PROXY_PORT/"
+}
+start_caddy() {
+    env "${CADDY_ENV[@]}" "${PRIO[@]}" taskset -c 0 "$CADDY" run --config "$WORK/caddy/Caddyfile" --adapter caddyfile \
+        >"$WORK/caddy/out.log" 2>"$WORK/caddy/err.log" &
+    PROXY_PID=$!
+    PIDS+=("$PROXY_PID")
+    wait_http "http://127.0.0.1:$PROXY_PORT/"
+}
+start_mintproxy() { # log-mode (warn|info) upstream-port stderr-file [more serve args...]
+    local mode=$1 upstream=$2 errfile=$3 logenv
+    shift 3
+    # warn: RUST_LOG=warn. info: RUST_LOG unset, the default `info`, one access line per request
+    if [ "$mode" = warn ]; then logenv=(RUST_LOG=warn); else logenv=(-u RUST_LOG); fi
+    env "${logenv[@]}" "${PRIO[@]}" taskset -c 0 "$BIN" serve --listen "127.0.0.1:$PROXY_PORT" \
+        --upstream "http://127.0.0.1:$upstream" --token-file "$WORK/token" ${MP_THREADS[@]+"${MP_THREADS[@]}"} "$@" \
+        >"$WORK/mintproxy.out" 2>"$errfile" &
     PROXY_PID=$!
     PIDS+=("$PROXY_PID")
     wait_http "http://127.0.0.1:$PROXY_PORT/"
@@ -299,10 +448,18 @@ to_ms() { # wrk duration (850.00us, 1.23ms, 1.02s, 2.00m) -> milliseconds
         else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v * 1000 }
         else printf "%s", v }'
 }
+h2_percentiles() { # h2load --log-file -> "p50 p99" in ms (nearest rank over every logged request)
+    cut -f3 "$1" | sort -n | awk '
+        { v[NR] = $1 }
+        function rank(p,  i) { i = int(p * NR); if (i < p * NR) i++; if (i < 1) i = 1; return v[i] / 1000 }
+        END { if (NR == 0) print "- -"; else printf "%.3f %.3f\n", rank(0.50), rank(0.99) }'
+}
 
-RUNS="$WORK/runs.tsv" # one line per measurement, for the tables
+RUNS="$WORK/runs.tsv" # one line per HTTP/1.1 measurement, for the tables
+RUNS_H2="$WORK/runs-h2.tsv" # the same for HTTP/2
 : >"$RUNS"
-RAW="$WORK/wrk-raw.txt"
+: >"$RUNS_H2"
+RAW="$WORK/raw.txt"
 : >"$RAW"
 
 children_cpu() { # CPU seconds of this shell's reaped children so far (bash `times`, 2nd line)
@@ -314,42 +471,79 @@ children_cpu() { # CPU seconds of this shell's reaped children so far (bash `tim
         printf "%.3f", t }' "$WORK/times.txt"
 }
 pct() { awk -v c="$1" -v d="$2" 'BEGIN{printf "%.0f", 100 * c / d}'; }
+backend_accepts() { # connections the backend has accepted so far (this query's own included)
+    curl -s --max-time 5 "http://127.0.0.1:$BACKEND_PORT/bench-backend-status" | awk 'NR==3 {print $1}'
+}
 
-bench_one() { # name url proxy-pid-or-empty [wrk args...]
-    local name=$1 url=$2 ppid=$3
+load() { # tool(wrk|h2load) duration outfile [args...] url: one bounded load run on core 1
+    local tool=$1 dur=$2 outfile=$3
     shift 3
-    local out="$WORK/wrk.txt" secs u0 u1 t0=0 t1=0 b0 b1 w0 w1 k0 k1
-    local rps reqs p50 p99 non2xx errs busy0 busy1 proxy_pct=0 cpu_us=- rss=- hwm=- thr=- wrk_pct be_pct other0 other1 clean
+    local cmd=("${PRIO[@]}" taskset -c 1 timeout -k 5 "$LOAD_LIMIT")
+    if [ "$tool" = wrk ]; then
+        cmd+=(wrk -t1 -c"$CONNS" -d"$dur" --latency "$@")
+    else
+        cmd+=(h2load -t1 -c"$CONNS" -m"$H2_STREAMS" -D "$dur" "$@")
+    fi
+    "${cmd[@]}" >"$outfile" 2>&1 || die "$tool failed (exit $?): $(tail -5 "$outfile")"
+}
+
+bench_one() { # tool(wrk|h2load) name url proxy-pid-or-empty [load generator args...]
+    local tool=$1 name=$2 url=$3 ppid=$4
+    shift 4
+    local out="$WORK/load.txt" h2log="$WORK/h2load.log" runs secs u0 u1 t0=0 t1=0 b0 b1 w0 w1 k0 k1 a0 a1 opened
+    local rps reqs p50 p99 non2xx errs busy0 busy1 proxy_pct=0 cpu_us=- rss=- hwm=- thr=- lg_pct be_pct other0 other1 clean
+    local extra=()
+    runs=$RUNS
+    if [ "$tool" = h2load ]; then
+        runs=$RUNS_H2
+        extra=(--log-file="$h2log")
+    fi
     wait_quiet
-    log "$name: warm-up $WARMUP"
-    "${PRIO[@]}" taskset -c 1 wrk -t1 -c"$CONNS" -d"$WARMUP" "$@" "$url" >/dev/null
-    log "$name: measuring $DURATION"
+    log "$name: warm-up $WARMUP ($tool)"
+    load "$tool" "$WARMUP" "$WORK/warmup.txt" "$@" "$url"
+    log "$name: measuring $DURATION ($tool)"
     u0=$(awk '{print $1}' /proc/uptime)
     [ -n "$ppid" ] && t0=$(cpu_ticks "$ppid")
     b0=$(cpu_ticks "$BACKEND_PID")
+    a0=$(backend_accepts)
     k0=$(core_ticks)
     children_cpu >"$WORK/w0"
-    "${PRIO[@]}" taskset -c 1 wrk -t1 -c"$CONNS" -d"$DURATION" --latency "$@" "$url" >"$out"
+    load "$tool" "$DURATION" "$out" ${extra[@]+"${extra[@]}"} "$@" "$url"
     children_cpu >"$WORK/w1"
     k1=$(core_ticks)
+    a1=$(backend_accepts)
     b1=$(cpu_ticks "$BACKEND_PID")
     [ -n "$ppid" ] && t1=$(cpu_ticks "$ppid")
     u1=$(awk '{print $1}' /proc/uptime)
     secs=$(awk -v a="$u0" -v b="$u1" 'BEGIN{print b - a}') # the window the CPU times cover
-    { echo "### $name"; cat "$out"; echo; } >>"$RAW"
+    { echo "### $name, $tool"; cat "$out"; echo; } >>"$RAW"
 
-    rps=$(awk '$1=="Requests/sec:"{printf "%.0f", $2}' "$out")
-    reqs=$(awk '$2=="requests" && $3=="in"{print $1}' "$out")
-    p50=$(to_ms "$(awk '$1=="50%"{print $2}' "$out")")
-    p99=$(to_ms "$(awk '$1=="99%"{print $2}' "$out")")
-    non2xx=$(awk -F: '/Non-2xx or 3xx responses/{gsub(/ /, "", $2); print $2}' "$out")
+    if [ "$tool" = wrk ]; then
+        rps=$(awk '$1=="Requests/sec:"{printf "%.0f", $2}' "$out")
+        reqs=$(awk '$2=="requests" && $3=="in"{print $1}' "$out")
+        p50=$(to_ms "$(awk '$1=="50%"{print $2}' "$out")")
+        p99=$(to_ms "$(awk '$1=="99%"{print $2}' "$out")")
+        non2xx=$(awk -F: '/Non-2xx or 3xx responses/{gsub(/ /, "", $2); print $2}' "$out")
+        errs=$(awk '/Socket errors/{sub(/.*Socket errors: /, ""); print}' "$out")
+    else
+        # finished in 10.00s, 51234.50 req/s, 2.05MB/s
+        # requests: 512345 total, 512985 started, 512345 done, 512345 succeeded, 0 failed, 0 errored, 0 timeout
+        # status codes: 512345 2xx, 0 3xx, 0 4xx, 0 5xx
+        rps=$(awk '$1=="finished" && $2=="in" {printf "%.0f", $4}' "$out")
+        reqs=$(awk '$1=="requests:" {print $6}' "$out")
+        read -r p50 p99 < <(h2_percentiles "$h2log")
+        non2xx=$(awk '$1=="status" && $2=="codes:" {print $5 + $7 + $9}' "$out")
+        errs=$(awk '$1=="requests:" && ($10 + $12 + $14) > 0 {print $10 " failed, " $12 " errored, " $14 " timeout"}' "$out")
+        rm -f "$h2log"
+    fi
+    if [ -z "$rps" ] || [ -z "$reqs" ] || [ "$reqs" -eq 0 ]; then die "$name: no requests completed: $(tail -5 "$out")"; fi
     non2xx=${non2xx:-0}
-    errs=$(awk '/Socket errors/{sub(/.*Socket errors: /, ""); print}' "$out")
     errs=${errs:-none}
+    opened=$((a1 - a0 - 1)) # less the status query that read a1
     busy0=$(busy_pct "$k0" "$k1" 0)
     busy1=$(busy_pct "$k0" "$k1" 1)
     w0=$(cat "$WORK/w0") w1=$(cat "$WORK/w1")
-    wrk_pct=$(pct "$(awk -v a="$w0" -v b="$w1" 'BEGIN{print b - a}')" "$secs")
+    lg_pct=$(pct "$(awk -v a="$w0" -v b="$w1" 'BEGIN{print b - a}')" "$secs")
     be_pct=$(pct "$(awk -v a="$b0" -v b="$b1" -v hz="$CLK_TCK" 'BEGIN{print (b - a) / hz}')" "$secs")
     if [ -n "$ppid" ]; then
         local cpu
@@ -363,7 +557,7 @@ bench_one() { # name url proxy-pid-or-empty [wrk args...]
     # CPU on each core that none of our processes accounts for: other work on the machine
     # (and interrupt time the kernel charges to no process)
     other0=$((busy0 - proxy_pct))
-    other1=$((busy1 - wrk_pct - be_pct))
+    other1=$((busy1 - lg_pct - be_pct))
     [ "$other0" -ge 0 ] || other0=0
     [ "$other1" -ge 0 ] || other1=0
     local other0_txt="$other0%"
@@ -373,35 +567,113 @@ bench_one() { # name url proxy-pid-or-empty [wrk args...]
     else
         clean=no
     fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
         "$name" "$rps" "$p50" "$p99" "$non2xx" "$errs" "$([ -n "$ppid" ] && echo "$proxy_pct%" || echo -)" "$cpu_us" \
-        "$wrk_pct% / $be_pct%" "$busy0% / $busy1%" "$other0_txt / $other1%" "$clean" "$rss / $hwm" "$thr" "${name% (r*)}" >>"$RUNS"
-    log "$name: $rps req/s, p50 ${p50} ms, p99 ${p99} ms, non-2xx $non2xx, proxy CPU $proxy_pct%, µs/req $cpu_us, cores busy $busy0% / $busy1%, other load $other0_txt / $other1% (clean: $clean)"
+        "$lg_pct% / $be_pct%" "$busy0% / $busy1%" "$other0_txt / $other1%" "$clean" "$rss / $hwm" "$thr" "${name% (r*)}" "$opened" >>"$runs"
+    log "$name: $rps req/s, p50 ${p50} ms, p99 ${p99} ms, non-2xx $non2xx, errors $errs, backend connections opened $opened, proxy CPU $proxy_pct%, µs/req $cpu_us, cores busy $busy0% / $busy1%, other load $other0_txt / $other1% (clean: $clean)"
     [ "$non2xx" = 0 ] || log "WARNING: $name had $non2xx non-2xx responses"
 }
 
 # ---------------------------------------------------------------- throughput
 start_backend
-log "backend nginx on 127.0.0.1:$BACKEND_PORT (core 1), pid $BACKEND_PID"
+log "backend nginx on 127.0.0.1:$BACKEND_PORT (HTTP/1.1) and :$BACKEND_H2_PORT (h2c) (core 1), pid $BACKEND_PID"
 
+H1_URL="http://127.0.0.1:$PROXY_PORT/"
 for round in $(seq "$ROUNDS"); do
-    bench_one "backend direct (r$round)" "http://127.0.0.1:$BACKEND_PORT/" "" -H "Authorization: $AUTH"
+    # HTTP/1.1 keep-alive, wrk
+    bench_one wrk "backend direct (r$round)" "http://127.0.0.1:$BACKEND_PORT/" "" -H "Authorization: $AUTH"
 
     start_nginx_proxy
-    bench_one "nginx proxy (r$round)" "http://127.0.0.1:$PROXY_PORT/" "$PROXY_PID"
+    bench_one wrk "nginx proxy (r$round)" "$H1_URL" "$PROXY_PID"
+    stop "$PROXY_PID"
+
+    start_haproxy
+    bench_one wrk "HAProxy proxy (r$round)" "$H1_URL" "$PROXY_PID"
+    stop "$PROXY_PID"
+
+    start_caddy
+    bench_one wrk "Caddy proxy (r$round)" "$H1_URL" "$PROXY_PID"
     stop "$PROXY_PID"
 
     start_mintproxy warn "$BACKEND_PORT" "$WORK/mintproxy-warn.log"
-    bench_one "mintproxy RUST_LOG=warn (r$round)" "http://127.0.0.1:$PROXY_PORT/" "$PROXY_PID"
+    bench_one wrk "mintproxy RUST_LOG=warn (r$round)" "$H1_URL" "$PROXY_PID"
     stop "$PROXY_PID"
 
     start_mintproxy info "$BACKEND_PORT" "$WORK/mintproxy-info.log"
-    bench_one "mintproxy default log (r$round)" "http://127.0.0.1:$PROXY_PORT/" "$PROXY_PID"
+    bench_one wrk "mintproxy default log (r$round)" "$H1_URL" "$PROXY_PID"
     stop "$PROXY_PID"
     INFO_LINES=$(wc -l <"$WORK/mintproxy-info.log")
     INFO_BYTES=$(wc -c <"$WORK/mintproxy-info.log")
     INFO_SAMPLE=$(grep -m1 'mintproxy::access' "$WORK/mintproxy-info.log" | tail -c 300 || true)
+
+    [ "$H2" = 1 ] || continue
+    # HTTP/2 over h2c with prior knowledge, h2load; every proxy speaks HTTP/1.1 to the backend
+    bench_one h2load "backend direct (r$round)" "http://127.0.0.1:$BACKEND_H2_PORT/" "" -H "Authorization: $AUTH"
+
+    start_nginx_proxy
+    bench_one h2load "nginx proxy (r$round)" "http://127.0.0.1:$PROXY_H2_PORT/" "$PROXY_PID"
+    stop "$PROXY_PID"
+
+    start_haproxy
+    bench_one h2load "HAProxy proxy (r$round)" "http://127.0.0.1:$PROXY_H2_PORT/" "$PROXY_PID"
+    stop "$PROXY_PID"
+
+    start_caddy
+    bench_one h2load "Caddy proxy (r$round)" "$H1_URL" "$PROXY_PID"
+    stop "$PROXY_PID"
+
+    start_mintproxy warn "$BACKEND_PORT" "$WORK/mintproxy-warn.log"
+    bench_one h2load "mintproxy RUST_LOG=warn (r$round)" "$H1_URL" "$PROXY_PID"
+    stop "$PROXY_PID"
 done
+
+# ---------------------------------------------------------------- memory with idle keep-alive connections
+mib() { awk -v k="$1" 'BEGIN{printf "%.1f", k / 1024}'; }
+IDLE_ROWS=()
+idle_mem() { # label pid port: RSS idle, with IDLE_CONNS idle keep-alive connections, after closing them
+    local label=$1 pid=$2 port=$3 idle loaded after est opened ok codes err holder _
+    local ready="$WORK/idle.ready" stopf="$WORK/idle.stop"
+    sleep 1
+    idle=$(status_kb "$pid" VmRSS)
+    rm -f "$ready" "$stopf"
+    log "memory: $label, opening $IDLE_CONNS keep-alive connections (one GET each, then idle)"
+    # the holder gives up by itself after 120 s
+    "${PRIO[@]}" taskset -c 1 python3 "$HERE/idle_conns.py" "$port" "$IDLE_CONNS" "$ready" "$stopf" 120 \
+        >"$WORK/idle.out" 2>&1 &
+    holder=$!
+    PIDS+=("$holder")
+    for _ in $(seq 900); do
+        [ -e "$ready" ] || ! alive "$holder" || { sleep 0.1; continue; }
+        break
+    done
+    [ -e "$ready" ] || { stop "$holder"; die "memory: $label: the connection holder did not get ready: $(tail -3 "$WORK/idle.out")"; }
+    read -r opened ok codes err <"$ready"
+    sleep 1 # let the proxy settle with every connection idle
+    loaded=$(status_kb "$pid" VmRSS)
+    est=$(ss -Htn state established "( sport = :$port )" | wc -l)
+    touch "$stopf"
+    for _ in $(seq 50); do alive "$holder" || break; sleep 0.1; done
+    stop "$holder"
+    sleep 1
+    after=$(status_kb "$pid" VmRSS)
+    [ "$ok" = "$IDLE_CONNS" ] || die "memory: $label: $ok of $IDLE_CONNS connections got a 2xx (status x count: $codes; $opened kept open; first error: $err)"
+    IDLE_ROWS+=("| $label | $(mib "$idle") | $(mib "$loaded") | $(awk -v a="$idle" -v b="$loaded" -v n="$IDLE_CONNS" 'BEGIN{printf "%.1f", (b - a) / n}') | $est | $(mib "$after") |")
+    log "memory: $label: idle $(mib "$idle") MiB, with $IDLE_CONNS idle connections $(mib "$loaded") MiB ($est established at the proxy), after closing them $(mib "$after") MiB"
+}
+
+wait_quiet
+start_nginx_proxy
+idle_mem "nginx (master + worker)" "$PROXY_PID" "$PROXY_PORT"
+stop "$PROXY_PID"
+start_haproxy
+idle_mem "HAProxy" "$PROXY_PID" "$PROXY_PORT"
+stop "$PROXY_PID"
+start_caddy
+idle_mem "Caddy" "$PROXY_PID" "$PROXY_PORT"
+stop "$PROXY_PID"
+start_mintproxy warn "$BACKEND_PORT" "$WORK/mintproxy-idle.log" ${MP_MAXCONN[@]+"${MP_MAXCONN[@]}"}
+idle_mem "mintproxy (RUST_LOG=warn)" "$PROXY_PID" "$PROXY_PORT"
+stop "$PROXY_PID"
 stop "$BACKEND_PID"
 
 # ---------------------------------------------------------------- memory during a large upload
@@ -414,11 +686,9 @@ wait_http "http://127.0.0.1:$SINK_PORT/" -H "Authorization: $AUTH"
 
 start_mintproxy warn "$SINK_PORT" "$WORK/mintproxy-upload.log"
 MP=$PROXY_PID
-curl -s -o /dev/null -X POST --data-binary 'warm' "http://127.0.0.1:$PROXY_PORT/"
-mib() { awk -v k="$1" 'BEGIN{printf "%.1f", k / 1024}'; }
+curl -s -o /dev/null --max-time 10 -X POST --data-binary 'warm' "http://127.0.0.1:$PROXY_PORT/"
 RSS_BEFORE=$(mib "$(status_kb "$MP" VmRSS)")
 HWM_BEFORE=$(mib "$(status_kb "$MP" VmHWM)")
-
 UPLOADS=()
 upload() { # label curl-args...
     local label=$1 sampler result code sent secs body bytes chunked authok max_rss hwm
@@ -459,6 +729,7 @@ rm -f "$WORK/upload.bin"
 stop "$MP"
 stop "$SINK_PID"
 
+
 # ---------------------------------------------------------------- report
 ELAPSED=$(($(uptime_s) - START_TIME))
 CPU_MODEL=$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)
@@ -472,43 +743,104 @@ else
         GIT_DIRTY=" (with uncommitted changes)"
     fi
 fi
+MP_FLAGS="--token-file <file>${MP_THREADS[*]+ ${MP_THREADS[*]}}"
 
-{
-    echo "# mintproxy vs nginx: results"
-    echo
-    echo "Produced by \`$CMDLINE\` on $(date -u '+%Y-%m-%d %H:%M UTC'), in ${ELAPSED} s (of which cargo build ${BUILD_SECS} s)."
-    echo
-    echo "- machine: $(nproc --all) cores, $CPU_MODEL, $(uname -sr), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
-    echo "- $("$NGINX" -v 2>&1), $(wrk -v 2>&1 | head -1 | awk '{print "wrk " $2}'), $("$BIN" --version) at $GIT_REV$GIT_DIRTY, $(rustc --version)"
-    echo "- load: \`taskset -c 1 wrk -t1 -c$CONNS -d$DURATION --latency\` after a $WARMUP warm-up, $ROUNDS rounds;"
-    printf '%s\n' "  proxy on core 0, backend nginx (\`return 200 \"ok\\n\"\` if the bearer is there, else 401) and wrk on core 1;"
-    echo "  every benchmark process at $PRIO_DESC; measurements that began while other work was running: $BUSY_WARNINGS"
-    echo
-    echo "Best run of each target (highest req/s among the clean runs, or among all when none is clean;"
-    echo "a run is clean when CPU time that none of the benchmark's processes accounts for stayed at or"
-    echo "under $CLEAN_MAX % on each core):"
-    echo
-    echo "| target | req/s | p50 ms | p99 ms | proxy CPU | proxy CPU µs/req | clean |"
-    echo "| --- | ---: | ---: | ---: | ---: | ---: | --- |"
+best_table() { # runs.tsv: the best run of each target, with req/s ratios to nginx and to direct
+    echo "| target | req/s | vs nginx | vs direct | p50 ms | p99 ms | proxy CPU | proxy CPU µs/req | clean |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
     awk -F'\t' '
         { t = $15; if (!(t in seen)) { seen[t] = 1; order[++n] = t } }
         ($12 == "yes") && (!(t in best) || $2 > bestrps[t]) { best[t] = $0; bestrps[t] = $2 }
         !(t in any) || $2 > anyrps[t] { any[t] = $0; anyrps[t] = $2 }
+        function ratio(a, b) { return (b > 0) ? sprintf("%.2f", a / b) : "-" }
         END {
             for (i = 1; i <= n; i++) {
-                t = order[i]; line = (t in best) ? best[t] : any[t]; split(line, f, "\t")
-                printf "| %s | %s | %s | %s | %s | %s | %s |\n", t, f[2], f[3], f[4], f[7], f[8], f[12]
+                t = order[i]; line[t] = (t in best) ? best[t] : any[t]; split(line[t], f, "\t"); rps[t] = f[2]
+                if (t ~ /^nginx proxy/) nginx = rps[t]
+                if (t ~ /^backend direct/) direct = rps[t]
             }
-        }' "$RUNS"
+            for (i = 1; i <= n; i++) {
+                t = order[i]; split(line[t], f, "\t")
+                printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", t, f[2], ratio(f[2], nginx), ratio(f[2], direct), f[3], f[4], f[7], f[8], f[12]
+            }
+        }' "$1"
+}
+every_table() { # runs.tsv: every run
+    echo "| run | req/s | p50 ms | p99 ms | non-2xx | socket errors | backend connections opened | proxy CPU | proxy CPU µs/req | load generator / backend CPU | core 0 / 1 busy | other load core 0 / 1 | clean | proxy RSS / peak MiB | threads |"
+    echo "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"
+    awk -F'\t' '{ printf "|"; for (i = 1; i <= 6; i++) printf " %s |", $i; printf " %s |", $16
+        for (i = 7; i <= 14; i++) printf " %s |", $i; printf "\n" }' "$1"
+}
+BEST_INTRO="Best run of each target (highest req/s among the clean runs, or among all when none is clean;
+a run is clean when CPU time that none of the benchmark's processes accounts for stayed at or
+under $CLEAN_MAX % on each core). \"vs nginx\" and \"vs direct\" divide its req/s by the best req/s
+of the nginx proxy and of the backend reached directly:"
+
+{
+    echo "# mintproxy vs nginx, HAProxy and Caddy: results"
     echo
-    echo "Every run:"
+    echo "Produced by \`$CMDLINE\` on $(date -u '+%Y-%m-%d %H:%M UTC'), in ${ELAPSED} s (of which cargo build ${BUILD_SECS} s)."
     echo
-    echo "| run | req/s | p50 ms | p99 ms | non-2xx | socket errors | proxy CPU | proxy CPU µs/req | wrk / backend CPU | core 0 / 1 busy | other load core 0 / 1 | clean | proxy RSS / peak MiB | threads |"
-    echo "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"
-    awk -F'\t' '{ printf "|"; for (i = 1; i <= 14; i++) printf " %s |", $i; printf "\n" }' "$RUNS"
+    echo "- machine: $(nproc --all) cores, $CPU_MODEL, $(uname -sr), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
+    echo "- $("$NGINX" -v 2>&1), $("$HAPROXY" -v 2>&1 | head -1 | awk '{print "HAProxy " $3}'), Caddy $("$CADDY" version 2>&1 | awk '{print $1; exit}'), $(wrk -v 2>&1 | head -1 | awk '{print "wrk " $2}'), $(h2load --version 2>&1 | head -1), $("$BIN" --version) at $GIT_REV$GIT_DIRTY, $(rustc --version)"
+    echo "- proxies on core 0, one worker/thread each: nginx \`worker_processes 1\`, HAProxy \`nbthread 1\`,"
+    echo "  Caddy \`GOMAXPROCS=1\`, mintproxy \`$MP_FLAGS\` (one tokio worker); each sets the same"
+    echo "  \`Authorization: Bearer <token>\`, \`Host\` (the backend's) and \`X-Forwarded-For/-Proto/-Host\`, keeps"
+    echo "  connections alive on both sides and logs no requests (except mintproxy's \"default log\" row);"
+    printf '%s\n' "  backend nginx (\`return 200 \"ok\\n\"\` if the bearer is there, else 401) and the load generator on core 1;"
+    echo "  every benchmark process at $PRIO_DESC; measurements that began while other work was running: $BUSY_WARNINGS"
+    echo
+    echo "## HTTP/1.1 keep-alive"
+    echo
+    echo "Load: \`taskset -c 1 wrk -t1 -c$CONNS -d$DURATION --latency\` after a $WARMUP warm-up, $ROUNDS rounds."
+    echo
+    echo "$BEST_INTRO"
+    echo
+    best_table "$RUNS"
+    echo
+    echo "Every run (backend connections opened: during the measurement, from the backend's"
+    echo "\`stub_status\`; $CONNS or so for direct; far below the request count when a proxy reuses its"
+    echo "upstream connections):"
+    echo
+    every_table "$RUNS"
     echo
     echo "Default logging (RUST_LOG unset = info, stderr to a file): the last run wrote $INFO_LINES lines,"
     echo "$((INFO_BYTES / 1048576)) MiB. A line: \`$INFO_SAMPLE\`"
+    echo
+    if [ "$H2" = 1 ]; then
+        echo "## HTTP/2 (h2c with prior knowledge)"
+        echo
+        echo "Load: \`taskset -c 1 h2load -t1 -c$CONNS -m$H2_STREAMS -D $DURATION --log-file=<file>\` after a $WARMUP"
+        echo "warm-up, $ROUNDS rounds: $CONNS connections with up to $H2_STREAMS streams in flight on each. p50 and p99"
+        echo "are nearest-rank percentiles of the per-request times in h2load's log file. Clients speak h2c to"
+        echo "every target, but **every proxy speaks HTTP/1.1 to the backend**: nginx cannot proxy to an"
+        echo "HTTP/2 upstream, and the others are kept the same so that the backend's work is the same."
+        echo "\"backend direct\" is h2c all the way (nginx's \`listen ... http2\`). nginx and HAProxy take"
+        echo "h2c on a port of its own (\`listen ... http2\`, \`bind ... proto h2\`); Caddy (\`protocols h1 h2c\`)"
+        echo "and mintproxy take it on their HTTP/1.1 port."
+        echo
+        echo "$BEST_INTRO"
+        echo
+        best_table "$RUNS_H2"
+        echo
+        echo "Every run (socket errors: h2load's failed, errored and timed-out requests; backend"
+        echo "connections opened as above: up to $((CONNS * H2_STREAMS)) are reopened at the start when a proxy closed the"
+        echo "upstream connections of the requests still in flight when the warm-up's h2load stopped):"
+        echo
+        every_table "$RUNS_H2"
+        echo
+    fi
+    echo "## Memory: $IDLE_CONNS idle keep-alive connections"
+    echo
+    echo "Each proxy freshly started (mintproxy with RUST_LOG=warn), then: VmRSS after its readiness check"
+    echo "(one request); $IDLE_CONNS connections opened by \`bench/idle_conns.py\`, each sending one GET and"
+    echo "reading the answer, then all kept open and idle for 1 s before VmRSS is read again; VmRSS 1 s"
+    echo "after they are closed. nginx is master + worker. \"established\" counts the connections \`ss\`"
+    echo "saw at the proxy's port when RSS was read."
+    echo
+    echo "| proxy | idle VmRSS MiB | VmRSS with $IDLE_CONNS idle connections MiB | KiB per connection | established | VmRSS after closing them MiB |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+    printf '%s\n' "${IDLE_ROWS[@]}"
     echo
     echo "## Memory: $UPLOAD_BYTES-byte upload through mintproxy (RUST_LOG=warn) to a sink that reads and discards"
     echo
@@ -518,7 +850,7 @@ fi
     echo "| --- | ---: | ---: | --- | ---: | ---: | ---: |"
     printf '%s\n' "${UPLOADS[@]}"
     echo
-    echo "<details><summary>raw wrk output</summary>"
+    echo "<details><summary>raw wrk and h2load output</summary>"
     echo
     echo '```'
     cat "$RAW"
