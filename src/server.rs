@@ -223,10 +223,11 @@ pub async fn serve(
                 request.extensions_mut().insert(ArrivedOverTls);
             }
             let session = Arc::clone(&session);
-            async move {
+            // Boxed: hyper moves the service future around, and this one is large.
+            Box::pin(async move {
                 let (proxy, peer) = &*session;
                 Ok::<_, Infallible>(proxy.handle(request, peer).await)
-            }
+            })
         });
         let builder = builder.clone();
         let watcher = graceful.watcher();

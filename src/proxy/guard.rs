@@ -8,6 +8,8 @@ use http::{header, HeaderMap, Uri};
 
 use super::policy::Refusal;
 
+const SEC_FETCH_SITE: header::HeaderName = header::HeaderName::from_static("sec-fetch-site");
+
 /// Accepted host names: the loopback names on the listen port, plus `--allow-host`.
 #[derive(Debug, Clone)]
 pub struct HostGuard {
@@ -56,7 +58,7 @@ impl HostGuard {
             return Err(Refusal::Host(host.to_owned()));
         }
         if headers
-            .get("sec-fetch-site")
+            .get(SEC_FETCH_SITE)
             .is_some_and(|site| site == "cross-site")
         {
             return Err(Refusal::CrossSite("Sec-Fetch-Site: cross-site".to_owned()));

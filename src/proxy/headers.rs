@@ -22,23 +22,28 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 ///
 /// Run this before adding the bearer, so `Connection: authorization` cannot remove it.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none of these: one pass over the names, no hashing.
-    if !headers
+    // One pass over the names, no hashing: most messages carry none of these, and the
+    // rest only `Connection: keep-alive`.
+    let mut present: Vec<HeaderName> = headers
         .keys()
-        .any(|name| name == header::TE || HOP_BY_HOP.contains(name))
-    {
+        .filter(|name| HOP_BY_HOP.contains(name))
+        .cloned()
+        .collect();
+    let has_te = headers.contains_key(header::TE);
+    if present.is_empty() && !has_te {
         return;
     }
-    let named: Vec<HeaderName> = tokens(headers, &header::CONNECTION)
-        .filter_map(|name| HeaderName::from_bytes(name).ok())
-        .collect();
-    for name in named.iter().chain(&HOP_BY_HOP) {
+    present.extend(tokens(headers, &header::CONNECTION).filter_map(|name| HeaderName::from_bytes(name).ok()));
+    for name in &present {
         headers.remove(name);
     }
-    let wants_trailers = tokens(headers, &header::TE).any(|coding| coding.eq_ignore_ascii_case(b"trailers"));
-    headers.remove(header::TE);
-    if wants_trailers {
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    if has_te {
+        let wants_trailers =
+            tokens(headers, &header::TE).any(|coding| coding.eq_ignore_ascii_case(b"trailers"));
+        headers.remove(header::TE);
+        if wants_trailers {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
     }
 }
 

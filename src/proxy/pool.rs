@@ -66,7 +66,8 @@ impl Http1Pool {
         loop {
             let (mut sender, reused) = match self.checkout(&authority) {
                 Some(sender) => (sender, true),
-                None => (connect(&authority).await?, false),
+                // Boxed: connecting is rare, and its future would make every send larger.
+                None => (Box::pin(connect(&authority)).await?, false),
             };
             match sender.try_send_request(request).await {
                 Ok(response) => {
@@ -81,21 +82,29 @@ impl Http1Pool {
         }
     }
 
-    /// The most recently used ready connection; closed and expired ones are dropped, busy
-    /// ones (a response body still being read) stay.
+    /// The most recently used ready connection; closed and expired ones met on the way
+    /// are dropped, busy ones (a response body still being read) stay.
     fn checkout(&self, authority: &Authority) -> Option<SendRequest<OutboundBody>> {
         let mut upstreams = self
             .upstreams
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let idle = &mut upstreams.iter_mut().find(|(a, _)| a == authority)?.1;
-        let now = Instant::now();
-        idle.retain(|c| !c.sender.is_closed() && now.duration_since(c.since) < IDLE_TIMEOUT);
-        let ready = idle.iter().rposition(|c| c.sender.is_ready())?;
-        Some(idle.swap_remove(ready).sender)
+        while let Some(at) = idle
+            .iter()
+            .rposition(|c| c.sender.is_ready() || c.sender.is_closed())
+        {
+            let candidate = idle.remove(at);
+            if candidate.sender.is_ready() && candidate.since.elapsed() < IDLE_TIMEOUT {
+                return Some(candidate.sender);
+            }
+        }
+        None
     }
 
+    /// Puts a connection back on top; the oldest ones, at the bottom, go once expired.
     fn checkin(&self, authority: Authority, sender: SendRequest<OutboundBody>) {
+        let now = Instant::now();
         let mut upstreams = self
             .upstreams
             .lock()
@@ -107,11 +116,13 @@ impl Http1Pool {
                 &mut upstreams.last_mut().expect("just pushed").1
             }
         };
+        let expired = idle
+            .iter()
+            .take_while(|c| now.duration_since(c.since) >= IDLE_TIMEOUT)
+            .count();
+        idle.drain(..expired);
         if idle.len() < MAX_IDLE_PER_UPSTREAM {
-            idle.push(Idle {
-                sender,
-                since: Instant::now(),
-            });
+            idle.push(Idle { sender, since: now });
         }
     }
 }
