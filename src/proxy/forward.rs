@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::Scheme;
-use http::{Request, Response, Version};
+use http::{header, Request, Response, Version};
+use http_body_util::BodyExt;
 use http_body_util::{Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
@@ -14,6 +15,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+use super::http1::WireBody;
 use super::pool::Http1Pool;
 
 /// How long connecting to an upstream may take before the request fails with 502.
@@ -25,6 +27,9 @@ pub type OutboundBody = Either<Full<Bytes>, Limited<Incoming>>;
 
 /// Why an upstream request got no response (the cause chain names the reason).
 pub type ForwardError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A response body from the upstream: from hyper's client, or read in the request's task.
+pub type UpstreamBody = Either<Incoming, WireBody>;
 
 /// One pooled client.
 type Pool = Client<HttpsConnector<HttpConnector>, OutboundBody>;
@@ -63,20 +68,35 @@ impl UpstreamClient {
     }
 
     /// Sends `request` (absolute URI), with HTTP/2 prior knowledge when `http2`.
+    /// A plain-HTTP/1.1 request with a buffered body and no upgrade is exchanged in this
+    /// task ([`super::http1`]); anything else goes through hyper.
     pub async fn request(
         &self,
         mut request: Request<OutboundBody>,
         http2: bool,
-    ) -> Result<Response<Incoming>, ForwardError> {
+    ) -> Result<Response<UpstreamBody>, ForwardError> {
         if http2 {
             *request.version_mut() = Version::HTTP_2;
-            return Ok(self.prior_knowledge.request(request).await?);
+            let response = self.prior_knowledge.request(request).await?;
+            return Ok(response.map(Either::Left));
         }
         *request.version_mut() = Version::HTTP_11;
-        if request.uri().scheme() == Some(&Scheme::HTTP) {
-            Ok(self.plain.send(request).await?)
-        } else {
-            Ok(self.negotiated.request(request).await?)
+        let in_task =
+            request.uri().scheme() == Some(&Scheme::HTTP) && !request.headers().contains_key(header::UPGRADE);
+        let (parts, body) = request.into_parts();
+        match body {
+            Either::Left(mut buffered) if in_task => {
+                let data = match buffered.frame().await {
+                    Some(Ok(frame)) => frame.into_data().unwrap_or_default(),
+                    _ => Bytes::new(),
+                };
+                let response = self.plain.send(Request::from_parts(parts, ()), data).await?;
+                Ok(response.map(Either::Right))
+            }
+            body => {
+                let response = self.negotiated.request(Request::from_parts(parts, body)).await?;
+                Ok(response.map(Either::Left))
+            }
         }
     }
 }

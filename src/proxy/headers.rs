@@ -6,13 +6,14 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Hop-by-hop headers that never cross the proxy, whatever `Connection` says.
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// (`Trailer` is not among them: it is end to end, RFC 9110 §6.6.2, and hyper sends an
+/// HTTP/1.1 client only the trailer fields it declares.)
+const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];

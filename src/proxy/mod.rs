@@ -4,6 +4,7 @@
 pub mod forward;
 pub mod guard;
 pub mod headers;
+pub mod http1;
 pub mod policy;
 pub mod pool;
 pub mod routes;
@@ -24,7 +25,7 @@ use hyper_util::rt::TokioIo;
 use crate::error::{error_chain, ProxyError};
 use crate::metrics::{self, Metrics};
 use crate::token::{CachedToken, TokenCache};
-pub use forward::{OutboundBody, UpstreamClient};
+pub use forward::{OutboundBody, UpstreamBody, UpstreamClient};
 pub use guard::HostGuard;
 pub use policy::Policy;
 pub use routes::Router;
@@ -55,7 +56,7 @@ impl Peer {
 }
 
 /// A response body going back to the client: the upstream's, streamed, or our own.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+pub type ProxyBody = Either<UpstreamBody, Full<Bytes>>;
 
 /// Request bodies up to this size are kept so a request refused with 401 can be replayed
 /// with a fresh token.
@@ -252,7 +253,7 @@ impl Proxy {
         outbound: Outbound,
         token: &CachedToken,
         body: OutboundBody,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    ) -> Result<Response<UpstreamBody>, ProxyError> {
         let http2 = outbound.http2;
         let mut request = Request::new(body);
         *request.method_mut() = outbound.method;
@@ -275,7 +276,7 @@ impl Proxy {
 
 /// Hands back the upstream's `101 Switching Protocols` and joins the two upgraded
 /// connections once both sides have switched.
-fn tunnel(mut response: Response<Incoming>, client: OnUpgrade) -> Response<ProxyBody> {
+fn tunnel(mut response: Response<UpstreamBody>, client: OnUpgrade) -> Response<ProxyBody> {
     let upstream = hyper::upgrade::on(&mut response);
     tokio::spawn(async move {
         match tokio::try_join!(client, upstream) {
@@ -294,7 +295,7 @@ fn tunnel(mut response: Response<Incoming>, client: OnUpgrade) -> Response<Proxy
 /// Cleans the upstream's response for the client and points redirects at the proxy.
 fn respond(
     route: &Route,
-    response: Response<Incoming>,
+    response: Response<UpstreamBody>,
     scheme: &str,
     client_host: Option<&HeaderValue>,
 ) -> Response<ProxyBody> {

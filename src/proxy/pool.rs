@@ -1,28 +1,28 @@
 //! Kept-alive HTTP/1.1 connections to plain-HTTP upstreams: the sidecar's hot path.
 //!
-//! hyper-util's general client (TLS, ALPN, HTTP/2) costs about a fifth of a forwarded
-//! request's CPU in checkout, hashing and bookkeeping. For `http://` upstreams spoken to
-//! in HTTP/1.1 this pool does the same job with a short list per upstream: take the most
-//! recently used connection that is ready, send, put it back as soon as the response
-//! head is in (hyper marks it ready again once the body has been read).
+//! The request's own task takes the most recently used connection, writes and reads on
+//! it ([`super::http1`]), and the response body gives it back once read to the end.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use http::uri::{Authority, PathAndQuery};
-use http::{Request, Response, Uri};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use bytes::{Bytes, BytesMut};
+use http::uri::Authority;
+use http::{Method, Request, Response};
 use tokio::net::TcpStream;
 
-use super::forward::{OutboundBody, CONNECT_TIMEOUT};
+use super::forward::CONNECT_TIMEOUT;
+use super::http1::{self, WireBody, WireError};
 
 /// Idle connections older than this are closed rather than reused (hyper-util's default).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// At most this many idle connections are kept per upstream; more are closed.
 const MAX_IDLE_PER_UPSTREAM: usize = 1024;
+
+/// Read buffer per connection; it grows for larger heads.
+const READ_BUFFER: usize = 8 * 1024;
 
 /// Why a request did not get a response from the upstream.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +37,7 @@ pub enum PoolError {
     },
     /// The HTTP/1.1 exchange failed.
     #[error(transparent)]
-    Http(#[from] hyper::Error),
+    Wire(#[from] WireError),
 }
 
 /// Idle connections, most recently used last, per upstream authority.
@@ -48,71 +48,57 @@ pub struct Http1Pool {
 
 #[derive(Debug)]
 struct Idle {
-    sender: SendRequest<OutboundBody>,
+    connection: Connection,
     since: Instant,
 }
 
-impl Http1Pool {
-    /// Sends `request` (absolute URI, `http` scheme) over a kept-alive connection, or a
-    /// new one. A request that a reused connection closed before it was written is sent
-    /// once more on a fresh connection.
-    pub async fn send(&self, mut request: Request<OutboundBody>) -> Result<Response<Incoming>, PoolError> {
-        let authority = request
-            .uri()
-            .authority()
-            .cloned()
-            .expect("upstream URIs always carry an authority");
-        *request.uri_mut() = origin_form(request.uri());
-        loop {
-            let (mut sender, reused) = match self.checkout(&authority) {
-                Some(sender) => (sender, true),
-                // Boxed: connecting is rare, and its future would make every send larger.
-                None => (Box::pin(connect(&authority)).await?, false),
-            };
-            match sender.try_send_request(request).await {
-                Ok(response) => {
-                    self.checkin(authority, sender);
-                    return Ok(response);
-                }
-                Err(mut error) => match error.take_message() {
-                    Some(unsent) if reused => request = unsent,
-                    _ => return Err(error.into_error().into()),
-                },
-            }
-        }
+/// One upstream connection and the bytes read from it but not yet used.
+#[derive(Debug)]
+pub struct Connection {
+    pub(super) stream: TcpStream,
+    pub(super) buf: BytesMut,
+}
+
+impl Connection {
+    /// Reads what is there (waiting for at least one byte); 0 means the peer closed.
+    pub(super) async fn read_more(&mut self) -> std::io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_read_more(cx)).await
     }
 
-    /// The most recently used ready connection; closed and expired ones met on the way
-    /// are dropped, busy ones (a response body still being read) stay.
-    fn checkout(&self, authority: &Authority) -> Option<SendRequest<OutboundBody>> {
-        let mut upstreams = self
-            .upstreams
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let idle = &mut upstreams.iter_mut().find(|(a, _)| a == authority)?.1;
-        while let Some(at) = idle
-            .iter()
-            .rposition(|c| c.sender.is_ready() || c.sender.is_closed())
-        {
-            let candidate = idle.remove(at);
-            if candidate.sender.is_ready() && candidate.since.elapsed() < IDLE_TIMEOUT {
-                return Some(candidate.sender);
-            }
+    pub(super) fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(READ_BUFFER);
         }
-        None
+        tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut self.stream), cx, &mut self.buf)
     }
 
-    /// Puts a connection back on top; the oldest ones, at the bottom, go once expired.
-    fn checkin(&self, authority: Authority, sender: SendRequest<OutboundBody>) {
+    /// Whether the upstream closed (or sent something unasked) while the connection sat
+    /// idle. Asks the socket only when the runtime saw it become readable.
+    fn went_stale(&self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        if self.stream.poll_read_ready(&mut cx).is_pending() {
+            return false;
+        }
+        !matches!(self.stream.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+}
+
+/// The right to put a connection back into the pool it came from.
+#[derive(Debug)]
+pub struct Lease {
+    pool: Arc<Http1Pool>,
+    authority: Authority,
+}
+
+impl Lease {
+    /// Puts the connection back on top; the oldest ones, at the bottom, go once expired.
+    pub(super) fn give_back(self, connection: Connection) {
         let now = Instant::now();
-        let mut upstreams = self
-            .upstreams
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let idle = match upstreams.iter().position(|(a, _)| *a == authority) {
+        let mut upstreams = self.pool.upstreams.lock().unwrap_or_else(PoisonError::into_inner);
+        let idle = match upstreams.iter().position(|(a, _)| *a == self.authority) {
             Some(index) => &mut upstreams[index].1,
             None => {
-                upstreams.push((authority, Vec::new()));
+                upstreams.push((self.authority, Vec::new()));
                 &mut upstreams.last_mut().expect("just pushed").1
             }
         };
@@ -122,22 +108,84 @@ impl Http1Pool {
             .count();
         idle.drain(..expired);
         if idle.len() < MAX_IDLE_PER_UPSTREAM {
-            idle.push(Idle { sender, since: now });
+            idle.push(Idle {
+                connection,
+                since: now,
+            });
         }
     }
 }
 
-/// `/path?query`: what an HTTP/1.1 request line carries to an origin server.
-fn origin_form(uri: &Uri) -> Uri {
-    uri.path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"))
-        .into()
+impl Http1Pool {
+    /// Sends `request` (absolute `http` URI, a buffered `body`) over a kept-alive
+    /// connection, or a new one. When a reused connection turns out to be closed before
+    /// any of the response arrived, the request goes once more on a fresh connection, if
+    /// it was never written or is idempotent.
+    pub async fn send(
+        self: &Arc<Self>,
+        request: Request<()>,
+        body: Bytes,
+    ) -> Result<Response<WireBody>, PoolError> {
+        let authority = request
+            .uri()
+            .authority()
+            .cloned()
+            .expect("upstream URIs always carry an authority");
+        let wire = http1::encode_request(&request, &body);
+        let method = request.method();
+        loop {
+            let (mut connection, reused) = match self.checkout(&authority) {
+                Some(connection) => (connection, true),
+                // Boxed: connecting is rare, and its future would make every send larger.
+                None => (Box::pin(connect(&authority)).await?, false),
+            };
+            let lease = Lease {
+                pool: Arc::clone(self),
+                authority: authority.clone(),
+            };
+            let sent = http1::write_request(&mut connection, &wire).await;
+            let result = match sent {
+                Ok(()) => http1::read_response(connection, lease, method).await,
+                Err(error) if reused => {
+                    tracing::debug!(%error, "kept-alive upstream connection failed; sending on a new one");
+                    continue;
+                }
+                Err(error) => Err(error),
+            };
+            match result {
+                Err(WireError::Closed { partial: false } | WireError::Io(_))
+                    if reused && idempotent(method) =>
+                {
+                    tracing::debug!("kept-alive upstream connection closed; sending on a new one");
+                }
+                result => return Ok(result?),
+            }
+        }
+    }
+
+    /// The most recently used connection that is still open and not expired.
+    fn checkout(&self, authority: &Authority) -> Option<Connection> {
+        let mut upstreams = self.upstreams.lock().unwrap_or_else(PoisonError::into_inner);
+        let idle = &mut upstreams.iter_mut().find(|(a, _)| a == authority)?.1;
+        while let Some(candidate) = idle.pop() {
+            if candidate.since.elapsed() < IDLE_TIMEOUT && !candidate.connection.went_stale() {
+                return Some(candidate.connection);
+            }
+        }
+        None
+    }
 }
 
-/// Opens a connection (`TCP_NODELAY`, upgrades allowed) and leaves hyper driving it in
-/// its own task.
-async fn connect(authority: &Authority) -> Result<SendRequest<OutboundBody>, PoolError> {
+/// Requests that may be sent twice (RFC 9110 §9.2.2).
+fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// Opens a connection with `TCP_NODELAY`.
+async fn connect(authority: &Authority) -> Result<Connection, PoolError> {
     let fail = |reason: String| PoolError::Connect {
         authority: authority.clone(),
         reason,
@@ -152,11 +200,8 @@ async fn connect(authority: &Authority) -> Result<SendRequest<OutboundBody>, Poo
         Err(_) => return Err(fail(format!("no answer within {CONNECT_TIMEOUT:?}"))),
     };
     stream.set_nodelay(true).map_err(|e| fail(e.to_string()))?;
-    let (sender, connection) = http1::Builder::new().handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.with_upgrades().await {
-            tracing::debug!(%error, "upstream connection ended with an error");
-        }
-    });
-    Ok(sender)
+    Ok(Connection {
+        stream,
+        buf: BytesMut::with_capacity(READ_BUFFER),
+    })
 }

@@ -1,0 +1,538 @@
+//! HTTP/1.1 on the wire to a plain-HTTP upstream, inside the request's own task.
+//!
+//! hyper's client drives every connection from a task of its own, so a forwarded request
+//! hops between tasks five times and pays hyper's dispatch at each hop. Here the request
+//! task writes the request, reads the response head and, for the usual small response,
+//! the whole body, then gives the connection back. Only what this path needs is here:
+//! buffered request bodies (up to the replay limit) and no upgrades; streaming bodies and
+//! upgrades go through hyper.
+
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::io::AsyncWriteExt;
+
+use super::pool::{Connection, Lease};
+
+/// Largest response head (status line and headers) accepted.
+const MAX_HEAD: usize = 64 * 1024;
+/// Most headers in a response head or trailer section.
+const MAX_HEADERS: usize = 100;
+/// Longest chunk-size line.
+const MAX_CHUNK_LINE: usize = 4096;
+
+/// What went wrong talking to the upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// Reading or writing the socket failed.
+    #[error("upstream connection: {0}")]
+    Io(#[from] std::io::Error),
+    /// The upstream closed the connection before a complete response.
+    #[error("upstream closed the connection before a complete response")]
+    Closed {
+        /// Whether any byte of a response had arrived (a request is only sent again when
+        /// none had).
+        partial: bool,
+    },
+    /// The response does not parse as HTTP/1.1.
+    #[error("malformed upstream response: {0}")]
+    Malformed(&'static str),
+}
+
+/// The request head and body, serialized: `Content-Length` comes from the body, any
+/// framing header the client sent is dropped.
+pub fn encode_request(request: &Request<()>, body: &[u8]) -> Vec<u8> {
+    let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let mut out = Vec::with_capacity(256 + body.len());
+    out.extend_from_slice(request.method().as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in request.headers() {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let needs_length = !body.is_empty()
+        || request.headers().contains_key(header::CONTENT_LENGTH)
+        || matches!(*request.method(), Method::POST | Method::PUT | Method::PATCH);
+    if needs_length {
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(body.len().to_string().as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    out
+}
+
+/// Writes the serialized request on `connection`.
+pub async fn write_request(connection: &mut Connection, bytes: &[u8]) -> Result<(), WireError> {
+    connection.stream.write_all(bytes).await?;
+    Ok(())
+}
+
+/// How the response body is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+/// Reads one final response head (1xx interim responses are skipped) and returns the
+/// response, its body reading on from `connection`.
+pub async fn read_response(
+    mut connection: Connection,
+    lease: Lease,
+    method: &Method,
+) -> Result<Response<WireBody>, WireError> {
+    loop {
+        let (head, length) = loop {
+            if let Some(parsed) = parse_head(&connection.buf)? {
+                break parsed;
+            }
+            if connection.buf.len() > MAX_HEAD {
+                return Err(WireError::Malformed("response head too large"));
+            }
+            let partial = !connection.buf.is_empty();
+            if connection.read_more().await? == 0 {
+                return Err(WireError::Closed { partial });
+            }
+        };
+        let head_bytes = connection.buf.split_to(length).freeze();
+        let status = head.status;
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            return Err(WireError::Malformed(
+                "101 Switching Protocols to a request that asked for no upgrade",
+            ));
+        }
+        if status.is_informational() {
+            continue;
+        }
+        let mut headers = HeaderMap::with_capacity(head.headers.len());
+        for (name, value) in &head.headers {
+            let name = HeaderName::from_bytes(&head_bytes[name.clone()])
+                .map_err(|_| WireError::Malformed("invalid header name"))?;
+            let value = HeaderValue::from_maybe_shared(head_bytes.slice(value.clone()))
+                .map_err(|_| WireError::Malformed("invalid header value"))?;
+            headers.append(name, value);
+        }
+        let (framing, mut reusable) = framing(method, status, &headers)?;
+        reusable &= head.version == Version::HTTP_11 && !has_token(&headers, &header::CONNECTION, b"close");
+        let mut response = Response::new(WireBody::new(connection, lease, framing, reusable));
+        *response.status_mut() = status;
+        *response.version_mut() = head.version;
+        *response.headers_mut() = headers;
+        response.body_mut().take_buffered();
+        return Ok(response);
+    }
+}
+
+struct Head {
+    status: StatusCode,
+    version: Version,
+    /// Byte ranges of each header's name and value within the head.
+    headers: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+}
+
+/// Parses a complete head at the start of `buf`: `None` while it is incomplete.
+fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, WireError> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut slots);
+    let length = match response.parse(buf) {
+        Ok(httparse::Status::Complete(length)) => length,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(WireError::Malformed("too many headers")),
+        Err(_) => return Err(WireError::Malformed("invalid status line or header")),
+    };
+    let status = response
+        .code
+        .and_then(|code| StatusCode::from_u16(code).ok())
+        .ok_or(WireError::Malformed("invalid status code"))?;
+    let version = match response.version {
+        Some(1) => Version::HTTP_11,
+        _ => Version::HTTP_10,
+    };
+    let base = buf.as_ptr() as usize;
+    let range = |part: &[u8]| {
+        let start = part.as_ptr() as usize - base;
+        start..start + part.len()
+    };
+    let headers = response
+        .headers
+        .iter()
+        .map(|h| (range(h.name.as_bytes()), range(h.value)))
+        .collect();
+    Ok(Some((
+        Head {
+            status,
+            version,
+            headers,
+        },
+        length,
+    )))
+}
+
+/// The body's framing, and whether the connection can carry another request after it.
+fn framing(method: &Method, status: StatusCode, headers: &HeaderMap) -> Result<(Framing, bool), WireError> {
+    if *method == Method::HEAD || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Ok((Framing::Length(0), true));
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        let last = headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .rfind(|coding| !coding.is_empty());
+        // With Content-Length beside it, the message may be an attempt at smuggling:
+        // read it by Transfer-Encoding, then close (RFC 9112 §6.3).
+        let alone = !headers.contains_key(header::CONTENT_LENGTH);
+        return Ok(match last {
+            Some(coding) if coding.eq_ignore_ascii_case(b"chunked") => (Framing::Chunked, alone),
+            _ => (Framing::UntilClose, false),
+        });
+    }
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for part in value.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            let parsed = std::str::from_utf8(part)
+                .ok()
+                .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|p| p.parse::<u64>().ok())
+                .ok_or(WireError::Malformed("invalid Content-Length"))?;
+            if length.is_some_and(|l| l != parsed) {
+                return Err(WireError::Malformed("conflicting Content-Length values"));
+            }
+            length = Some(parsed);
+        }
+    }
+    Ok(match length {
+        Some(length) => (Framing::Length(length), true),
+        None => (Framing::UntilClose, false),
+    })
+}
+
+fn has_token(headers: &HeaderMap, name: &HeaderName, token: &[u8]) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// Where the chunked decoder is.
+#[derive(Debug, Clone, Copy)]
+enum Chunk {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailers,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Bytes still to come, and bytes already read that belong to the body.
+    Length(u64),
+    Chunked(Chunk),
+    UntilClose,
+    Done,
+}
+
+/// A response body read from the upstream connection by whoever polls it; when it ends
+/// cleanly the connection goes back to the pool.
+#[derive(Debug)]
+pub struct WireBody {
+    connection: Option<Connection>,
+    lease: Option<Lease>,
+    reusable: bool,
+    state: State,
+    /// Body bytes already taken off the connection's buffer, handed out first.
+    buffered: Option<Bytes>,
+}
+
+impl WireBody {
+    fn new(connection: Connection, lease: Lease, framing: Framing, reusable: bool) -> Self {
+        let state = match framing {
+            Framing::Length(length) => State::Length(length),
+            Framing::Chunked => State::Chunked(Chunk::Size),
+            Framing::UntilClose => State::UntilClose,
+        };
+        Self {
+            connection: Some(connection),
+            lease: Some(lease),
+            reusable,
+            state,
+            buffered: None,
+        }
+    }
+
+    /// A body of known length that has already arrived in full is taken now and the
+    /// connection given back at once, before the response even reaches the client.
+    fn take_buffered(&mut self) {
+        let State::Length(length) = self.state else {
+            return;
+        };
+        let Some(connection) = &mut self.connection else {
+            return;
+        };
+        if (connection.buf.len() as u64) < length {
+            return;
+        }
+        let length = usize::try_from(length).expect("fits: no more than the buffer");
+        if length > 0 {
+            self.buffered = Some(connection.buf.split_to(length).freeze());
+        }
+        self.state = State::Length(0);
+        self.finish();
+    }
+
+    /// The body is complete: the connection is reused if nothing odd happened.
+    fn finish(&mut self) {
+        self.state = State::Done;
+        if let (Some(connection), Some(lease)) = (self.connection.take(), self.lease.take()) {
+            if self.reusable && connection.buf.is_empty() {
+                lease.give_back(connection);
+            }
+        }
+    }
+
+    fn fail(&mut self, error: WireError) -> Poll<Option<Result<Frame<Bytes>, WireError>>> {
+        self.state = State::Done;
+        self.connection = None;
+        Poll::Ready(Some(Err(error)))
+    }
+}
+
+impl Body for WireBody {
+    type Data = Bytes;
+    type Error = WireError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, WireError>>> {
+        let this = &mut *self;
+        if let Some(data) = this.buffered.take() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        loop {
+            let Some(connection) = this.connection.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match this.state {
+                State::Done => return Poll::Ready(None),
+                State::Length(0) => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                State::Length(left) | State::Chunked(Chunk::Data(left)) if !connection.buf.is_empty() => {
+                    let take = usize::try_from(left)
+                        .unwrap_or(usize::MAX)
+                        .min(connection.buf.len());
+                    let data = connection.buf.split_to(take).freeze();
+                    let left = left - take as u64;
+                    this.state = match this.state {
+                        State::Length(_) => State::Length(left),
+                        _ if left == 0 => State::Chunked(Chunk::DataEnd),
+                        _ => State::Chunked(Chunk::Data(left)),
+                    };
+                    if matches!(this.state, State::Length(0)) {
+                        // hyper stops polling once the body says it has ended.
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                State::UntilClose if !connection.buf.is_empty() => {
+                    let data = connection.buf.split().freeze();
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                State::Chunked(Chunk::Size) => match httparse::parse_chunk_size(&connection.buf) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        connection.buf.advance(used);
+                        this.state = State::Chunked(if size == 0 {
+                            Chunk::Trailers
+                        } else {
+                            Chunk::Data(size)
+                        });
+                        continue;
+                    }
+                    Ok(httparse::Status::Partial) if connection.buf.len() <= MAX_CHUNK_LINE => {}
+                    _ => return this.fail(WireError::Malformed("invalid chunk size line")),
+                },
+                State::Chunked(Chunk::DataEnd) if connection.buf.len() >= 2 => {
+                    if &connection.buf[..2] != b"\r\n" {
+                        return this.fail(WireError::Malformed("chunk data not followed by CRLF"));
+                    }
+                    connection.buf.advance(2);
+                    this.state = State::Chunked(Chunk::Size);
+                    continue;
+                }
+                State::Chunked(Chunk::Trailers) => {
+                    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                    match httparse::parse_headers(&connection.buf, &mut slots) {
+                        Ok(httparse::Status::Complete((used, fields))) => {
+                            let mut trailers = HeaderMap::new();
+                            for field in fields {
+                                let name = HeaderName::from_bytes(field.name.as_bytes());
+                                let value = HeaderValue::from_bytes(field.value);
+                                if let (Ok(name), Ok(value)) = (name, value) {
+                                    trailers.append(name, value);
+                                }
+                            }
+                            connection.buf.advance(used);
+                            this.finish();
+                            if trailers.is_empty() {
+                                return Poll::Ready(None);
+                            }
+                            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                        }
+                        Ok(httparse::Status::Partial) if connection.buf.len() <= MAX_HEAD => {}
+                        _ => return this.fail(WireError::Malformed("invalid trailer section")),
+                    }
+                }
+                _ => {}
+            }
+            // More bytes are needed.
+            let connection = this.connection.as_mut().expect("checked above");
+            match ready!(connection.poll_read_more(cx)) {
+                Ok(0) if matches!(this.state, State::UntilClose) => {
+                    this.state = State::Done;
+                    this.connection = None;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => return this.fail(WireError::Closed { partial: true }),
+                Ok(_) => {}
+                Err(error) => return this.fail(error.into()),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.buffered.is_none() && matches!(self.state, State::Done | State::Length(0))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let buffered = self.buffered.as_ref().map_or(0, |b| b.len() as u64);
+        match self.state {
+            State::Length(left) => SizeHint::with_exact(left + buffered),
+            State::Done => SizeHint::with_exact(buffered),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(text: &str) -> (Head, usize) {
+        parse_head(text.as_bytes()).unwrap().unwrap()
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(n, v)| {
+                (
+                    HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn heads_parse_only_when_complete() {
+        assert!(parse_head(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n")
+            .unwrap()
+            .is_none());
+        let (parsed, length) = head("HTTP/1.1 204 No Content\r\nx-a: 1\r\n\r\nrest");
+        assert_eq!(parsed.status, StatusCode::NO_CONTENT);
+        assert_eq!(length, "HTTP/1.1 204 No Content\r\nx-a: 1\r\n\r\n".len());
+        assert_eq!(parsed.headers.len(), 1);
+        assert!(parse_head(b"HTTP/1.1 2000 OK\r\n\r\n").is_err());
+        assert!(parse_head(b"NOT HTTP\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let get = Method::GET;
+        let ok = StatusCode::OK;
+        assert_eq!(
+            framing(&get, ok, &headers(&[("content-length", "5")])).unwrap(),
+            (Framing::Length(5), true)
+        );
+        assert_eq!(
+            framing(&get, ok, &headers(&[("content-length", "5, 5")])).unwrap(),
+            (Framing::Length(5), true)
+        );
+        assert!(framing(
+            &get,
+            ok,
+            &headers(&[("content-length", "5"), ("content-length", "6")])
+        )
+        .is_err());
+        assert!(framing(&get, ok, &headers(&[("content-length", "+5")])).is_err());
+        assert_eq!(
+            framing(&get, ok, &headers(&[("transfer-encoding", "gzip, chunked")])).unwrap(),
+            (Framing::Chunked, true)
+        );
+        assert_eq!(
+            framing(
+                &get,
+                ok,
+                &headers(&[("transfer-encoding", "chunked"), ("content-length", "3")])
+            )
+            .unwrap(),
+            (Framing::Chunked, false),
+            "CL beside TE: read by TE, then close"
+        );
+        assert_eq!(
+            framing(&get, ok, &headers(&[("transfer-encoding", "gzip")])).unwrap(),
+            (Framing::UntilClose, false)
+        );
+        assert_eq!(
+            framing(&get, ok, &headers(&[])).unwrap(),
+            (Framing::UntilClose, false)
+        );
+        assert_eq!(
+            framing(&Method::HEAD, ok, &headers(&[("content-length", "5")])).unwrap(),
+            (Framing::Length(0), true)
+        );
+        assert_eq!(
+            framing(&get, StatusCode::NOT_MODIFIED, &headers(&[])).unwrap(),
+            (Framing::Length(0), true)
+        );
+    }
+
+    #[test]
+    fn requests_carry_their_own_length() {
+        let mut request = Request::new(());
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = "http://upstream:8080/a?b=1".parse().unwrap();
+        request
+            .headers_mut()
+            .insert("content-length", HeaderValue::from_static("999"));
+        request.headers_mut().insert("x-y", HeaderValue::from_static("z"));
+        let text = String::from_utf8(encode_request(&request, b"hello")).unwrap();
+        assert_eq!(
+            text,
+            "POST /a?b=1 HTTP/1.1\r\nx-y: z\r\ncontent-length: 5\r\n\r\nhello"
+        );
+        let get = Request::new(());
+        assert_eq!(
+            String::from_utf8(encode_request(&get, b"")).unwrap(),
+            "GET / HTTP/1.1\r\n\r\n"
+        );
+    }
+}

@@ -1,0 +1,283 @@
+//! The in-task HTTP/1.1 exchange with plain-HTTP upstreams (src/proxy/http1.rs), against
+//! a raw TCP upstream that answers with exactly the bytes each test scripts: framings
+//! hyper's servers would never send, connection reuse, and upstreams that close.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// One scripted answer: the raw bytes, and whether to close the connection after them.
+type Script = Arc<dyn Fn(usize) -> (Vec<u8>, bool) + Send + Sync>;
+
+/// A raw upstream: what it was asked, and how many connections it accepted.
+struct Raw {
+    url: String,
+    requests: Arc<Mutex<Vec<String>>>,
+    connections: Arc<Mutex<usize>>,
+}
+
+/// Starts an upstream answering the n-th request (counted over all connections) with
+/// `script(n)`.
+async fn raw_upstream(script: Script) -> Raw {
+    let listener = support::local_listener().await;
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let connections = Arc::new(Mutex::new(0));
+    let (seen, accepted) = (requests.clone(), connections.clone());
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            *accepted.lock().unwrap() += 1;
+            tokio::spawn(serve_raw(stream, seen.clone(), script.clone()));
+        }
+    });
+    Raw {
+        url,
+        requests,
+        connections,
+    }
+}
+
+async fn serve_raw(mut stream: TcpStream, seen: Arc<Mutex<Vec<String>>>, script: Script) {
+    let mut buf = Vec::new();
+    loop {
+        // One request: the head, then a Content-Length body.
+        let head_end = loop {
+            if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        while buf.len() < head_end + length {
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let request = String::from_utf8_lossy(&buf[..head_end + length]).into_owned();
+        buf.drain(..head_end + length);
+        let index = {
+            let mut seen = seen.lock().unwrap();
+            seen.push(request);
+            seen.len() - 1
+        };
+        let (answer, close) = script(index);
+        if stream.write_all(&answer).await.is_err() || close {
+            return;
+        }
+    }
+}
+
+async fn proxy_to(upstream: &Raw) -> (support::Issued, support::Proxy) {
+    let issued = support::issuer().await;
+    let proxy = support::proxy(&issued, &upstream.url, &[]).await;
+    (issued, proxy)
+}
+
+fn fixed(answer: &'static str) -> Script {
+    Arc::new(move |_| (answer.as_bytes().to_vec(), false))
+}
+
+#[tokio::test]
+async fn requests_reuse_one_connection_and_carry_the_bearer_and_their_length() {
+    let upstream = raw_upstream(fixed("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")).await;
+    let (_issued, proxy) = proxy_to(&upstream).await;
+    for _ in 0..5 {
+        let answer = support::get(proxy.addr, "/a?b=1").await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.body, "ok");
+    }
+    let answer = support::send(
+        Request::post(format!("http://{}/post", proxy.addr))
+            .body(Full::new(Bytes::from_static(b"hello")))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(answer.body, "ok");
+    assert_eq!(
+        *upstream.connections.lock().unwrap(),
+        1,
+        "one kept-alive connection"
+    );
+    let requests = upstream.requests.lock().unwrap();
+    assert!(
+        requests[0].starts_with("GET /a?b=1 HTTP/1.1\r\n"),
+        "{}",
+        requests[0]
+    );
+    assert!(
+        requests[0].contains("\r\nauthorization: Bearer "),
+        "{}",
+        requests[0]
+    );
+    assert!(
+        requests[5].starts_with("POST /post HTTP/1.1\r\n"),
+        "{}",
+        requests[5]
+    );
+    assert!(
+        requests[5].contains("\r\ncontent-length: 5\r\n"),
+        "{}",
+        requests[5]
+    );
+    assert!(requests[5].ends_with("\r\n\r\nhello"), "{}", requests[5]);
+}
+
+#[tokio::test]
+async fn chunked_responses_are_decoded_with_their_trailers() {
+    let upstream = raw_upstream(fixed(
+        "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-checksum\r\n\r\n\
+         5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nx-checksum: 42\r\n\r\n",
+    ))
+    .await;
+    let (_issued, proxy) = proxy_to(&upstream).await;
+    // A client that asks for trailers gets them; the body is reassembled either way.
+    for _ in 0..3 {
+        let response = support::client()
+            .request(
+                Request::get(format!("http://{}/", proxy.addr))
+                    .header("te", "trailers")
+                    .body(Full::default())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let collected = response.into_body().collect().await.unwrap();
+        assert_eq!(
+            collected.trailers().map(|t| t["x-checksum"].clone()).unwrap(),
+            "42"
+        );
+        assert_eq!(collected.to_bytes(), "hello, world");
+    }
+    assert_eq!(
+        *upstream.connections.lock().unwrap(),
+        1,
+        "chunked responses keep the connection"
+    );
+}
+
+#[tokio::test]
+async fn interim_responses_are_skipped_and_close_delimited_bodies_read_to_the_end() {
+    let upstream = raw_upstream(Arc::new(|_| {
+        (
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n\
+              HTTP/1.1 200 OK\r\nx-kind: close-delimited\r\n\r\nall of this, until the close"
+                .to_vec(),
+            true,
+        )
+    }))
+    .await;
+    let (_issued, proxy) = proxy_to(&upstream).await;
+    for _ in 0..2 {
+        let answer = support::get(proxy.addr, "/").await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.headers["x-kind"], "close-delimited");
+        assert_eq!(answer.body, "all of this, until the close");
+    }
+    assert_eq!(
+        *upstream.connections.lock().unwrap(),
+        2,
+        "a close-delimited body ends its connection"
+    );
+}
+
+#[tokio::test]
+async fn a_body_split_across_reads_arrives_whole() {
+    let upstream = raw_upstream(Arc::new(|_| {
+        let body = "x".repeat(300_000);
+        (
+            format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len()).into_bytes(),
+            false,
+        )
+    }))
+    .await;
+    let (_issued, proxy) = proxy_to(&upstream).await;
+    for _ in 0..2 {
+        let answer = support::get(proxy.addr, "/big").await;
+        assert_eq!(answer.headers["content-length"], "300000");
+        assert_eq!(answer.body.len(), 300_000);
+    }
+    assert_eq!(*upstream.connections.lock().unwrap(), 1);
+}
+
+#[tokio::test]
+async fn an_upstream_that_closes_idle_connections_costs_no_request() {
+    // Answers as if keeping the connection, then closes it: the proxy's next request
+    // finds it closed and must go out on a new connection, unseen by the client.
+    let upstream = raw_upstream(Arc::new(|_| {
+        (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(), true)
+    }))
+    .await;
+    let (_issued, proxy) = proxy_to(&upstream).await;
+    for _ in 0..4 {
+        let answer = support::get(proxy.addr, "/").await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.body, "ok");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(*upstream.connections.lock().unwrap(), 4);
+}
+
+#[tokio::test]
+async fn malformed_responses_become_502_and_are_never_reused() {
+    let upstream = raw_upstream(Arc::new(|n| match n {
+        0 => (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok".to_vec(),
+            false,
+        ),
+        1 => (b"HTTP/1.1 2OO OK\r\n\r\n".to_vec(), false),
+        _ => (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(), false),
+    }))
+    .await;
+    let (_issued, proxy) = proxy_to(&upstream).await;
+    for _ in 0..2 {
+        let answer = support::get(proxy.addr, "/").await;
+        assert_eq!(answer.status, 502, "{:?}", answer.body);
+        assert!(answer.headers["proxy-status"]
+            .to_str()
+            .unwrap()
+            .contains("mintproxy"));
+    }
+    assert_eq!(support::get(proxy.addr, "/").await.body, "ok");
+    assert_eq!(
+        *upstream.connections.lock().unwrap(),
+        3,
+        "a connection that answered badly is dropped"
+    );
+}
+
+#[tokio::test]
+async fn head_responses_have_no_body_and_keep_the_connection() {
+    let upstream = raw_upstream(fixed("HTTP/1.1 200 OK\r\ncontent-length: 1234\r\n\r\n")).await;
+    let (_issued, proxy) = proxy_to(&upstream).await;
+    for _ in 0..3 {
+        let answer = support::send(
+            Request::head(format!("http://{}/", proxy.addr))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.headers["content-length"], "1234");
+        assert!(answer.body.is_empty());
+    }
+    assert_eq!(*upstream.connections.lock().unwrap(), 1);
+}
