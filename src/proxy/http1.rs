@@ -146,9 +146,12 @@ struct Head {
 
 /// Parses a complete head at the start of `buf`: `None` while it is incomplete.
 fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, WireError> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut slots);
-    let length = match response.parse(buf) {
+    // Uninitialized slots: zeroing a hundred of them would cost more than the parse.
+    let mut slots = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let parsed =
+        httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut response, buf, &mut slots);
+    let length = match parsed {
         Ok(httparse::Status::Complete(length)) => length,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(WireError::Malformed("too many headers")),

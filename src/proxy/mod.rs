@@ -262,7 +262,8 @@ impl Proxy {
         request
             .headers_mut()
             .insert(header::AUTHORIZATION, token.header().clone());
-        let sent = self.client.request(request, http2);
+        // Boxed: the timeout would otherwise copy this large future into itself.
+        let sent = Box::pin(self.client.request(request, http2));
         match tokio::time::timeout(self.limits.upstream_timeout, sent).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(error)) if body_over_limit(&*error) => Err(ProxyError::BodyTooLarge(
