@@ -13,8 +13,9 @@ use http_body_util::{BodyExt, Full};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// One scripted answer: the raw bytes, and whether to close the connection after them.
-type Script = Arc<dyn Fn(usize) -> (Vec<u8>, bool) + Send + Sync>;
+/// One scripted answer to the n-th request: the raw bytes, and whether to close the
+/// connection after them.
+type Script = Arc<dyn Fn(usize, &str) -> (Vec<u8>, bool) + Send + Sync>;
 
 /// A raw upstream: what it was asked, and how many connections it accepted.
 struct Raw {
@@ -71,14 +72,18 @@ async fn serve_raw(mut stream: TcpStream, seen: Arc<Mutex<Vec<String>>>, script:
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
         }
-        let request = String::from_utf8_lossy(&buf[..head_end + length]).into_owned();
+        let request_text = String::from_utf8_lossy(&buf[..head_end + length]).into_owned();
         buf.drain(..head_end + length);
         let index = {
             let mut seen = seen.lock().unwrap();
-            seen.push(request);
+            seen.push(request_text.clone());
             seen.len() - 1
         };
-        let (answer, close) = script(index);
+        if request_text.starts_with("GET /slow") {
+            // Keeps this connection busy, so concurrent requests open more.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let (answer, close) = script(index, &request_text);
         if stream.write_all(&answer).await.is_err() || close {
             return;
         }
@@ -92,7 +97,7 @@ async fn proxy_to(upstream: &Raw) -> (support::Issued, support::Proxy) {
 }
 
 fn fixed(answer: &'static str) -> Script {
-    Arc::new(move |_| (answer.as_bytes().to_vec(), false))
+    Arc::new(move |_, _| (answer.as_bytes().to_vec(), false))
 }
 
 #[tokio::test]
@@ -176,7 +181,7 @@ async fn chunked_responses_are_decoded_with_their_trailers() {
 
 #[tokio::test]
 async fn interim_responses_are_skipped_and_close_delimited_bodies_read_to_the_end() {
-    let upstream = raw_upstream(Arc::new(|_| {
+    let upstream = raw_upstream(Arc::new(|_, _| {
         (
             b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n\
               HTTP/1.1 200 OK\r\nx-kind: close-delimited\r\n\r\nall of this, until the close"
@@ -201,7 +206,7 @@ async fn interim_responses_are_skipped_and_close_delimited_bodies_read_to_the_en
 
 #[tokio::test]
 async fn a_body_split_across_reads_arrives_whole() {
-    let upstream = raw_upstream(Arc::new(|_| {
+    let upstream = raw_upstream(Arc::new(|_, _| {
         let body = "x".repeat(300_000);
         (
             format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len()).into_bytes(),
@@ -222,7 +227,7 @@ async fn a_body_split_across_reads_arrives_whole() {
 async fn an_upstream_that_closes_idle_connections_costs_no_request() {
     // Answers as if keeping the connection, then closes it: the proxy's next request
     // finds it closed and must go out on a new connection, unseen by the client.
-    let upstream = raw_upstream(Arc::new(|_| {
+    let upstream = raw_upstream(Arc::new(|_, _| {
         (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(), true)
     }))
     .await;
@@ -238,7 +243,7 @@ async fn an_upstream_that_closes_idle_connections_costs_no_request() {
 
 #[tokio::test]
 async fn malformed_responses_become_502_and_are_never_reused() {
-    let upstream = raw_upstream(Arc::new(|n| match n {
+    let upstream = raw_upstream(Arc::new(|n, _| match n {
         0 => (
             b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok".to_vec(),
             false,
@@ -280,4 +285,55 @@ async fn head_responses_have_no_body_and_keep_the_connection() {
         assert!(answer.body.is_empty());
     }
     assert_eq!(*upstream.connections.lock().unwrap(), 1);
+}
+
+#[tokio::test]
+async fn transfer_encoding_beside_content_length_is_read_by_chunks_and_never_reused() {
+    let upstream = raw_upstream(fixed(
+        "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    ))
+    .await;
+    let (_issued, proxy) = proxy_to(&upstream).await;
+    for _ in 0..2 {
+        let answer = support::get(proxy.addr, "/").await;
+        assert_eq!(answer.body, "hello", "not cut to the Content-Length");
+        assert!(!answer.headers.contains_key("content-length"));
+    }
+    assert_eq!(
+        *upstream.connections.lock().unwrap(),
+        2,
+        "a possible smuggling attempt ends its connection"
+    );
+}
+
+#[tokio::test]
+async fn a_request_that_drops_the_upstream_connection_is_sent_at_most_twice() {
+    // `/kill` makes the upstream close the connection without an answer.
+    let upstream = raw_upstream(Arc::new(|_, request| {
+        if request.starts_with("GET /kill") {
+            (Vec::new(), true)
+        } else {
+            (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(), false)
+        }
+    }))
+    .await;
+    let (_issued, proxy) = proxy_to(&upstream).await;
+    // Four slow requests at once leave four kept-alive connections in the pool.
+    let slow = || support::get(proxy.addr, "/slow");
+    let answers = tokio::join!(slow(), slow(), slow(), slow());
+    assert_eq!(answers.0.body, "ok");
+    assert_eq!(*upstream.connections.lock().unwrap(), 4);
+    let answer = support::get(proxy.addr, "/kill").await;
+    assert_eq!(answer.status, 502, "{:?}", answer.body);
+    let tries = upstream
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.starts_with("GET /kill"))
+        .count();
+    assert_eq!(
+        tries, 2,
+        "once on a kept-alive connection, once more on a fresh one"
+    );
 }

@@ -35,16 +35,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         return;
     }
     present.extend(tokens(headers, &header::CONNECTION).filter_map(|name| HeaderName::from_bytes(name).ok()));
+    // Read before removing: HTTP/1.1 senders list `TE` in `Connection` (RFC 9110 §10.1.4).
+    let wants_trailers =
+        has_te && tokens(headers, &header::TE).any(|coding| coding.eq_ignore_ascii_case(b"trailers"));
     for name in &present {
         headers.remove(name);
     }
-    if has_te {
-        let wants_trailers =
-            tokens(headers, &header::TE).any(|coding| coding.eq_ignore_ascii_case(b"trailers"));
-        headers.remove(header::TE);
-        if wants_trailers {
-            headers.insert(header::TE, HeaderValue::from_static("trailers"));
-        }
+    headers.remove(header::TE);
+    if wants_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
 }
 
@@ -160,6 +159,13 @@ mod tests {
             upgrade_requested(&headers(&[("upgrade", "websocket")])).is_none(),
             "needs Connection: upgrade"
         );
+    }
+
+    #[test]
+    fn te_trailers_survives_being_named_in_connection() {
+        let mut map = headers(&[("connection", "TE"), ("te", "trailers")]);
+        strip_hop_by_hop(&mut map);
+        assert_eq!(map["te"], "trailers");
     }
 
     #[test]

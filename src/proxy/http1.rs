@@ -53,7 +53,10 @@ pub fn encode_request(request: &Request<()>, body: &[u8]) -> Vec<u8> {
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in request.headers() {
-        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+        // Framing is ours; and the body is already in hand, so the client's
+        // `Expect: 100-continue` was answered by this proxy and must not invite the
+        // upstream to answer before reading the body.
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING || name == header::EXPECT {
             continue;
         }
         out.extend_from_slice(name.as_str().as_bytes());
@@ -72,6 +75,11 @@ pub fn encode_request(request: &Request<()>, body: &[u8]) -> Vec<u8> {
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body);
     out
+}
+
+fn is_reset(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+    matches!(error.kind(), ConnectionReset | ConnectionAborted | BrokenPipe)
 }
 
 /// Writes the serialized request on `connection`.
@@ -104,8 +112,12 @@ pub async fn read_response(
                 return Err(WireError::Malformed("response head too large"));
             }
             let partial = !connection.buf.is_empty();
-            if connection.read_more().await? == 0 {
-                return Err(WireError::Closed { partial });
+            match connection.read_more().await {
+                Ok(0) => return Err(WireError::Closed { partial }),
+                Ok(_) => {}
+                // A reset before any byte of a response is the same news as a close.
+                Err(error) if !partial && is_reset(&error) => return Err(WireError::Closed { partial }),
+                Err(error) => return Err(error.into()),
             }
         };
         let head_bytes = connection.buf.split_to(length).freeze();
@@ -359,6 +371,12 @@ impl Body for WireBody {
                     let data = connection.buf.split().freeze();
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
+                // httparse would take a line without digits as the last chunk; hyper refuses it.
+                State::Chunked(Chunk::Size)
+                    if connection.buf.first().is_some_and(|b| !b.is_ascii_hexdigit()) =>
+                {
+                    return this.fail(WireError::Malformed("invalid chunk size line"));
+                }
                 State::Chunked(Chunk::Size) => match httparse::parse_chunk_size(&connection.buf) {
                     Ok(httparse::Status::Complete((used, size))) => {
                         connection.buf.advance(used);
@@ -527,6 +545,9 @@ mod tests {
             .headers_mut()
             .insert("content-length", HeaderValue::from_static("999"));
         request.headers_mut().insert("x-y", HeaderValue::from_static("z"));
+        request
+            .headers_mut()
+            .insert("expect", HeaderValue::from_static("100-continue"));
         let text = String::from_utf8(encode_request(&request, b"hello")).unwrap();
         assert_eq!(
             text,

@@ -301,6 +301,11 @@ fn respond(
     client_host: Option<&HeaderValue>,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
+    if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+        // The body was read by Transfer-Encoding; a Content-Length beside it is wrong and
+        // would make hyper cut the body for the client (RFC 9112 §6.3).
+        parts.headers.remove(header::CONTENT_LENGTH);
+    }
     headers::strip_hop_by_hop(&mut parts.headers);
     if let (Some(location), Some(host)) = (parts.headers.get(header::LOCATION), client_host) {
         let prefix = if route.strip_prefix {

@@ -106,20 +106,23 @@ impl Lease {
             .iter()
             .take_while(|c| now.duration_since(c.since) >= IDLE_TIMEOUT)
             .count();
-        idle.drain(..expired);
+        // Closed after the lock is released.
+        let dead: Vec<Idle> = idle.drain(..expired).collect();
         if idle.len() < MAX_IDLE_PER_UPSTREAM {
             idle.push(Idle {
                 connection,
                 since: now,
             });
         }
+        drop(upstreams);
+        drop(dead);
     }
 }
 
 impl Http1Pool {
     /// Sends `request` (absolute `http` URI, a buffered `body`) over a kept-alive
     /// connection, or a new one. When a reused connection turns out to be closed before
-    /// any of the response arrived, the request goes once more on a fresh connection, if
+    /// any of the response arrived, the request goes once more, on a fresh connection, if
     /// it was never written or is idempotent.
     pub async fn send(
         self: &Arc<Self>,
@@ -133,29 +136,34 @@ impl Http1Pool {
             .expect("upstream URIs always carry an authority");
         let wire = http1::encode_request(&request, &body);
         let method = request.method();
+        let mut may_retry = true;
         loop {
-            let (mut connection, reused) = match self.checkout(&authority) {
+            let pooled = if may_retry {
+                self.checkout(&authority)
+            } else {
+                None
+            };
+            let (mut connection, reused) = match pooled {
                 Some(connection) => (connection, true),
                 // Boxed: connecting is rare, and its future would make every send larger.
                 None => (Box::pin(connect(&authority)).await?, false),
             };
+            let retry = reused && may_retry;
+            may_retry = false;
             let lease = Lease {
                 pool: Arc::clone(self),
                 authority: authority.clone(),
             };
-            let sent = http1::write_request(&mut connection, &wire).await;
-            let result = match sent {
+            let result = match http1::write_request(&mut connection, &wire).await {
                 Ok(()) => http1::read_response(connection, lease, method).await,
-                Err(error) if reused => {
+                Err(error) if retry => {
                     tracing::debug!(%error, "kept-alive upstream connection failed; sending on a new one");
                     continue;
                 }
                 Err(error) => Err(error),
             };
             match result {
-                Err(WireError::Closed { partial: false } | WireError::Io(_))
-                    if reused && idempotent(method) =>
-                {
+                Err(WireError::Closed { partial: false }) if retry && idempotent(method) => {
                     tracing::debug!("kept-alive upstream connection closed; sending on a new one");
                 }
                 result => return Ok(result?),
@@ -163,16 +171,25 @@ impl Http1Pool {
         }
     }
 
-    /// The most recently used connection that is still open and not expired.
+    /// The most recently used connection that is still open and not expired. Those found
+    /// closed are dropped after the lock is released.
     fn checkout(&self, authority: &Authority) -> Option<Connection> {
-        let mut upstreams = self.upstreams.lock().unwrap_or_else(PoisonError::into_inner);
-        let idle = &mut upstreams.iter_mut().find(|(a, _)| a == authority)?.1;
-        while let Some(candidate) = idle.pop() {
-            if candidate.since.elapsed() < IDLE_TIMEOUT && !candidate.connection.went_stale() {
-                return Some(candidate.connection);
+        let mut dead = Vec::new();
+        let found = {
+            let mut upstreams = self.upstreams.lock().unwrap_or_else(PoisonError::into_inner);
+            let idle = &mut upstreams.iter_mut().find(|(a, _)| a == authority)?.1;
+            loop {
+                match idle.pop() {
+                    Some(c) if c.since.elapsed() < IDLE_TIMEOUT && !c.connection.went_stale() => {
+                        break Some(c.connection)
+                    }
+                    Some(c) => dead.push(c),
+                    None => break None,
+                }
             }
-        }
-        None
+        };
+        drop(dead);
+        found
     }
 }
 
