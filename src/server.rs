@@ -223,11 +223,10 @@ pub async fn serve(
                 request.extensions_mut().insert(ArrivedOverTls);
             }
             let session = Arc::clone(&session);
-            // Boxed: hyper moves the service future around, and this one is large.
-            Box::pin(async move {
+            async move {
                 let (proxy, peer) = &*session;
                 Ok::<_, Infallible>(proxy.handle(request, peer).await)
-            })
+            }
         });
         let builder = builder.clone();
         let watcher = graceful.watcher();
