@@ -10,7 +10,7 @@
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::{Body, Frame, SizeHint};
@@ -254,13 +254,188 @@ enum Chunk {
     Trailers,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 enum State {
-    /// Bytes still to come, and bytes already read that belong to the body.
+    /// Bytes still to come.
     Length(u64),
     Chunked(Chunk),
     UntilClose,
     Done,
+}
+
+/// What the decoder made of the bytes it was given.
+#[derive(Debug)]
+pub enum Step {
+    /// Body bytes.
+    Data(Bytes),
+    /// The trailer section that ended a chunked body.
+    Trailers(HeaderMap),
+    /// The body is complete.
+    End,
+    /// Nothing more until more bytes arrive.
+    NeedMore,
+}
+
+/// Takes a response body off the front of a buffer by its framing: pure, no I/O, so the
+/// body reader and the fuzz target share it.
+#[derive(Debug)]
+pub struct Decoder {
+    state: State,
+}
+
+impl Decoder {
+    fn new(framing: Framing) -> Self {
+        let state = match framing {
+            Framing::Length(length) => State::Length(length),
+            Framing::Chunked => State::Chunked(Chunk::Size),
+            Framing::UntilClose => State::UntilClose,
+        };
+        Self { state }
+    }
+
+    /// The next step; body bytes are split off `buf`, framing bytes consumed.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Step, WireError> {
+        loop {
+            match self.state {
+                State::Done => return Ok(Step::End),
+                State::Length(0) => {
+                    self.state = State::Done;
+                    return Ok(Step::End);
+                }
+                State::Length(left) | State::Chunked(Chunk::Data(left)) if !buf.is_empty() => {
+                    let take = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+                    let left = left - take as u64;
+                    self.state = match self.state {
+                        State::Length(_) => State::Length(left),
+                        _ if left == 0 => State::Chunked(Chunk::DataEnd),
+                        _ => State::Chunked(Chunk::Data(left)),
+                    };
+                    return Ok(Step::Data(buf.split_to(take).freeze()));
+                }
+                State::UntilClose if !buf.is_empty() => return Ok(Step::Data(buf.split().freeze())),
+                // httparse would take a line without digits as the last chunk; hyper refuses it.
+                State::Chunked(Chunk::Size) if buf.first().is_some_and(|b| !b.is_ascii_hexdigit()) => {
+                    return Err(WireError::Malformed("invalid chunk size line"));
+                }
+                State::Chunked(Chunk::Size) => match httparse::parse_chunk_size(buf) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        buf.advance(used);
+                        self.state = State::Chunked(if size == 0 {
+                            Chunk::Trailers
+                        } else {
+                            Chunk::Data(size)
+                        });
+                    }
+                    Ok(httparse::Status::Partial) if buf.len() <= MAX_CHUNK_LINE => {
+                        return Ok(Step::NeedMore)
+                    }
+                    _ => return Err(WireError::Malformed("invalid chunk size line")),
+                },
+                State::Chunked(Chunk::DataEnd) if buf.len() >= 2 => {
+                    if &buf[..2] != b"\r\n" {
+                        return Err(WireError::Malformed("chunk data not followed by CRLF"));
+                    }
+                    buf.advance(2);
+                    self.state = State::Chunked(Chunk::Size);
+                }
+                State::Chunked(Chunk::Trailers) => {
+                    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                    match httparse::parse_headers(buf, &mut slots) {
+                        Ok(httparse::Status::Complete((used, fields))) => {
+                            let mut trailers = HeaderMap::new();
+                            for field in fields {
+                                let name = HeaderName::from_bytes(field.name.as_bytes());
+                                let value = HeaderValue::from_bytes(field.value);
+                                if let (Ok(name), Ok(value)) = (name, value) {
+                                    trailers.append(name, value);
+                                }
+                            }
+                            buf.advance(used);
+                            self.state = State::Done;
+                            return Ok(if trailers.is_empty() {
+                                Step::End
+                            } else {
+                                Step::Trailers(trailers)
+                            });
+                        }
+                        Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => return Ok(Step::NeedMore),
+                        _ => return Err(WireError::Malformed("invalid trailer section")),
+                    }
+                }
+                _ => return Ok(Step::NeedMore),
+            }
+        }
+    }
+
+    /// The peer closed the connection: the end of a close-delimited body, an error for
+    /// any other.
+    pub fn at_close(&mut self) -> Result<(), WireError> {
+        let state = std::mem::replace(&mut self.state, State::Done);
+        match state {
+            State::UntilClose | State::Done | State::Length(0) => Ok(()),
+            _ => Err(WireError::Closed { partial: true }),
+        }
+    }
+
+    /// Whether the body is complete.
+    pub fn is_done(&self) -> bool {
+        matches!(self.state, State::Done | State::Length(0))
+    }
+
+    fn remaining(&self) -> Option<u64> {
+        match self.state {
+            State::Length(left) => Some(left),
+            State::Done => Some(0),
+            _ => None,
+        }
+    }
+}
+
+/// Decodes one whole response held in `bytes`, fed to the decoder `piece` bytes at a
+/// time as if read from a socket that then closed: status and body, or the error. For the
+/// fuzz target and tests.
+#[doc(hidden)]
+pub fn decode_all(bytes: &[u8], method: &Method, piece: usize) -> Result<(StatusCode, Vec<u8>), WireError> {
+    let mut input = bytes.chunks(piece.max(1));
+    let mut buf = BytesMut::new();
+    let (head, length) = loop {
+        if let Some(parsed) = parse_head(&buf)? {
+            break parsed;
+        }
+        match input.next() {
+            Some(piece) => buf.extend_from_slice(piece),
+            None => {
+                return Err(WireError::Closed {
+                    partial: !buf.is_empty(),
+                })
+            }
+        }
+    };
+    let head_bytes = buf.split_to(length).freeze();
+    let mut headers = HeaderMap::new();
+    for (name, value) in &head.headers {
+        let name =
+            HeaderName::from_bytes(&head_bytes[name.clone()]).map_err(|_| WireError::Malformed("name"))?;
+        let value =
+            HeaderValue::from_bytes(&head_bytes[value.clone()]).map_err(|_| WireError::Malformed("value"))?;
+        headers.append(name, value);
+    }
+    let (framing, _) = framing(method, head.status, &headers)?;
+    let mut decoder = Decoder::new(framing);
+    let mut body = Vec::new();
+    loop {
+        match decoder.decode(&mut buf)? {
+            Step::Data(data) => body.extend_from_slice(&data),
+            Step::Trailers(_) | Step::End => return Ok((head.status, body)),
+            Step::NeedMore => match input.next() {
+                Some(piece) => buf.extend_from_slice(piece),
+                None => {
+                    decoder.at_close()?;
+                    return Ok((head.status, body));
+                }
+            },
+        }
+    }
 }
 
 /// A response body read from the upstream connection by whoever polls it; when it ends
@@ -270,23 +445,18 @@ pub struct WireBody {
     connection: Option<Connection>,
     lease: Option<Lease>,
     reusable: bool,
-    state: State,
+    decoder: Decoder,
     /// Body bytes already taken off the connection's buffer, handed out first.
     buffered: Option<Bytes>,
 }
 
 impl WireBody {
     fn new(connection: Connection, lease: Lease, framing: Framing, reusable: bool) -> Self {
-        let state = match framing {
-            Framing::Length(length) => State::Length(length),
-            Framing::Chunked => State::Chunked(Chunk::Size),
-            Framing::UntilClose => State::UntilClose,
-        };
         Self {
             connection: Some(connection),
             lease: Some(lease),
             reusable,
-            state,
+            decoder: Decoder::new(framing),
             buffered: None,
         }
     }
@@ -294,26 +464,24 @@ impl WireBody {
     /// A body of known length that has already arrived in full is taken now and the
     /// connection given back at once, before the response even reaches the client.
     fn take_buffered(&mut self) {
-        let State::Length(length) = self.state else {
-            return;
-        };
         let Some(connection) = &mut self.connection else {
             return;
         };
-        if (connection.buf.len() as u64) < length {
-            return;
+        let complete = self
+            .decoder
+            .remaining()
+            .is_some_and(|left| left <= connection.buf.len() as u64);
+        if complete {
+            if let Ok(Step::Data(data)) = self.decoder.decode(&mut connection.buf) {
+                self.buffered = Some(data);
+            }
+            self.finish();
         }
-        let length = usize::try_from(length).expect("fits: no more than the buffer");
-        if length > 0 {
-            self.buffered = Some(connection.buf.split_to(length).freeze());
-        }
-        self.state = State::Length(0);
-        self.finish();
     }
 
     /// The body is complete: the connection is reused if nothing odd happened.
     fn finish(&mut self) {
-        self.state = State::Done;
+        self.decoder.state = State::Done;
         if let (Some(connection), Some(lease)) = (self.connection.take(), self.lease.take()) {
             if self.reusable && connection.buf.is_empty() {
                 lease.give_back(connection);
@@ -322,7 +490,7 @@ impl WireBody {
     }
 
     fn fail(&mut self, error: WireError) -> Poll<Option<Result<Frame<Bytes>, WireError>>> {
-        self.state = State::Done;
+        self.decoder.state = State::Done;
         self.connection = None;
         Poll::Ready(Some(Err(error)))
     }
@@ -344,94 +512,34 @@ impl Body for WireBody {
             let Some(connection) = this.connection.as_mut() else {
                 return Poll::Ready(None);
             };
-            match this.state {
-                State::Done => return Poll::Ready(None),
-                State::Length(0) => {
-                    this.finish();
-                    return Poll::Ready(None);
-                }
-                State::Length(left) | State::Chunked(Chunk::Data(left)) if !connection.buf.is_empty() => {
-                    let take = usize::try_from(left)
-                        .unwrap_or(usize::MAX)
-                        .min(connection.buf.len());
-                    let data = connection.buf.split_to(take).freeze();
-                    let left = left - take as u64;
-                    this.state = match this.state {
-                        State::Length(_) => State::Length(left),
-                        _ if left == 0 => State::Chunked(Chunk::DataEnd),
-                        _ => State::Chunked(Chunk::Data(left)),
-                    };
-                    if matches!(this.state, State::Length(0)) {
+            match this.decoder.decode(&mut connection.buf) {
+                Ok(Step::Data(data)) => {
+                    if this.decoder.is_done() {
                         // hyper stops polling once the body says it has ended.
                         this.finish();
                     }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                State::UntilClose if !connection.buf.is_empty() => {
-                    let data = connection.buf.split().freeze();
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                Ok(Step::Trailers(trailers)) => {
+                    this.finish();
+                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
                 }
-                // httparse would take a line without digits as the last chunk; hyper refuses it.
-                State::Chunked(Chunk::Size)
-                    if connection.buf.first().is_some_and(|b| !b.is_ascii_hexdigit()) =>
-                {
-                    return this.fail(WireError::Malformed("invalid chunk size line"));
-                }
-                State::Chunked(Chunk::Size) => match httparse::parse_chunk_size(&connection.buf) {
-                    Ok(httparse::Status::Complete((used, size))) => {
-                        connection.buf.advance(used);
-                        this.state = State::Chunked(if size == 0 {
-                            Chunk::Trailers
-                        } else {
-                            Chunk::Data(size)
-                        });
-                        continue;
-                    }
-                    Ok(httparse::Status::Partial) if connection.buf.len() <= MAX_CHUNK_LINE => {}
-                    _ => return this.fail(WireError::Malformed("invalid chunk size line")),
-                },
-                State::Chunked(Chunk::DataEnd) if connection.buf.len() >= 2 => {
-                    if &connection.buf[..2] != b"\r\n" {
-                        return this.fail(WireError::Malformed("chunk data not followed by CRLF"));
-                    }
-                    connection.buf.advance(2);
-                    this.state = State::Chunked(Chunk::Size);
-                    continue;
-                }
-                State::Chunked(Chunk::Trailers) => {
-                    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                    match httparse::parse_headers(&connection.buf, &mut slots) {
-                        Ok(httparse::Status::Complete((used, fields))) => {
-                            let mut trailers = HeaderMap::new();
-                            for field in fields {
-                                let name = HeaderName::from_bytes(field.name.as_bytes());
-                                let value = HeaderValue::from_bytes(field.value);
-                                if let (Ok(name), Ok(value)) = (name, value) {
-                                    trailers.append(name, value);
-                                }
-                            }
-                            connection.buf.advance(used);
-                            this.finish();
-                            if trailers.is_empty() {
-                                return Poll::Ready(None);
-                            }
-                            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
-                        }
-                        Ok(httparse::Status::Partial) if connection.buf.len() <= MAX_HEAD => {}
-                        _ => return this.fail(WireError::Malformed("invalid trailer section")),
-                    }
-                }
-                _ => {}
-            }
-            // More bytes are needed.
-            let connection = this.connection.as_mut().expect("checked above");
-            match ready!(connection.poll_read_more(cx)) {
-                Ok(0) if matches!(this.state, State::UntilClose) => {
-                    this.state = State::Done;
-                    this.connection = None;
+                Ok(Step::End) => {
+                    this.finish();
                     return Poll::Ready(None);
                 }
-                Ok(0) => return this.fail(WireError::Closed { partial: true }),
+                Ok(Step::NeedMore) => {}
+                Err(error) => return this.fail(error),
+            }
+            match ready!(connection.poll_read_more(cx)) {
+                Ok(0) => match this.decoder.at_close() {
+                    // A close-delimited body: the connection ends with it.
+                    Ok(()) => {
+                        this.connection = None;
+                        return Poll::Ready(None);
+                    }
+                    Err(error) => return this.fail(error),
+                },
                 Ok(_) => {}
                 Err(error) => return this.fail(error.into()),
             }
@@ -439,15 +547,14 @@ impl Body for WireBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.buffered.is_none() && matches!(self.state, State::Done | State::Length(0))
+        self.buffered.is_none() && self.decoder.is_done()
     }
 
     fn size_hint(&self) -> SizeHint {
         let buffered = self.buffered.as_ref().map_or(0, |b| b.len() as u64);
-        match self.state {
-            State::Length(left) => SizeHint::with_exact(left + buffered),
-            State::Done => SizeHint::with_exact(buffered),
-            _ => SizeHint::default(),
+        match self.decoder.remaining() {
+            Some(left) => SizeHint::with_exact(left + buffered),
+            None => SizeHint::default(),
         }
     }
 }
@@ -534,6 +641,41 @@ mod tests {
             framing(&get, StatusCode::NOT_MODIFIED, &headers(&[])).unwrap(),
             (Framing::Length(0), true)
         );
+    }
+
+    #[test]
+    fn bodies_decode_by_their_framing_whatever_the_read_sizes() {
+        let get = Method::GET;
+        let chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;a=b\r\nhello\r\n1\r\n!\r\n0\r\nx-t: 1\r\n\r\n";
+        let length = b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nhello!";
+        let close = b"HTTP/1.1 200 OK\r\n\r\nhello!";
+        for piece in [1, 2, 3, 7, 1000] {
+            for response in [&chunked[..], &length[..], &close[..]] {
+                let (status, body) = decode_all(response, &get, piece).unwrap();
+                assert_eq!(
+                    (status, body.as_slice()),
+                    (StatusCode::OK, &b"hello!"[..]),
+                    "piece {piece}"
+                );
+            }
+        }
+        let short = b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nhello!";
+        assert!(matches!(
+            decode_all(short, &get, 4),
+            Err(WireError::Closed { partial: true })
+        ));
+        let unfinished = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhel";
+        assert!(decode_all(unfinished, &get, 4).is_err());
+        let no_digits = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\r\n";
+        assert!(matches!(
+            decode_all(no_digits, &get, 100),
+            Err(WireError::Malformed(_))
+        ));
+        let bad_end = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\nxyz";
+        assert!(matches!(
+            decode_all(bad_end, &get, 100),
+            Err(WireError::Malformed(_))
+        ));
     }
 
     #[test]
