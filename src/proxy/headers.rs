@@ -25,12 +25,15 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names, no hashing: most messages carry none of these, and the
     // rest only `Connection: keep-alive`.
-    let mut present: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| HOP_BY_HOP.contains(name))
-        .cloned()
-        .collect();
-    let has_te = headers.contains_key(header::TE);
+    let mut present: Vec<HeaderName> = Vec::new();
+    let mut has_te = false;
+    for name in headers.keys() {
+        if name == header::TE {
+            has_te = true;
+        } else if HOP_BY_HOP.contains(name) {
+            present.push(name.clone());
+        }
+    }
     if present.is_empty() && !has_te {
         return;
     }
@@ -49,7 +52,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// The comma-separated tokens of every `name` header, trimmed. Bytes, not text: a value
 /// with one odd byte (obs-text) must not hide the names next to it (found by fuzzing).
-fn tokens<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'a [u8]> {
+pub(super) fn tokens<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'a [u8]> {
     headers
         .get_all(name)
         .iter()

@@ -16,6 +16,7 @@ use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 
+use super::headers::tokens;
 use super::pool::{Connection, Lease};
 
 /// Largest response head (status line and headers) accepted.
@@ -130,16 +131,10 @@ pub async fn read_response(
         if status.is_informational() {
             continue;
         }
-        let mut headers = HeaderMap::with_capacity(head.headers.len());
-        for (name, value) in &head.headers {
-            let name = HeaderName::from_bytes(&head_bytes[name.clone()])
-                .map_err(|_| WireError::Malformed("invalid header name"))?;
-            let value = HeaderValue::from_maybe_shared(head_bytes.slice(value.clone()))
-                .map_err(|_| WireError::Malformed("invalid header value"))?;
-            headers.append(name, value);
-        }
+        let headers = head.header_map(&head_bytes)?;
         let (framing, mut reusable) = framing(method, status, &headers)?;
-        reusable &= head.version == Version::HTTP_11 && !has_token(&headers, &header::CONNECTION, b"close");
+        reusable &= head.version == Version::HTTP_11
+            && !tokens(&headers, &header::CONNECTION).any(|t| t.eq_ignore_ascii_case(b"close"));
         let mut response = Response::new(WireBody::new(connection, lease, framing, reusable));
         *response.status_mut() = status;
         *response.version_mut() = head.version;
@@ -154,6 +149,21 @@ struct Head {
     version: Version,
     /// Byte ranges of each header's name and value within the head.
     headers: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+}
+
+impl Head {
+    /// The headers, their values sharing `bytes` (the head these ranges point into).
+    fn header_map(&self, bytes: &Bytes) -> Result<HeaderMap, WireError> {
+        let mut headers = HeaderMap::with_capacity(self.headers.len());
+        for (name, value) in &self.headers {
+            let name = HeaderName::from_bytes(&bytes[name.clone()])
+                .map_err(|_| WireError::Malformed("invalid header name"))?;
+            let value = HeaderValue::from_maybe_shared(bytes.slice(value.clone()))
+                .map_err(|_| WireError::Malformed("invalid header value"))?;
+            headers.append(name, value);
+        }
+        Ok(headers)
+    }
 }
 
 /// Parses a complete head at the start of `buf`: `None` while it is incomplete.
@@ -203,12 +213,7 @@ fn framing(method: &Method, status: StatusCode, headers: &HeaderMap) -> Result<(
         return Ok((Framing::Length(0), true));
     }
     if headers.contains_key(header::TRANSFER_ENCODING) {
-        let last = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-            .map(<[u8]>::trim_ascii)
-            .rfind(|coding| !coding.is_empty());
+        let last = tokens(headers, &header::TRANSFER_ENCODING).last();
         // With Content-Length beside it, the message may be an attempt at smuggling:
         // read it by Transfer-Encoding, then close (RFC 9112 §6.3).
         let alone = !headers.contains_key(header::CONTENT_LENGTH);
@@ -235,14 +240,6 @@ fn framing(method: &Method, status: StatusCode, headers: &HeaderMap) -> Result<(
         Some(length) => (Framing::Length(length), true),
         None => (Framing::UntilClose, false),
     })
-}
-
-fn has_token(headers: &HeaderMap, name: &HeaderName, token: &[u8]) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// Where the chunked decoder is.
@@ -412,14 +409,7 @@ pub fn decode_all(bytes: &[u8], method: &Method, piece: usize) -> Result<(Status
         }
     };
     let head_bytes = buf.split_to(length).freeze();
-    let mut headers = HeaderMap::new();
-    for (name, value) in &head.headers {
-        let name =
-            HeaderName::from_bytes(&head_bytes[name.clone()]).map_err(|_| WireError::Malformed("name"))?;
-        let value =
-            HeaderValue::from_bytes(&head_bytes[value.clone()]).map_err(|_| WireError::Malformed("value"))?;
-        headers.append(name, value);
-    }
+    let headers = head.header_map(&head_bytes)?;
     let (framing, _) = framing(method, head.status, &headers)?;
     let mut decoder = Decoder::new(framing);
     let mut body = Vec::new();
@@ -440,7 +430,6 @@ pub fn decode_all(bytes: &[u8], method: &Method, piece: usize) -> Result<(Status
 
 /// A response body read from the upstream connection by whoever polls it; when it ends
 /// cleanly the connection goes back to the pool.
-#[derive(Debug)]
 pub struct WireBody {
     connection: Option<Connection>,
     lease: Option<Lease>,
@@ -448,6 +437,17 @@ pub struct WireBody {
     decoder: Decoder,
     /// Body bytes already taken off the connection's buffer, handed out first.
     buffered: Option<Bytes>,
+}
+
+/// Shows where the body is, never its bytes: a response may carry a token.
+impl std::fmt::Debug for WireBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WireBody")
+            .field("connection", &self.connection)
+            .field("decoder", &self.decoder)
+            .field("buffered", &self.buffered.as_ref().map(Bytes::len))
+            .finish_non_exhaustive()
+    }
 }
 
 impl WireBody {

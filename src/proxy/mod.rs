@@ -39,9 +39,7 @@ pub struct ArrivedOverTls;
 /// The client end of a connection, worked out once for all of its requests.
 #[derive(Debug, Clone, Default)]
 pub struct Peer {
-    /// Its address (`None` on a Unix socket).
-    pub addr: Option<SocketAddr>,
-    /// Its IP as `X-Forwarded-For` text.
+    /// Its IP as `X-Forwarded-For` text (`None` on a Unix socket).
     forwarded_for: Option<HeaderValue>,
 }
 
@@ -49,7 +47,6 @@ impl Peer {
     /// The peer at `addr` (`None` on a Unix socket).
     pub fn new(addr: Option<SocketAddr>) -> Self {
         Self {
-            addr,
             forwarded_for: addr.map(|addr| headers::forwarded_for(addr.ip())),
         }
     }

@@ -53,10 +53,20 @@ struct Idle {
 }
 
 /// One upstream connection and the bytes read from it but not yet used.
-#[derive(Debug)]
 pub struct Connection {
     pub(super) stream: TcpStream,
     pub(super) buf: BytesMut,
+}
+
+/// Shows the socket and how much is buffered, never the bytes: a response may carry a
+/// token.
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("stream", &self.stream)
+            .field("buffered", &self.buf.len())
+            .finish()
+    }
 }
 
 impl Connection {
