@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::Scheme;
-use http::{header, Request, Response, Version};
+use http::{Method, Request, Response, Uri, Version};
 use http_body_util::BodyExt;
 use http_body_util::{Either, Full, Limited};
 use hyper::body::Incoming;
@@ -30,6 +31,20 @@ pub type ForwardError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A response body from the upstream: from hyper's client, or read in the request's task.
 pub type UpstreamBody = Either<Incoming, WireBody>;
+
+/// An upstream request without its credential: what a replay after 401 sends again with
+/// a fresh token. Lent, not moved, so that a replay needs no copy of it.
+#[derive(Debug)]
+pub struct Outbound {
+    /// The client's method.
+    pub method: Method,
+    /// Absolute: the upstream's origin and the target.
+    pub uri: Uri,
+    /// Cleaned for the next hop, without `Authorization`.
+    pub headers: HeaderMap,
+    /// HTTP/2 with prior knowledge.
+    pub http2: bool,
+}
 
 /// One pooled client.
 type Pool = Client<HttpsConnector<HttpConnector>, OutboundBody>;
@@ -67,35 +82,42 @@ impl UpstreamClient {
         }
     }
 
-    /// Sends `request` (absolute URI), with HTTP/2 prior knowledge when `http2`.
-    /// A plain-HTTP/1.1 request with a buffered body and no upgrade is exchanged in this
-    /// task ([`super::http1`]); anything else goes through hyper.
+    /// Sends `outbound` with `authorization`. A plain-HTTP/1.1 request with a buffered body
+    /// and no upgrade is exchanged in this task ([`super::http1`]), straight from the
+    /// borrowed parts; anything else goes through hyper, which takes a copy.
     pub async fn request(
         &self,
-        mut request: Request<OutboundBody>,
-        http2: bool,
+        outbound: &Outbound,
+        authorization: &HeaderValue,
+        body: OutboundBody,
     ) -> Result<Response<UpstreamBody>, ForwardError> {
-        if http2 {
-            *request.version_mut() = Version::HTTP_2;
-            let response = self.prior_knowledge.request(request).await?;
-            return Ok(response.map(Either::Left));
-        }
-        *request.version_mut() = Version::HTTP_11;
-        let in_task =
-            request.uri().scheme() == Some(&Scheme::HTTP) && !request.headers().contains_key(header::UPGRADE);
-        let (parts, body) = request.into_parts();
+        let in_task = !outbound.http2
+            && outbound.uri.scheme() == Some(&Scheme::HTTP)
+            && !outbound.headers.contains_key(header::UPGRADE);
         match body {
             Either::Left(mut buffered) if in_task => {
                 let data = match buffered.frame().await {
                     Some(Ok(frame)) => frame.into_data().unwrap_or_default(),
                     _ => Bytes::new(),
                 };
-                let response = self.plain.send(Request::from_parts(parts, ()), data).await?;
+                let response = self.plain.send(outbound, authorization, data).await?;
                 Ok(response.map(Either::Right))
             }
             body => {
-                let response = self.negotiated.request(Request::from_parts(parts, body)).await?;
-                Ok(response.map(Either::Left))
+                let mut request = Request::new(body);
+                *request.method_mut() = outbound.method.clone();
+                *request.uri_mut() = outbound.uri.clone();
+                *request.headers_mut() = outbound.headers.clone();
+                request
+                    .headers_mut()
+                    .insert(header::AUTHORIZATION, authorization.clone());
+                let (version, client) = if outbound.http2 {
+                    (Version::HTTP_2, &self.prior_knowledge)
+                } else {
+                    (Version::HTTP_11, &self.negotiated)
+                };
+                *request.version_mut() = version;
+                Ok(client.request(request).await?.map(Either::Left))
             }
         }
     }

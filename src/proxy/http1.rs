@@ -12,10 +12,11 @@ use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Method, Response, StatusCode, Version};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 
+use super::forward::Outbound;
 use super::headers::tokens;
 use super::pool::{Connection, Lease};
 
@@ -44,34 +45,41 @@ pub enum WireError {
     Malformed(&'static str),
 }
 
-/// The request head and body, serialized: `Content-Length` comes from the body, any
-/// framing header the client sent is dropped.
-pub fn encode_request(request: &Request<()>, body: &[u8]) -> Vec<u8> {
-    let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+/// The request head and body, serialized, with `authorization` as the credential:
+/// `Content-Length` comes from the body, any framing header the client sent is dropped.
+pub fn encode_request(outbound: &Outbound, authorization: &HeaderValue, body: &[u8]) -> Vec<u8> {
+    let path = outbound.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let mut out = Vec::with_capacity(256 + body.len());
-    out.extend_from_slice(request.method().as_str().as_bytes());
+    out.extend_from_slice(outbound.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in request.headers() {
-        // Framing is ours; and the body is already in hand, so the client's
-        // `Expect: 100-continue` was answered by this proxy and must not invite the
-        // upstream to answer before reading the body.
-        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING || name == header::EXPECT {
-            continue;
-        }
-        out.extend_from_slice(name.as_str().as_bytes());
+    let mut field = |name: &[u8], value: &[u8]| {
+        out.extend_from_slice(name);
         out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
+    };
+    for (name, value) in &outbound.headers {
+        // Framing is ours; the body is already in hand, so the client's
+        // `Expect: 100-continue` was answered by this proxy and must not invite the
+        // upstream to answer before reading the body; and the credential is ours.
+        let ours = [
+            header::CONTENT_LENGTH,
+            header::TRANSFER_ENCODING,
+            header::EXPECT,
+            header::AUTHORIZATION,
+        ];
+        if !ours.contains(name) {
+            field(name.as_str().as_bytes(), value.as_bytes());
+        }
     }
+    field(b"authorization", authorization.as_bytes());
     let needs_length = !body.is_empty()
-        || request.headers().contains_key(header::CONTENT_LENGTH)
-        || matches!(*request.method(), Method::POST | Method::PUT | Method::PATCH);
+        || outbound.headers.contains_key(header::CONTENT_LENGTH)
+        || matches!(outbound.method, Method::POST | Method::PUT | Method::PATCH);
     if needs_length {
-        out.extend_from_slice(b"content-length: ");
-        out.extend_from_slice(body.len().to_string().as_bytes());
-        out.extend_from_slice(b"\r\n");
+        field(b"content-length", body.len().to_string().as_bytes());
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body);
@@ -679,26 +687,32 @@ mod tests {
     }
 
     #[test]
-    fn requests_carry_their_own_length() {
-        let mut request = Request::new(());
-        *request.method_mut() = Method::POST;
-        *request.uri_mut() = "http://upstream:8080/a?b=1".parse().unwrap();
-        request
-            .headers_mut()
-            .insert("content-length", HeaderValue::from_static("999"));
-        request.headers_mut().insert("x-y", HeaderValue::from_static("z"));
-        request
-            .headers_mut()
-            .insert("expect", HeaderValue::from_static("100-continue"));
-        let text = String::from_utf8(encode_request(&request, b"hello")).unwrap();
+    fn requests_carry_their_own_length_and_our_credential() {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-length", HeaderValue::from_static("999"));
+        headers.insert("x-y", HeaderValue::from_static("z"));
+        headers.insert("expect", HeaderValue::from_static("100-continue"));
+        headers.insert("authorization", HeaderValue::from_static("Basic client"));
+        let post = Outbound {
+            method: Method::POST,
+            uri: "http://upstream:8080/a?b=1".parse().unwrap(),
+            headers,
+            http2: false,
+        };
+        let bearer = HeaderValue::from_static("Bearer t");
         assert_eq!(
-            text,
-            "POST /a?b=1 HTTP/1.1\r\nx-y: z\r\ncontent-length: 5\r\n\r\nhello"
+            String::from_utf8(encode_request(&post, &bearer, b"hello")).unwrap(),
+            "POST /a?b=1 HTTP/1.1\r\nx-y: z\r\nauthorization: Bearer t\r\ncontent-length: 5\r\n\r\nhello"
         );
-        let get = Request::new(());
+        let get = Outbound {
+            method: Method::GET,
+            uri: "http://upstream:8080/".parse().unwrap(),
+            headers: HeaderMap::new(),
+            http2: false,
+        };
         assert_eq!(
-            String::from_utf8(encode_request(&get, b"")).unwrap(),
-            "GET / HTTP/1.1\r\n\r\n"
+            String::from_utf8(encode_request(&get, &bearer, b"")).unwrap(),
+            "GET / HTTP/1.1\r\nauthorization: Bearer t\r\n\r\n"
         );
     }
 }

@@ -25,7 +25,7 @@ use hyper_util::rt::TokioIo;
 use crate::error::{error_chain, ProxyError};
 use crate::metrics::{self, Metrics};
 use crate::token::{CachedToken, TokenCache};
-pub use forward::{OutboundBody, UpstreamBody, UpstreamClient};
+pub use forward::{Outbound, OutboundBody, UpstreamBody, UpstreamClient};
 pub use guard::HostGuard;
 pub use policy::Policy;
 pub use routes::Router;
@@ -224,7 +224,7 @@ impl Proxy {
         let response = match body {
             Either::Left(buffered) => {
                 let first = self
-                    .send(outbound.clone(), &token, Either::Left(buffered.clone()))
+                    .send(&outbound, &token, Either::Left(buffered.clone()))
                     .await?;
                 if first.status() != StatusCode::UNAUTHORIZED {
                     first
@@ -232,10 +232,10 @@ impl Proxy {
                     route.tokens.reject(&token);
                     let fresh = route.tokens.token().await?;
                     tracing::debug!("replaying the request after 401 with a new token");
-                    self.send(outbound, &fresh, Either::Left(buffered)).await?
+                    self.send(&outbound, &fresh, Either::Left(buffered)).await?
                 }
             }
-            streaming => self.send(outbound, &token, streaming).await?,
+            streaming => self.send(&outbound, &token, streaming).await?,
         };
         match client_upgrade {
             Some(client) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
@@ -247,20 +247,12 @@ impl Proxy {
 
     async fn send(
         &self,
-        outbound: Outbound,
+        outbound: &Outbound,
         token: &CachedToken,
         body: OutboundBody,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
-        let http2 = outbound.http2;
-        let mut request = Request::new(body);
-        *request.method_mut() = outbound.method;
-        *request.uri_mut() = outbound.uri;
-        *request.headers_mut() = outbound.headers;
-        request
-            .headers_mut()
-            .insert(header::AUTHORIZATION, token.header().clone());
         // Boxed: the timeout would otherwise copy this large future into itself.
-        let sent = Box::pin(self.client.request(request, http2));
+        let sent = Box::pin(self.client.request(outbound, token.header(), body));
         match tokio::time::timeout(self.limits.upstream_timeout, sent).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(error)) if body_over_limit(&*error) => Err(ProxyError::BodyTooLarge(
@@ -321,15 +313,6 @@ fn respond(
         }
     }
     Response::from_parts(parts, Either::Left(body))
-}
-
-/// The parts of an upstream request that a replay sends again.
-#[derive(Clone)]
-struct Outbound {
-    method: Method,
-    uri: http::Uri,
-    headers: HeaderMap,
-    http2: bool,
 }
 
 /// Buffers a body whose announced size fits `replay_limit` (so it can be replayed);

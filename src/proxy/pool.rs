@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::uri::Authority;
-use http::{Method, Request, Response};
+use http::{HeaderValue, Method, Response};
 use tokio::net::TcpStream;
 
-use super::forward::CONNECT_TIMEOUT;
+use super::forward::{Outbound, CONNECT_TIMEOUT};
 use super::http1::{self, WireBody, WireError};
 
 /// Idle connections older than this are closed rather than reused (hyper-util's default).
@@ -130,33 +130,29 @@ impl Lease {
 }
 
 impl Http1Pool {
-    /// Sends `request` (absolute `http` URI, a buffered `body`) over a kept-alive
-    /// connection, or a new one. When a reused connection turns out to be closed before
-    /// any of the response arrived, the request goes once more, on a fresh connection, if
-    /// it was never written or is idempotent.
+    /// Sends `outbound` (absolute `http` URI) with `authorization` and a buffered `body`
+    /// over a kept-alive connection, or a new one. When a reused connection turns out to
+    /// be closed before any of the response arrived, the request goes once more, on a
+    /// fresh connection, if it was never written or is idempotent.
     pub async fn send(
         self: &Arc<Self>,
-        request: Request<()>,
+        outbound: &Outbound,
+        authorization: &HeaderValue,
         body: Bytes,
     ) -> Result<Response<WireBody>, PoolError> {
-        let authority = request
-            .uri()
+        let authority = outbound
+            .uri
             .authority()
-            .cloned()
             .expect("upstream URIs always carry an authority");
-        let wire = http1::encode_request(&request, &body);
-        let method = request.method();
+        let wire = http1::encode_request(outbound, authorization, &body);
+        let method = &outbound.method;
         let mut may_retry = true;
         loop {
-            let pooled = if may_retry {
-                self.checkout(&authority)
-            } else {
-                None
-            };
+            let pooled = if may_retry { self.checkout(authority) } else { None };
             let (mut connection, reused) = match pooled {
                 Some(connection) => (connection, true),
                 // Boxed: connecting is rare, and its future would make every send larger.
-                None => (Box::pin(connect(&authority)).await?, false),
+                None => (Box::pin(connect(authority)).await?, false),
             };
             let retry = reused && may_retry;
             may_retry = false;
