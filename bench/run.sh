@@ -11,16 +11,21 @@
 # token file, so only forwarding is measured. Everything listens on 127.0.0.1 only. Every load
 # run is bounded in time.
 #
-# Sections: HTTP/1.1 keep-alive (wrk), HTTP/2 over h2c with prior knowledge (h2load; each proxy
-# speaks HTTP/1.1 to the backend), memory (idle RSS, RSS with IDLE_CONNS idle keep-alive
-# connections, peak RSS while UPLOAD_BYTES stream through mintproxy).
+# Sections: HTTP/1.1 keep-alive at saturation (wrk), HTTP/1.1 at a fixed rate (h2load --h1
+# --rps: CPU per request, user and system, at the same offered load below every proxy's
+# saturation), HTTP/2 over h2c with prior knowledge at saturation (h2load; each proxy speaks
+# HTTP/1.1 to the backend), memory (idle RSS, RSS with IDLE_CONNS idle keep-alive connections,
+# peak RSS while UPLOAD_BYTES stream through mintproxy).
 #
 # Knobs (environment): DURATION=10s WARMUP=5s CONNS=64 ROUNDS=2 H2=1 (0 skips HTTP/2)
-#   H2_STREAMS=10 (h2load -m) IDLE_CONNS=1000 UPLOAD_BYTES=268435456 BASE_PORT=18090
-#   (uses BASE_PORT..BASE_PORT+4) RESULTS=bench/results.md KEEP=1 (keep the work dir)
+#   H2_STREAMS=10 (h2load -m) RATE=30000 (requests/s in total, spread over the CONNS
+#   connections, for the fixed-rate section; 0 skips it) IDLE_CONNS=1000
+#   UPLOAD_BYTES=268435456 BASE_PORT=18090 (uses BASE_PORT..BASE_PORT+4)
+#   RESULTS=bench/results.md KEEP=1 (keep the work dir)
 #   REV=HEAD (build that commit from a git archive export instead of the working tree)
 #   QUIET_WAIT=15 (wait up to this long for both cores to be idle before each measurement;
 #     default 0 with SCHED=fifo)
+#   CLEAN_MAX=15 (a run is clean when other load stayed at or under this % on each core)
 #   NICE=-10 (as root; the nice level of every benchmark process, proxies and load generators alike)
 #   SCHED=fifo (run every benchmark process SCHED_FIFO instead of niced; for a machine that
 #     other work keeps busy; distorts p99, see bench/README.md)
@@ -30,7 +35,7 @@ set -euo pipefail
 
 # the command as given, with the knobs that were set, for the results file
 CMDLINE=""
-for knob in DURATION WARMUP CONNS ROUNDS H2 H2_STREAMS IDLE_CONNS UPLOAD_BYTES BASE_PORT RESULTS KEEP REV QUIET_WAIT CLEAN_MAX NICE SCHED; do
+for knob in DURATION WARMUP CONNS ROUNDS H2 H2_STREAMS RATE IDLE_CONNS UPLOAD_BYTES BASE_PORT RESULTS KEEP REV QUIET_WAIT CLEAN_MAX NICE SCHED; do
     if [ -n "${!knob+x}" ]; then CMDLINE+="$knob=${!knob} "; fi
 done
 CMDLINE+="bash bench/run.sh"
@@ -43,6 +48,7 @@ CONNS=${CONNS:-64}
 ROUNDS=${ROUNDS:-2}
 H2=${H2:-1}
 H2_STREAMS=${H2_STREAMS:-10}
+RATE=${RATE:-30000} # fixed-rate section: requests/s offered in total; 0 skips the section
 IDLE_CONNS=${IDLE_CONNS:-1000}
 UPLOAD_BYTES=${UPLOAD_BYTES:-268435456}
 BASE_PORT=${BASE_PORT:-18090}
@@ -83,6 +89,14 @@ secs_of() { # a wrk/h2load duration (10s, 500ms, 2m, 1h, 10) -> whole seconds, r
         s = v * m; printf "%d", (s == int(s)) ? s : int(s) + 1 }'
 }
 case "$H2" in 0 | 1) ;; *) die "H2 must be 0 or 1" ;; esac
+case "$RATE" in '' | *[!0-9]*) die "RATE must be a whole number of requests per second (0 skips the section)" ;; esac
+case "$CONNS" in '' | *[!0-9]* | 0) die "CONNS must be a positive whole number" ;; esac
+# h2load's --rps is per connection: RATE/CONNS rounded (at least 1); the offered total is that
+# times CONNS (30016 for RATE=30000 over 64 connections)
+RATE_PER_CONN=$(((RATE + CONNS / 2) / CONNS))
+[ "$RATE_PER_CONN" -ge 1 ] || RATE_PER_CONN=1
+RATE_OFFERED=$((RATE_PER_CONN * CONNS))
+[ "$RATE" -gt 0 ] || RATE_OFFERED=0
 # wrk and h2load get killed if they run this long past their -d/-D (they stop on their own)
 LOAD_LIMIT=$(($(secs_of "$WARMUP") + $(secs_of "$DURATION") + 30))
 
@@ -357,15 +371,21 @@ env "${CADDY_ENV[@]}" "$CADDY" validate --config "$WORK/caddy/Caddyfile" --adapt
 
 # ---------------------------------------------------------------- process helpers
 CLK_TCK=$(getconf CLK_TCK)
-cpu_ticks() { # pid...: utime+stime of each pid and of its children (nginx workers)
-    local total=0 pid p
+cpu_ticks_split() { # pid...: "utime stime" summed over each pid and its children (nginx workers)
+    local user=0 sys=0 pid p u s
     for pid in "$@"; do
         for p in "$pid" $(pgrep -P "$pid" || true); do
             # fields after the ")" of comm: state is $1, utime $12, stime $13
-            total=$((total + $(sed 's/^.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')))
+            read -r u s < <(sed 's/^.*) //' "/proc/$p/stat" | awk '{print $12, $13}')
+            user=$((user + u)) sys=$((sys + s))
         done
     done
-    echo "$total"
+    echo "$user $sys"
+}
+cpu_ticks() { # pid...: utime+stime of each pid and of its children
+    local user sys
+    read -r user sys < <(cpu_ticks_split "$@")
+    echo $((user + sys))
 }
 status_kb() { # pid field: e.g. VmRSS, VmHWM in kB, summed over the pid and its children
     local total=0 pid=$1 field=$2 p
@@ -457,8 +477,10 @@ h2_percentiles() { # h2load --log-file -> "p50 p99" in ms (nearest rank over eve
 
 RUNS="$WORK/runs.tsv" # one line per HTTP/1.1 measurement, for the tables
 RUNS_H2="$WORK/runs-h2.tsv" # the same for HTTP/2
+RUNS_RATE="$WORK/runs-rate.tsv" # the same for HTTP/1.1 at a fixed rate
 : >"$RUNS"
 : >"$RUNS_H2"
+: >"$RUNS_RATE"
 RAW="$WORK/raw.txt"
 : >"$RAW"
 
@@ -475,35 +497,38 @@ backend_accepts() { # connections the backend has accepted so far (this query's 
     curl -s --max-time 5 "http://127.0.0.1:$BACKEND_PORT/bench-backend-status" | awk 'NR==3 {print $1}'
 }
 
-load() { # tool(wrk|h2load) duration outfile [args...] url: one bounded load run on core 1
+load() { # tool(wrk|h2load|h1rate) duration outfile [args...] url: one bounded load run on core 1
     local tool=$1 dur=$2 outfile=$3
     shift 3
     local cmd=("${PRIO[@]}" taskset -c 1 timeout -k 5 "$LOAD_LIMIT")
-    if [ "$tool" = wrk ]; then
-        cmd+=(wrk -t1 -c"$CONNS" -d"$dur" --latency "$@")
-    else
-        cmd+=(h2load -t1 -c"$CONNS" -m"$H2_STREAMS" -D "$dur" "$@")
-    fi
+    case "$tool" in
+        wrk) cmd+=(wrk -t1 -c"$CONNS" -d"$dur" --latency "$@") ;;
+        h2load) cmd+=(h2load -t1 -c"$CONNS" -m"$H2_STREAMS" -D "$dur" "$@") ;;
+        # HTTP/1.1 (one request in flight per connection), RATE_PER_CONN requests/s on each
+        h1rate) cmd+=(h2load --h1 -t1 -c"$CONNS" --rps="$RATE_PER_CONN" -D "$dur" "$@") ;;
+        *) die "load: unknown tool $tool" ;;
+    esac
     "${cmd[@]}" >"$outfile" 2>&1 || die "$tool failed (exit $?): $(tail -5 "$outfile")"
 }
 
-bench_one() { # tool(wrk|h2load) name url proxy-pid-or-empty [load generator args...]
+bench_one() { # tool(wrk|h2load|h1rate) name url proxy-pid-or-empty [load generator args...]
     local tool=$1 name=$2 url=$3 ppid=$4
     shift 4
     local out="$WORK/load.txt" h2log="$WORK/h2load.log" runs secs u0 u1 t0=0 t1=0 b0 b1 w0 w1 k0 k1 a0 a1 opened
+    local tu0=0 tu1=0 ts0=0 ts1=0 user_us=- sys_us=- desc=$tool
     local rps reqs p50 p99 non2xx errs busy0 busy1 proxy_pct=0 cpu_us=- rss=- hwm=- thr=- lg_pct be_pct other0 other1 clean
     local extra=()
-    runs=$RUNS
-    if [ "$tool" = h2load ]; then
-        runs=$RUNS_H2
-        extra=(--log-file="$h2log")
-    fi
+    case "$tool" in
+        wrk) runs=$RUNS ;;
+        h2load) runs=$RUNS_H2 extra=(--log-file="$h2log") ;;
+        h1rate) runs=$RUNS_RATE extra=(--log-file="$h2log") desc="h2load --h1, $RATE_OFFERED req/s" ;;
+    esac
     wait_quiet
-    log "$name: warm-up $WARMUP ($tool)"
+    log "$name: warm-up $WARMUP ($desc)"
     load "$tool" "$WARMUP" "$WORK/warmup.txt" "$@" "$url"
-    log "$name: measuring $DURATION ($tool)"
+    log "$name: measuring $DURATION ($desc)"
     u0=$(awk '{print $1}' /proc/uptime)
-    [ -n "$ppid" ] && t0=$(cpu_ticks "$ppid")
+    [ -n "$ppid" ] && read -r tu0 ts0 < <(cpu_ticks_split "$ppid")
     b0=$(cpu_ticks "$BACKEND_PID")
     a0=$(backend_accepts)
     k0=$(core_ticks)
@@ -513,10 +538,11 @@ bench_one() { # tool(wrk|h2load) name url proxy-pid-or-empty [load generator arg
     k1=$(core_ticks)
     a1=$(backend_accepts)
     b1=$(cpu_ticks "$BACKEND_PID")
-    [ -n "$ppid" ] && t1=$(cpu_ticks "$ppid")
+    [ -n "$ppid" ] && read -r tu1 ts1 < <(cpu_ticks_split "$ppid")
     u1=$(awk '{print $1}' /proc/uptime)
+    t0=$((tu0 + ts0)) t1=$((tu1 + ts1))
     secs=$(awk -v a="$u0" -v b="$u1" 'BEGIN{print b - a}') # the window the CPU times cover
-    { echo "### $name, $tool"; cat "$out"; echo; } >>"$RAW"
+    { echo "### $name, $desc"; cat "$out"; echo; } >>"$RAW"
 
     if [ "$tool" = wrk ]; then
         rps=$(awk '$1=="Requests/sec:"{printf "%.0f", $2}' "$out")
@@ -526,6 +552,7 @@ bench_one() { # tool(wrk|h2load) name url proxy-pid-or-empty [load generator arg
         non2xx=$(awk -F: '/Non-2xx or 3xx responses/{gsub(/ /, "", $2); print $2}' "$out")
         errs=$(awk '/Socket errors/{sub(/.*Socket errors: /, ""); print}' "$out")
     else
+        # h2load, also with --h1 --rps (there req/s is the rate achieved):
         # finished in 10.00s, 51234.50 req/s, 2.05MB/s
         # requests: 512345 total, 512985 started, 512345 done, 512345 succeeded, 0 failed, 0 errored, 0 timeout
         # status codes: 512345 2xx, 0 3xx, 0 4xx, 0 5xx
@@ -549,6 +576,10 @@ bench_one() { # tool(wrk|h2load) name url proxy-pid-or-empty [load generator arg
         local cpu
         cpu=$(awk -v a="$t0" -v b="$t1" -v hz="$CLK_TCK" 'BEGIN{printf "%.3f", (b - a) / hz}')
         cpu_us=$(awk -v c="$cpu" -v n="$reqs" 'BEGIN{printf "%.1f", c * 1e6 / n}')
+        # the same split into user and system time (the kernel apportions a process's runtime
+        # between the two by tick sampling: exact in sum, statistical in the split)
+        user_us=$(awk -v a="$tu0" -v b="$tu1" -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN{printf "%.1f", (b - a) / hz * 1e6 / n}')
+        sys_us=$(awk -v a="$ts0" -v b="$ts1" -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN{printf "%.1f", (b - a) / hz * 1e6 / n}')
         proxy_pct=$(pct "$cpu" "$secs")
         rss=$(awk -v k="$(status_kb "$ppid" VmRSS)" 'BEGIN{printf "%.1f", k / 1024}')
         hwm=$(awk -v k="$(status_kb "$ppid" VmHWM)" 'BEGIN{printf "%.1f", k / 1024}')
@@ -567,11 +598,19 @@ bench_one() { # tool(wrk|h2load) name url proxy-pid-or-empty [load generator arg
     else
         clean=no
     fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+    # columns: 1 name, 2 req/s, 3 p50, 4 p99, 5 non-2xx, 6 errors, 7 proxy CPU %, 8 proxy µs/req,
+    # 9 load generator / backend CPU, 10 cores busy, 11 other load, 12 clean, 13 RSS / peak,
+    # 14 threads, 15 target (name less the round), 16 backend connections opened,
+    # 17 proxy user µs/req, 18 proxy system µs/req
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
         "$name" "$rps" "$p50" "$p99" "$non2xx" "$errs" "$([ -n "$ppid" ] && echo "$proxy_pct%" || echo -)" "$cpu_us" \
-        "$lg_pct% / $be_pct%" "$busy0% / $busy1%" "$other0_txt / $other1%" "$clean" "$rss / $hwm" "$thr" "${name% (r*)}" "$opened" >>"$runs"
-    log "$name: $rps req/s, p50 ${p50} ms, p99 ${p99} ms, non-2xx $non2xx, errors $errs, backend connections opened $opened, proxy CPU $proxy_pct%, µs/req $cpu_us, cores busy $busy0% / $busy1%, other load $other0_txt / $other1% (clean: $clean)"
+        "$lg_pct% / $be_pct%" "$busy0% / $busy1%" "$other0_txt / $other1%" "$clean" "$rss / $hwm" "$thr" "${name% (r*)}" "$opened" \
+        "$user_us" "$sys_us" >>"$runs"
+    log "$name: $rps req/s, p50 ${p50} ms, p99 ${p99} ms, non-2xx $non2xx, errors $errs, backend connections opened $opened, proxy CPU $proxy_pct%, µs/req $cpu_us (user $user_us, system $sys_us), cores busy $busy0% / $busy1%, other load $other0_txt / $other1% (clean: $clean)"
     [ "$non2xx" = 0 ] || log "WARNING: $name had $non2xx non-2xx responses"
+    if [ "$tool" = h1rate ] && [ $((rps * 100)) -lt $((RATE_OFFERED * 98)) ]; then
+        log "WARNING: $name achieved $rps req/s, more than 2 % short of the $RATE_OFFERED offered: its figures are not comparable"
+    fi
 }
 
 # ---------------------------------------------------------------- throughput
@@ -605,6 +644,24 @@ for round in $(seq "$ROUNDS"); do
     INFO_LINES=$(wc -l <"$WORK/mintproxy-info.log")
     INFO_BYTES=$(wc -c <"$WORK/mintproxy-info.log")
     INFO_SAMPLE=$(grep -m1 'mintproxy::access' "$WORK/mintproxy-info.log" | tail -c 300 || true)
+
+    if [ "$RATE" -gt 0 ]; then
+        # HTTP/1.1 at a fixed rate, h2load --h1 --rps: CPU per request at the same offered load.
+        # No Caddy: at ~88 µs/req it saturates near 11k req/s, below any useful RATE.
+        bench_one h1rate "backend direct (r$round)" "http://127.0.0.1:$BACKEND_PORT/" "" -H "Authorization: $AUTH"
+
+        start_nginx_proxy
+        bench_one h1rate "nginx proxy (r$round)" "$H1_URL" "$PROXY_PID"
+        stop "$PROXY_PID"
+
+        start_haproxy
+        bench_one h1rate "HAProxy proxy (r$round)" "$H1_URL" "$PROXY_PID"
+        stop "$PROXY_PID"
+
+        start_mintproxy warn "$BACKEND_PORT" "$WORK/mintproxy-warn.log"
+        bench_one h1rate "mintproxy RUST_LOG=warn (r$round)" "$H1_URL" "$PROXY_PID"
+        stop "$PROXY_PID"
+    fi
 
     [ "$H2" = 1 ] || continue
     # HTTP/2 over h2c with prior knowledge, h2load; every proxy speaks HTTP/1.1 to the backend
@@ -745,23 +802,71 @@ else
 fi
 MP_FLAGS="--token-file <file>${MP_THREADS[*]+ ${MP_THREADS[*]}}"
 
-best_table() { # runs.tsv: the best run of each target, with req/s ratios to nginx and to direct
-    echo "| target | req/s | vs nginx | vs direct | p50 ms | p99 ms | proxy CPU | proxy CPU µs/req | clean |"
-    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
-    awk -F'\t' '
-        { t = $15; if (!(t in seen)) { seen[t] = 1; order[++n] = t } }
+# awk: median of the numbers in a space-separated string ("-" when there are none)
+AWK_MEDIAN='
+function median(s,  v, n, i, j, x) {
+    n = split(s, v, " ")
+    if (n == 0) return "-"
+    for (i = 2; i <= n; i++) {
+        x = v[i] + 0
+        for (j = i - 1; j >= 1 && v[j] + 0 > x; j--) v[j + 1] = v[j]
+        v[j + 1] = x
+    }
+    return (n % 2) ? v[(n + 1) / 2] + 0 : (v[n / 2] + v[n / 2 + 1]) / 2
+}
+function ratio(a, b) { return (a != "-" && b != "-" && b > 0) ? sprintf("%.2f", a / b) : "-" }
+'
+best_table() { # runs.tsv: the best run and the median of each target, with req/s ratios to nginx and to direct
+    echo "| target | req/s (best) | median req/s | vs nginx | median vs nginx | vs direct | p50 ms | p99 ms | proxy CPU | proxy CPU µs/req | clean | clean runs |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"
+    awk -F'\t' "$AWK_MEDIAN"'
+        { t = $15; if (!(t in seen)) { seen[t] = 1; order[++n] = t }; runs[t]++; allrps[t] = allrps[t] " " $2 }
+        $12 == "yes" { nclean[t]++; cleanrps[t] = cleanrps[t] " " $2 }
         ($12 == "yes") && (!(t in best) || $2 > bestrps[t]) { best[t] = $0; bestrps[t] = $2 }
         !(t in any) || $2 > anyrps[t] { any[t] = $0; anyrps[t] = $2 }
-        function ratio(a, b) { return (b > 0) ? sprintf("%.2f", a / b) : "-" }
         END {
+            nginx = direct = nginx_med = "-"
             for (i = 1; i <= n; i++) {
                 t = order[i]; line[t] = (t in best) ? best[t] : any[t]; split(line[t], f, "\t"); rps[t] = f[2]
-                if (t ~ /^nginx proxy/) nginx = rps[t]
+                med[t] = (t in nclean) ? median(cleanrps[t]) : median(allrps[t])
+                if (t ~ /^nginx proxy/) { nginx = rps[t]; nginx_med = med[t] }
                 if (t ~ /^backend direct/) direct = rps[t]
             }
             for (i = 1; i <= n; i++) {
                 t = order[i]; split(line[t], f, "\t")
-                printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", t, f[2], ratio(f[2], nginx), ratio(f[2], direct), f[3], f[4], f[7], f[8], f[12]
+                printf "| %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %d of %d |\n", t, f[2], med[t], ratio(f[2], nginx),
+                    ratio(med[t], nginx_med), ratio(f[2], direct), f[3], f[4], f[7], f[8], f[12], nclean[t], runs[t]
+            }
+        }' "$1"
+}
+rate_every_table() { # runs-rate.tsv: every fixed-rate run, with the achieved share of the offered rate
+    echo "| run | achieved req/s | of offered | p50 ms | p99 ms | non-2xx | socket errors | backend connections opened | proxy CPU | proxy CPU µs/req | user µs/req | system µs/req | load generator / backend CPU | core 0 / 1 busy | other load core 0 / 1 | clean |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+    awk -F'\t' -v offered="$RATE_OFFERED" '{
+        share = sprintf("%.1f %%", 100 * $2 / offered); if ($2 * 100 < offered * 98) share = share " **short**"
+        printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+            $1, $2, share, $3, $4, $5, $6, $16, $7, $8, $17, $18, $9, $10, $11, $12 }' "$1"
+}
+rate_summary_table() { # runs-rate.tsv: medians per target over the clean runs that kept up with the rate
+    echo "| target | runs used | achieved req/s | proxy CPU µs/req | user µs/req | system µs/req | µs/req vs nginx | p50 ms | p99 ms |"
+    echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    awk -F'\t' -v offered="$RATE_OFFERED" "$AWK_MEDIAN"'
+        function add(k) { rps[k] = rps[k] " " $2; p50[k] = p50[k] " " $3; p99[k] = p99[k] " " $4
+            if ($8 != "-") { us[k] = us[k] " " $8; user[k] = user[k] " " $17; sys[k] = sys[k] " " $18 } }
+        function med(s,  m) { m = median(s); return (m == "-") ? m : sprintf("%.1f", m) }
+        { t = $15; if (!(t in seen)) { seen[t] = 1; order[++n] = t }; runs[t]++; add("all" SUBSEP t) }
+        $12 == "yes" && $2 * 100 >= offered * 98 { used[t]++; add("ok" SUBSEP t) }
+        END {
+            nginx = "-"
+            for (i = 1; i <= n; i++) {
+                t = order[i]; k[t] = ((t in used) ? "ok" : "all") SUBSEP t
+                if (t ~ /^nginx proxy/) nginx = median(us[k[t]])
+            }
+            for (i = 1; i <= n; i++) {
+                t = order[i]; kk = k[t]
+                u = (t in used) ? sprintf("%d of %d", used[t], runs[t]) : sprintf("all %d (none clean and at rate)", runs[t])
+                printf "| %s | %s | %.0f | %s | %s | %s | %s | %s | %s |\n", t, u, median(rps[kk]), med(us[kk]), med(user[kk]),
+                    med(sys[kk]), ratio(median(us[kk]), nginx), sprintf("%.3f", median(p50[kk])), sprintf("%.3f", median(p99[kk]))
             }
         }' "$1"
 }
@@ -773,8 +878,11 @@ every_table() { # runs.tsv: every run
 }
 BEST_INTRO="Best run of each target (highest req/s among the clean runs, or among all when none is clean;
 a run is clean when CPU time that none of the benchmark's processes accounts for stayed at or
-under $CLEAN_MAX % on each core). \"vs nginx\" and \"vs direct\" divide its req/s by the best req/s
-of the nginx proxy and of the backend reached directly:"
+under $CLEAN_MAX % on each core), and the median req/s over the same runs (with two runs, their
+mean). Round-to-round noise on a shared VM is about ±10 %, so the median is the honest figure
+and the best shows what the target can reach; p50, p99 and CPU are the best run's. \"vs nginx\"
+and \"vs direct\" divide the best req/s by the best req/s of the nginx proxy and of the backend
+reached directly; \"median vs nginx\" divides the medians:"
 
 {
     echo "# mintproxy vs nginx, HAProxy and Caddy: results"
@@ -807,6 +915,36 @@ of the nginx proxy and of the backend reached directly:"
     echo "Default logging (RUST_LOG unset = info, stderr to a file): the last run wrote $INFO_LINES lines,"
     echo "$((INFO_BYTES / 1048576)) MiB. A line: \`$INFO_SAMPLE\`"
     echo
+    if [ "$RATE" -gt 0 ]; then
+        echo "## HTTP/1.1 at a fixed rate ($RATE_OFFERED req/s)"
+        echo
+        echo "Load: \`taskset -c 1 h2load --h1 -t1 -c$CONNS --rps=$RATE_PER_CONN -D $DURATION --log-file=<file>\` after a"
+        echo "$WARMUP warm-up at the same rate, $ROUNDS rounds: $CONNS keep-alive connections, one request in flight on"
+        echo "each, $RATE_PER_CONN requests/s on each, $RATE_OFFERED req/s offered in total (RATE=$RATE). p50 and p99 as for HTTP/2."
+        echo
+        echo "This measures the CPU each proxy spends per request when every proxy serves the same offered"
+        echo "load, below every proxy's saturation, so that batching effects are equal: at saturation a busier"
+        echo "proxy handles more requests per wakeup and its CPU per request drops with it, which makes the"
+        echo "saturation figures move with noise. CPU µs/req is the proxy's utime + stime from \`/proc\` (nginx"
+        echo "master and worker summed) over the measurement, divided by the requests done, split into user"
+        echo "and system time; lower is better. Caddy is left out: it saturates near 11k req/s here, below"
+        echo "this rate. A run whose achieved rate fell more than 2 % short of the offered rate (**short**"
+        echo "below) did not keep up: its figures are not comparable, and it is left out of the medians."
+        echo
+        echo "Median of each target over its clean runs that kept up with the rate (with two runs, their"
+        echo "mean); \"µs/req vs nginx\" divides the median CPU µs/req by nginx's:"
+        echo
+        rate_summary_table "$RUNS_RATE"
+        echo
+        SHORT_RUNS=$(awk -F'\t' -v o="$RATE_OFFERED" '$2 * 100 < o * 98 { printf "%s%s (%s req/s)", sep, $1, $2; sep = ", " }' "$RUNS_RATE")
+        echo "Runs more than 2 % short of the offered rate: ${SHORT_RUNS:-none}."
+        echo
+        echo "Every run (backend connections opened as for HTTP/2: those of the requests in flight when the"
+        echo "warm-up's h2load stopped are reopened by proxies that close them):"
+        echo
+        rate_every_table "$RUNS_RATE"
+        echo
+    fi
     if [ "$H2" = 1 ]; then
         echo "## HTTP/2 (h2c with prior knowledge)"
         echo
