@@ -270,6 +270,31 @@ async fn malformed_responses_become_502_and_are_never_reused() {
 }
 
 #[tokio::test]
+async fn hop_by_hop_response_fields_stay_behind_and_the_connection_is_kept() {
+    let upstream = raw_upstream(fixed(
+        "HTTP/1.1 200 OK\r\nConnection: X-Secret, keep-alive, TE\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\n\
+         Proxy-Authenticate: Basic\r\nUpgrade: h2c\r\nTE: trailers\r\nX-Kept: 1\r\ncontent-length: 2\r\n\r\nok",
+    ))
+    .await;
+    let (_issued, proxy) = proxy_to(&upstream).await;
+    for _ in 0..2 {
+        let answer = support::get(proxy.addr, "/").await;
+        assert_eq!(answer.body, "ok");
+        for gone in ["x-secret", "keep-alive", "proxy-authenticate", "upgrade"] {
+            assert!(!answer.headers.contains_key(gone), "{gone} reached the client");
+        }
+        assert!(answer
+            .headers
+            .get("connection")
+            .is_none_or(|c| c != "X-Secret, keep-alive, TE"));
+        assert_eq!(answer.headers["te"], "trailers", "the one TE that crosses");
+        assert_eq!(answer.headers["x-kept"], "1");
+        assert_eq!(answer.headers["content-length"], "2");
+    }
+    assert_eq!(*upstream.connections.lock().unwrap(), 1);
+}
+
+#[tokio::test]
 async fn head_responses_have_no_body_and_keep_the_connection() {
     let upstream = raw_upstream(fixed("HTTP/1.1 200 OK\r\ncontent-length: 1234\r\n\r\n")).await;
     let (_issued, proxy) = proxy_to(&upstream).await;

@@ -56,9 +56,29 @@ pub(super) fn tokens<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iter
     headers
         .get_all(name)
         .iter()
-        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .flat_map(|value| list(value.as_bytes()))
+}
+
+/// The trimmed, non-empty elements of a comma-separated field value.
+pub(super) fn list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
         .map(<[u8]>::trim_ascii)
         .filter(|token| !token.is_empty())
+}
+
+/// Whether a field called `name` (any case) is hop-by-hop in a message whose `Connection`
+/// fields list `connection`, by the rule of [`strip_hop_by_hop`]: for heads read off the
+/// wire, whose hop-by-hop fields then never enter a header map. `TE` is left to
+/// [`strip_hop_by_hop`], which keeps `te: trailers`.
+pub(super) fn is_hop_by_hop<'a>(name: &[u8], mut connection: impl Iterator<Item = &'a [u8]>) -> bool {
+    if name.eq_ignore_ascii_case(b"te") {
+        return false;
+    }
+    HOP_BY_HOP
+        .iter()
+        .any(|hop| name.eq_ignore_ascii_case(hop.as_str().as_bytes()))
+        || connection.any(|token| name.eq_ignore_ascii_case(token))
 }
 
 /// The protocol an HTTP/1.1 client asks to switch to (`Connection: upgrade` plus
@@ -169,6 +189,23 @@ mod tests {
         let mut map = headers(&[("connection", "TE"), ("te", "trailers")]);
         strip_hop_by_hop(&mut map);
         assert_eq!(map["te"], "trailers");
+    }
+
+    #[test]
+    fn wire_names_are_hop_by_hop_by_the_same_rule() {
+        let connection = || list(b"close, X-Hop");
+        for name in [
+            "Connection",
+            "keep-alive",
+            "Transfer-Encoding",
+            "x-hop",
+            "Upgrade",
+        ] {
+            assert!(is_hop_by_hop(name.as_bytes(), connection()), "{name}");
+        }
+        for name in ["te", "trailer", "content-length", "x-other"] {
+            assert!(!is_hop_by_hop(name.as_bytes(), connection()), "{name}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! buffered request bodies (up to the replay limit) and no upgrades; streaming bodies and
 //! upgrades go through hyper.
 
+use std::ops::Range;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -17,7 +18,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 
 use super::forward::Outbound;
-use super::headers::tokens;
+use super::headers::{is_hop_by_hop, list};
 use super::pool::{Connection, Lease};
 
 /// Largest response head (status line and headers) accepted.
@@ -139,10 +140,10 @@ pub async fn read_response(
         if status.is_informational() {
             continue;
         }
-        let headers = head.header_map(&head_bytes)?;
-        let (framing, mut reusable) = framing(method, status, &headers)?;
-        reusable &= head.version == Version::HTTP_11
-            && !tokens(&headers, &header::CONNECTION).any(|t| t.eq_ignore_ascii_case(b"close"));
+        let scan = Scan::of(head.fields(&head_bytes));
+        let (framing, mut reusable) = framing(method, status, &scan)?;
+        reusable &= head.version == Version::HTTP_11 && !scan.close;
+        let headers = head.header_map(&head_bytes, &scan)?;
         let mut response = Response::new(WireBody::new(connection, lease, framing, reusable));
         *response.status_mut() = status;
         *response.version_mut() = head.version;
@@ -155,23 +156,118 @@ pub async fn read_response(
 struct Head {
     status: StatusCode,
     version: Version,
-    /// Byte ranges of each header's name and value within the head.
-    headers: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+    /// Byte ranges of each field's name and value within the head.
+    fields: Vec<(Range<usize>, Range<usize>)>,
 }
 
+/// A field's name and value, as sent.
+type Field<'a> = (&'a [u8], &'a [u8]);
+
 impl Head {
-    /// The headers, their values sharing `bytes` (the head these ranges point into).
-    fn header_map(&self, bytes: &Bytes) -> Result<HeaderMap, WireError> {
-        let mut headers = HeaderMap::with_capacity(self.headers.len());
-        for (name, value) in &self.headers {
-            let name = HeaderName::from_bytes(&bytes[name.clone()])
-                .map_err(|_| WireError::Malformed("invalid header name"))?;
+    /// Each field of the head held in `bytes`.
+    fn fields<'a>(&'a self, bytes: &'a [u8]) -> impl Iterator<Item = Field<'a>> {
+        self.fields
+            .iter()
+            .map(move |(name, value)| (&bytes[name.clone()], &bytes[value.clone()]))
+    }
+
+    /// The end-to-end headers, their values sharing `bytes` (the head these ranges point
+    /// into). Hop-by-hop fields never enter the map, and neither does a `Content-Length`
+    /// beside `Transfer-Encoding`: the body was read by the latter, and the client is told
+    /// its own framing (RFC 9112 §6.3).
+    fn header_map(&self, bytes: &Bytes, scan: &Scan) -> Result<HeaderMap, WireError> {
+        let mut headers = HeaderMap::with_capacity(self.fields.len());
+        for (name, value) in &self.fields {
+            let raw = &bytes[name.clone()];
+            let hop = if scan.names_fields {
+                is_hop_by_hop(raw, field_tokens(self.fields(bytes), b"connection"))
+            } else {
+                is_hop_by_hop(raw, std::iter::empty())
+            };
+            if hop || (scan.transfer_encoding && raw.eq_ignore_ascii_case(b"content-length")) {
+                continue;
+            }
+            let name =
+                HeaderName::from_bytes(raw).map_err(|_| WireError::Malformed("invalid header name"))?;
             let value = HeaderValue::from_maybe_shared(bytes.slice(value.clone()))
                 .map_err(|_| WireError::Malformed("invalid header value"))?;
             headers.append(name, value);
         }
         Ok(headers)
     }
+}
+
+/// The list elements of every field called `name` (lowercase).
+fn field_tokens<'a>(
+    fields: impl Iterator<Item = Field<'a>>,
+    name: &'static [u8],
+) -> impl Iterator<Item = &'a [u8]> {
+    fields
+        .filter(move |(field, _)| field.eq_ignore_ascii_case(name))
+        .flat_map(|(_, value)| list(value))
+}
+
+/// What a response head says about its framing and its hop-by-hop fields, found in one
+/// pass before any field enters a header map.
+#[derive(Debug)]
+struct Scan<'a> {
+    /// A `Transfer-Encoding` field is present.
+    transfer_encoding: bool,
+    /// The last transfer coding.
+    last_coding: Option<&'a [u8]>,
+    /// The `Content-Length` (`None`: no such field), or what is wrong with it.
+    content_length: Result<Option<u64>, &'static str>,
+    /// `Connection` says `close`.
+    close: bool,
+    /// `Connection` names fields beyond the fixed hop-by-hop ones (rare).
+    names_fields: bool,
+}
+
+impl<'a> Scan<'a> {
+    fn of(fields: impl Iterator<Item = Field<'a>>) -> Self {
+        let mut scan = Scan {
+            transfer_encoding: false,
+            last_coding: None,
+            content_length: Ok(None),
+            close: false,
+            names_fields: false,
+        };
+        for (name, value) in fields {
+            if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                scan.transfer_encoding = true;
+                scan.last_coding = list(value).last().or(scan.last_coding);
+            } else if name.eq_ignore_ascii_case(b"content-length") {
+                scan.content_length = scan.content_length.and_then(|known| content_length(value, known));
+            } else if name.eq_ignore_ascii_case(b"connection") {
+                for token in list(value) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        scan.close = true;
+                    } else if !is_hop_by_hop(token, std::iter::empty()) {
+                        scan.names_fields = true;
+                    }
+                }
+            }
+        }
+        scan
+    }
+}
+
+/// One `Content-Length` value (a list of equal lengths is tolerated) checked against the
+/// length `known` from earlier fields.
+fn content_length(value: &[u8], known: Option<u64>) -> Result<Option<u64>, &'static str> {
+    let mut length = known;
+    for part in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+        let parsed = std::str::from_utf8(part)
+            .ok()
+            .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|p| p.parse::<u64>().ok())
+            .ok_or("invalid Content-Length")?;
+        if length.is_some_and(|l| l != parsed) {
+            return Err("conflicting Content-Length values");
+        }
+        length = Some(parsed);
+    }
+    Ok(length)
 }
 
 /// Parses a complete head at the start of `buf`: `None` while it is incomplete.
@@ -200,7 +296,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, WireError> {
         let start = part.as_ptr() as usize - base;
         start..start + part.len()
     };
-    let headers = response
+    let fields = response
         .headers
         .iter()
         .map(|h| (range(h.name.as_bytes()), range(h.value)))
@@ -209,42 +305,27 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, WireError> {
         Head {
             status,
             version,
-            headers,
+            fields,
         },
         length,
     )))
 }
 
 /// The body's framing, and whether the connection can carry another request after it.
-fn framing(method: &Method, status: StatusCode, headers: &HeaderMap) -> Result<(Framing, bool), WireError> {
+fn framing(method: &Method, status: StatusCode, scan: &Scan) -> Result<(Framing, bool), WireError> {
     if *method == Method::HEAD || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok((Framing::Length(0), true));
     }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        let last = tokens(headers, &header::TRANSFER_ENCODING).last();
+    if scan.transfer_encoding {
         // With Content-Length beside it, the message may be an attempt at smuggling:
         // read it by Transfer-Encoding, then close (RFC 9112 §6.3).
-        let alone = !headers.contains_key(header::CONTENT_LENGTH);
-        return Ok(match last {
+        let alone = scan.content_length == Ok(None);
+        return Ok(match scan.last_coding {
             Some(coding) if coding.eq_ignore_ascii_case(b"chunked") => (Framing::Chunked, alone),
             _ => (Framing::UntilClose, false),
         });
     }
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-            let parsed = std::str::from_utf8(part)
-                .ok()
-                .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|p| p.parse::<u64>().ok())
-                .ok_or(WireError::Malformed("invalid Content-Length"))?;
-            if length.is_some_and(|l| l != parsed) {
-                return Err(WireError::Malformed("conflicting Content-Length values"));
-            }
-            length = Some(parsed);
-        }
-    }
-    Ok(match length {
+    Ok(match scan.content_length.map_err(WireError::Malformed)? {
         Some(length) => (Framing::Length(length), true),
         None => (Framing::UntilClose, false),
     })
@@ -417,8 +498,9 @@ pub fn decode_all(bytes: &[u8], method: &Method, piece: usize) -> Result<(Status
         }
     };
     let head_bytes = buf.split_to(length).freeze();
-    let headers = head.header_map(&head_bytes)?;
-    let (framing, _) = framing(method, head.status, &headers)?;
+    let scan = Scan::of(head.fields(&head_bytes));
+    let (framing, _) = framing(method, head.status, &scan)?;
+    head.header_map(&head_bytes, &scan)?;
     let mut decoder = Decoder::new(framing);
     let mut body = Vec::new();
     loop {
@@ -575,16 +657,8 @@ mod tests {
         parse_head(text.as_bytes()).unwrap().unwrap()
     }
 
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        pairs
-            .iter()
-            .map(|(n, v)| {
-                (
-                    HeaderName::from_bytes(n.as_bytes()).unwrap(),
-                    HeaderValue::from_str(v).unwrap(),
-                )
-            })
-            .collect()
+    fn scan<'a>(pairs: &'a [(&str, &str)]) -> Scan<'a> {
+        Scan::of(pairs.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())))
     }
 
     #[test]
@@ -595,7 +669,7 @@ mod tests {
         let (parsed, length) = head("HTTP/1.1 204 No Content\r\nx-a: 1\r\n\r\nrest");
         assert_eq!(parsed.status, StatusCode::NO_CONTENT);
         assert_eq!(length, "HTTP/1.1 204 No Content\r\nx-a: 1\r\n\r\n".len());
-        assert_eq!(parsed.headers.len(), 1);
+        assert_eq!(parsed.fields.len(), 1);
         assert!(parse_head(b"HTTP/1.1 2000 OK\r\n\r\n").is_err());
         assert!(parse_head(b"NOT HTTP\r\n\r\n").is_err());
     }
@@ -605,48 +679,48 @@ mod tests {
         let get = Method::GET;
         let ok = StatusCode::OK;
         assert_eq!(
-            framing(&get, ok, &headers(&[("content-length", "5")])).unwrap(),
+            framing(&get, ok, &scan(&[("content-length", "5")])).unwrap(),
             (Framing::Length(5), true)
         );
         assert_eq!(
-            framing(&get, ok, &headers(&[("content-length", "5, 5")])).unwrap(),
+            framing(&get, ok, &scan(&[("content-length", "5, 5")])).unwrap(),
             (Framing::Length(5), true)
         );
         assert!(framing(
             &get,
             ok,
-            &headers(&[("content-length", "5"), ("content-length", "6")])
+            &scan(&[("content-length", "5"), ("content-length", "6")])
         )
         .is_err());
-        assert!(framing(&get, ok, &headers(&[("content-length", "+5")])).is_err());
+        assert!(framing(&get, ok, &scan(&[("content-length", "+5")])).is_err());
         assert_eq!(
-            framing(&get, ok, &headers(&[("transfer-encoding", "gzip, chunked")])).unwrap(),
+            framing(&get, ok, &scan(&[("transfer-encoding", "gzip, chunked")])).unwrap(),
             (Framing::Chunked, true)
         );
         assert_eq!(
             framing(
                 &get,
                 ok,
-                &headers(&[("transfer-encoding", "chunked"), ("content-length", "3")])
+                &scan(&[("transfer-encoding", "chunked"), ("content-length", "3")])
             )
             .unwrap(),
             (Framing::Chunked, false),
             "CL beside TE: read by TE, then close"
         );
         assert_eq!(
-            framing(&get, ok, &headers(&[("transfer-encoding", "gzip")])).unwrap(),
+            framing(&get, ok, &scan(&[("transfer-encoding", "gzip")])).unwrap(),
             (Framing::UntilClose, false)
         );
         assert_eq!(
-            framing(&get, ok, &headers(&[])).unwrap(),
+            framing(&get, ok, &scan(&[])).unwrap(),
             (Framing::UntilClose, false)
         );
         assert_eq!(
-            framing(&Method::HEAD, ok, &headers(&[("content-length", "5")])).unwrap(),
+            framing(&Method::HEAD, ok, &scan(&[("content-length", "5")])).unwrap(),
             (Framing::Length(0), true)
         );
         assert_eq!(
-            framing(&get, StatusCode::NOT_MODIFIED, &headers(&[])).unwrap(),
+            framing(&get, StatusCode::NOT_MODIFIED, &scan(&[])).unwrap(),
             (Framing::Length(0), true)
         );
     }
