@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
 /// Hop-by-hop headers that never cross the proxy, whatever `Connection` says.
 /// (`Trailer` is not among them: it is end to end, RFC 9110 §6.6.2, and hyper sends an
@@ -103,19 +103,20 @@ pub fn add_forwarding(
     host: Option<&HeaderValue>,
 ) {
     if let Some(client) = client {
-        let xff = HeaderName::from_static("x-forwarded-for");
-        let value = match headers.get(&xff) {
-            Some(previous) => {
-                let mut joined = Vec::with_capacity(previous.len() + 2 + client.len());
-                joined.extend_from_slice(previous.as_bytes());
+        // One lookup for the read and the write.
+        match headers.entry(HeaderName::from_static("x-forwarded-for")) {
+            Entry::Occupied(mut previous) => {
+                let mut joined = Vec::with_capacity(previous.get().len() + 2 + client.len());
+                joined.extend_from_slice(previous.get().as_bytes());
                 joined.extend_from_slice(b", ");
                 joined.extend_from_slice(client.as_bytes());
-                HeaderValue::from_bytes(&joined).ok()
+                if let Ok(value) = HeaderValue::from_bytes(&joined) {
+                    previous.insert(value);
+                }
             }
-            None => Some(client.clone()),
-        };
-        if let Some(value) = value {
-            headers.insert(xff, value);
+            Entry::Vacant(slot) => {
+                slot.insert(client.clone());
+            }
         }
     }
     headers.insert(

@@ -123,10 +123,12 @@ impl Proxy {
     pub async fn handle(&self, request: Request<Incoming>, peer: &Peer) -> Response<ProxyBody> {
         let started = Instant::now();
         let method = request.method().clone();
-        let path = request.uri().path().to_owned();
+        // Shares the request's bytes; a copy of the path would cost an allocation.
+        let uri = request.uri().clone();
+        let path = uri.path();
         let grpc = is_grpc(request.headers());
         let client_authorization = request.headers().contains_key(header::AUTHORIZATION);
-        let route = self.router.find(&path).cloned();
+        let route = self.router.find(path).cloned();
         let response = if request.method() == Method::CONNECT {
             Err(ProxyError::ConnectRefused)
         } else if let Err(refusal) = self.guard.check(request.uri(), request.headers()) {
@@ -134,7 +136,7 @@ impl Proxy {
         } else {
             match &route {
                 Some(route) => self.forward(route, request, peer).await,
-                None => Err(ProxyError::NoRoute(path.clone())),
+                None => Err(ProxyError::NoRoute(path.to_owned())),
             }
         };
         let mut failure = None;
