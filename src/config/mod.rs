@@ -487,6 +487,8 @@ fn validate_route(
             return Err(fail("mintproxy sets this header itself"));
         }
         let value = HeaderValue::from_str(value).map_err(|_| fail("invalid header value"))?;
+        // Names differing only in case are one header: the last one given wins.
+        headers.retain(|(earlier, _)| *earlier != name);
         headers.push((name, value));
     }
     let methods = raw

@@ -16,6 +16,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+use super::headers::ProxyFields;
 use super::http1::WireBody;
 use super::pool::Http1Pool;
 
@@ -35,13 +36,15 @@ pub type UpstreamBody = Either<Incoming, WireBody>;
 /// An upstream request without its credential: what a replay after 401 sends again with
 /// a fresh token. Lent, not moved, so that a replay needs no copy of it.
 #[derive(Debug)]
-pub struct Outbound {
+pub struct Outbound<'a> {
     /// The client's method.
     pub method: Method,
     /// Absolute: the upstream's origin and the target.
     pub uri: Uri,
-    /// Cleaned for the next hop, without `Authorization`.
+    /// The client's end-to-end headers (its `Authorization` is replaced when sent).
     pub headers: HeaderMap,
+    /// The fields the proxy sets over them.
+    pub set: ProxyFields<'a>,
     /// HTTP/2 with prior knowledge.
     pub http2: bool,
 }
@@ -87,7 +90,7 @@ impl UpstreamClient {
     /// borrowed parts; anything else goes through hyper, which takes a copy.
     pub async fn request(
         &self,
-        outbound: &Outbound,
+        outbound: &Outbound<'_>,
         authorization: &HeaderValue,
         body: OutboundBody,
     ) -> Result<Response<UpstreamBody>, ForwardError> {
@@ -107,10 +110,10 @@ impl UpstreamClient {
                 let mut request = Request::new(body);
                 *request.method_mut() = outbound.method.clone();
                 *request.uri_mut() = outbound.uri.clone();
-                *request.headers_mut() = outbound.headers.clone();
-                request
-                    .headers_mut()
-                    .insert(header::AUTHORIZATION, authorization.clone());
+                let headers = request.headers_mut();
+                *headers = outbound.headers.clone();
+                outbound.set.apply(headers);
+                headers.insert(header::AUTHORIZATION, authorization.clone());
                 let (version, client) = if outbound.http2 {
                     (Version::HTTP_2, &self.prior_knowledge)
                 } else {

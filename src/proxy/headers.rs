@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Hop-by-hop headers that never cross the proxy, whatever `Connection` says.
 /// (`Trailer` is not among them: it is end to end, RFC 9110 §6.6.2, and hyper sends an
@@ -94,39 +94,87 @@ pub fn restore_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
     headers.insert(header::UPGRADE, protocol);
 }
 
-/// Appends the client (its IP as header text, none on a Unix socket) to
-/// `X-Forwarded-For` and records the scheme and host it used.
-pub fn add_forwarding(
-    headers: &mut HeaderMap,
-    client: Option<&HeaderValue>,
-    proto: &'static str,
-    host: Option<&HeaderValue>,
-) {
-    if let Some(client) = client {
-        // One lookup for the read and the write.
-        match headers.entry(HeaderName::from_static("x-forwarded-for")) {
-            Entry::Occupied(mut previous) => {
-                let mut joined = Vec::with_capacity(previous.get().len() + 2 + client.len());
-                joined.extend_from_slice(previous.get().as_bytes());
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// The fields the proxy sets on an upstream request, replacing any the client sent under
+/// those names: `Host` (the upstream's), `X-Forwarded-For/-Proto/-Host`, and the route's
+/// extra headers, which win over the others. They stay beside the client's header map
+/// instead of going into it: the HTTP/1.1 path writes them straight into the request.
+#[derive(Debug)]
+pub struct ProxyFields<'a> {
+    host: &'a HeaderValue,
+    forwarded_for: Option<HeaderValue>,
+    forwarded_proto: HeaderValue,
+    forwarded_host: Option<&'a HeaderValue>,
+    extra: &'a [(HeaderName, HeaderValue)],
+}
+
+impl<'a> ProxyFields<'a> {
+    /// `Host: host`; `client` (the peer's IP as header text, none on a Unix socket)
+    /// appended to the `X-Forwarded-For` in `client_headers`; `proto` and `client_host`,
+    /// the scheme and host the client used; then `extra`.
+    pub fn new(
+        client_headers: &HeaderMap,
+        host: &'a HeaderValue,
+        client: Option<&HeaderValue>,
+        proto: &'static str,
+        client_host: Option<&'a HeaderValue>,
+        extra: &'a [(HeaderName, HeaderValue)],
+    ) -> Self {
+        let forwarded_for = client.and_then(|client| match client_headers.get(&X_FORWARDED_FOR) {
+            Some(previous) => {
+                let mut joined = Vec::with_capacity(previous.len() + 2 + client.len());
+                joined.extend_from_slice(previous.as_bytes());
                 joined.extend_from_slice(b", ");
                 joined.extend_from_slice(client.as_bytes());
-                if let Ok(value) = HeaderValue::from_bytes(&joined) {
-                    previous.insert(value);
-                }
+                HeaderValue::from_bytes(&joined).ok()
             }
-            Entry::Vacant(slot) => {
-                slot.insert(client.clone());
-            }
+            None => Some(client.clone()),
+        });
+        Self {
+            host,
+            forwarded_for,
+            forwarded_proto: HeaderValue::from_static(proto),
+            forwarded_host: client_host,
+            extra,
         }
     }
-    headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static(proto),
-    );
-    match host {
-        Some(host) => headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone()),
-        None => headers.remove(HeaderName::from_static("x-forwarded-host")),
-    };
+
+    /// The fields, in the order sent.
+    pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        let own = [
+            (&header::HOST, Some(self.host)),
+            (&X_FORWARDED_FOR, self.forwarded_for.as_ref()),
+            (&X_FORWARDED_PROTO, Some(&self.forwarded_proto)),
+            (&X_FORWARDED_HOST, self.forwarded_host),
+        ];
+        own.into_iter()
+            .filter_map(|(name, value)| Some((name, value?)))
+            .filter(|(name, _)| !self.extra.iter().any(|(extra, _)| extra == *name))
+            .chain(self.extra.iter().map(|(name, value)| (name, value)))
+    }
+
+    /// Whether the client's field `name` gives way to these. (Without a peer address the
+    /// client's `X-Forwarded-For` passes as it is; its `X-Forwarded-Host` never does.)
+    pub fn replaces(&self, name: &HeaderName) -> bool {
+        *name == header::HOST
+            || *name == X_FORWARDED_PROTO
+            || *name == X_FORWARDED_HOST
+            || (*name == X_FORWARDED_FOR && self.forwarded_for.is_some())
+            || self.extra.iter().any(|(extra, _)| extra == name)
+    }
+
+    /// Sets them in `headers` (a copy of the client's, for hyper's client).
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        if self.forwarded_host.is_none() {
+            headers.remove(&X_FORWARDED_HOST);
+        }
+        for (name, value) in self.iter() {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
 }
 
 /// A client's IP as `X-Forwarded-For` text: worked out once per connection.
@@ -217,16 +265,72 @@ mod tests {
     }
 
     #[test]
-    fn forwarding_headers_append_the_client() {
-        let mut map = headers(&[("x-forwarded-for", "10.0.0.1"), ("x-forwarded-host", "evil")]);
-        add_forwarding(
-            &mut map,
-            Some(&forwarded_for("127.0.0.1".parse().unwrap())),
+    fn proxy_fields_append_the_client_and_replace_the_clients_own() {
+        let client = headers(&[
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-host", "evil"),
+            ("host", "localhost:8080"),
+            ("x-extra", "client"),
+            ("accept", "*/*"),
+        ]);
+        let upstream = HeaderValue::from_static("upstream:9000");
+        let client_host = HeaderValue::from_static("localhost:8080");
+        let peer = forwarded_for("127.0.0.1".parse().unwrap());
+        let extra = [(
+            HeaderName::from_static("x-extra"),
+            HeaderValue::from_static("ours"),
+        )];
+        let fields = ProxyFields::new(
+            &client,
+            &upstream,
+            Some(&peer),
             "http",
-            Some(&HeaderValue::from_static("localhost:8080")),
+            Some(&client_host),
+            &extra,
         );
-        assert_eq!(map["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
-        assert_eq!(map["x-forwarded-proto"], "http");
-        assert_eq!(map["x-forwarded-host"], "localhost:8080");
+        let sent: Vec<(&str, &str)> = fields
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            sent,
+            [
+                ("host", "upstream:9000"),
+                ("x-forwarded-for", "10.0.0.1, 127.0.0.1"),
+                ("x-forwarded-proto", "http"),
+                ("x-forwarded-host", "localhost:8080"),
+                ("x-extra", "ours"),
+            ]
+        );
+        let replaced: Vec<&str> = client
+            .keys()
+            .filter(|name| fields.replaces(name))
+            .map(HeaderName::as_str)
+            .collect();
+        assert_eq!(
+            replaced,
+            ["x-forwarded-for", "x-forwarded-host", "host", "x-extra"]
+        );
+        let mut applied = client.clone();
+        fields.apply(&mut applied);
+        assert_eq!(applied["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(applied["host"], "upstream:9000");
+        assert_eq!(applied["x-extra"], "ours");
+        assert_eq!(applied["accept"], "*/*");
+        assert_eq!(applied.len(), 6);
+    }
+
+    #[test]
+    fn without_a_peer_or_host_the_forwarded_fields_are_what_is_known() {
+        let client = headers(&[("x-forwarded-for", "10.0.0.1"), ("x-forwarded-host", "evil")]);
+        let upstream = HeaderValue::from_static("upstream");
+        let fields = ProxyFields::new(&client, &upstream, None, "https", None, &[]);
+        assert!(!fields.replaces(&X_FORWARDED_FOR), "kept as the client sent it");
+        assert!(fields.replaces(&X_FORWARDED_HOST), "never passed through");
+        let mut applied = client.clone();
+        fields.apply(&mut applied);
+        assert_eq!(applied["x-forwarded-for"], "10.0.0.1");
+        assert!(!applied.contains_key("x-forwarded-host"));
+        assert_eq!(applied["x-forwarded-proto"], "https");
     }
 }

@@ -48,39 +48,43 @@ pub enum WireError {
 
 /// The request head and body, serialized, with `authorization` as the credential:
 /// `Content-Length` comes from the body, any framing header the client sent is dropped.
-pub fn encode_request(outbound: &Outbound, authorization: &HeaderValue, body: &[u8]) -> Vec<u8> {
+pub fn encode_request(outbound: &Outbound<'_>, authorization: &HeaderValue, body: &[u8]) -> Vec<u8> {
     let path = outbound.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let mut out = Vec::with_capacity(256 + body.len());
     out.extend_from_slice(outbound.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let mut field = |name: &[u8], value: &[u8]| {
-        out.extend_from_slice(name);
+    let mut field = |name: &HeaderName, value: &HeaderValue| {
+        out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
+        out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     };
+    // Framing is ours; the body is already in hand, so the client's
+    // `Expect: 100-continue` was answered by this proxy and must not invite the upstream
+    // to answer before reading the body; and the credential is ours.
+    let ours = [
+        header::CONTENT_LENGTH,
+        header::TRANSFER_ENCODING,
+        header::EXPECT,
+        header::AUTHORIZATION,
+    ];
     for (name, value) in &outbound.headers {
-        // Framing is ours; the body is already in hand, so the client's
-        // `Expect: 100-continue` was answered by this proxy and must not invite the
-        // upstream to answer before reading the body; and the credential is ours.
-        let ours = [
-            header::CONTENT_LENGTH,
-            header::TRANSFER_ENCODING,
-            header::EXPECT,
-            header::AUTHORIZATION,
-        ];
-        if !ours.contains(name) {
-            field(name.as_str().as_bytes(), value.as_bytes());
+        if !ours.contains(name) && !outbound.set.replaces(name) {
+            field(name, value);
         }
     }
-    field(b"authorization", authorization.as_bytes());
+    for (name, value) in outbound.set.iter() {
+        field(name, value);
+    }
+    field(&header::AUTHORIZATION, authorization);
     let needs_length = !body.is_empty()
         || outbound.headers.contains_key(header::CONTENT_LENGTH)
         || matches!(outbound.method, Method::POST | Method::PUT | Method::PATCH);
     if needs_length {
-        field(b"content-length", body.len().to_string().as_bytes());
+        let length = HeaderValue::from(body.len());
+        field(&header::CONTENT_LENGTH, &length);
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body);
@@ -652,6 +656,7 @@ impl Body for WireBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::headers::ProxyFields;
 
     fn head(text: &str) -> (Head, usize) {
         parse_head(text.as_bytes()).unwrap().unwrap()
@@ -761,32 +766,37 @@ mod tests {
     }
 
     #[test]
-    fn requests_carry_their_own_length_and_our_credential() {
+    fn requests_carry_their_own_length_our_fields_and_our_credential() {
         let mut headers = HeaderMap::new();
         headers.insert("content-length", HeaderValue::from_static("999"));
         headers.insert("x-y", HeaderValue::from_static("z"));
         headers.insert("expect", HeaderValue::from_static("100-continue"));
         headers.insert("authorization", HeaderValue::from_static("Basic client"));
+        headers.insert("host", HeaderValue::from_static("localhost:8080"));
+        let upstream = HeaderValue::from_static("upstream:8080");
         let post = Outbound {
             method: Method::POST,
             uri: "http://upstream:8080/a?b=1".parse().unwrap(),
+            set: ProxyFields::new(&headers, &upstream, None, "http", None, &[]),
             headers,
             http2: false,
         };
         let bearer = HeaderValue::from_static("Bearer t");
         assert_eq!(
             String::from_utf8(encode_request(&post, &bearer, b"hello")).unwrap(),
-            "POST /a?b=1 HTTP/1.1\r\nx-y: z\r\nauthorization: Bearer t\r\ncontent-length: 5\r\n\r\nhello"
+            "POST /a?b=1 HTTP/1.1\r\nx-y: z\r\nhost: upstream:8080\r\nx-forwarded-proto: http\r\n\
+             authorization: Bearer t\r\ncontent-length: 5\r\n\r\nhello"
         );
         let get = Outbound {
             method: Method::GET,
             uri: "http://upstream:8080/".parse().unwrap(),
+            set: ProxyFields::new(&HeaderMap::new(), &upstream, None, "http", None, &[]),
             headers: HeaderMap::new(),
             http2: false,
         };
         assert_eq!(
             String::from_utf8(encode_request(&get, &bearer, b"")).unwrap(),
-            "GET / HTTP/1.1\r\nauthorization: Bearer t\r\n\r\n"
+            "GET / HTTP/1.1\r\nhost: upstream:8080\r\nx-forwarded-proto: http\r\nauthorization: Bearer t\r\n\r\n"
         );
     }
 }

@@ -199,27 +199,24 @@ impl Proxy {
         if let Some(protocol) = upgrade {
             headers::restore_upgrade(&mut headers, protocol);
         }
-        headers.remove(header::AUTHORIZATION);
-        headers.insert(header::HOST, route.upstream.host_header().clone());
         let scheme = if parts.extensions.get::<ArrivedOverTls>().is_some() {
             "https"
         } else {
             "http"
         };
-        headers::add_forwarding(
-            &mut headers,
+        let set = headers::ProxyFields::new(
+            &headers,
+            route.upstream.host_header(),
             peer.forwarded_for.as_ref(),
             scheme,
             client_host.as_ref(),
+            &route.headers,
         );
-        for (name, value) in &route.headers {
-            headers.insert(name.clone(), value.clone());
-        }
-
         let outbound = Outbound {
             method: parts.method,
             uri,
             headers,
+            set,
             http2: route.http2,
         };
         let body = buffer_if_small(body, route.replay_limit, self.limits.max_body_size).await?;
@@ -249,7 +246,7 @@ impl Proxy {
 
     async fn send(
         &self,
-        outbound: &Outbound,
+        outbound: &Outbound<'_>,
         token: &CachedToken,
         body: OutboundBody,
     ) -> Result<Response<UpstreamBody>, ProxyError> {

@@ -136,7 +136,7 @@ impl Http1Pool {
     /// fresh connection, if it was never written or is idempotent.
     pub async fn send(
         self: &Arc<Self>,
-        outbound: &Outbound,
+        outbound: &Outbound<'_>,
         authorization: &HeaderValue,
         body: Bytes,
     ) -> Result<Response<WireBody>, PoolError> {
