@@ -187,6 +187,11 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(options.header_read_timeout)
+        // A client may shut its sending side once its request is out and still get the
+        // answer. It also spares hyper a read while a request is in flight, which costs a
+        // fresh read buffer per request. The price: a client that vanishes mid-request is
+        // noticed at the next write, not at once.
+        .half_close(true)
         // hyper's minimum buffer is 8 KiB; a larger header section gets 431.
         .max_buf_size(options.max_header_size.max(8192));
     builder

@@ -111,6 +111,26 @@ async fn hop_by_hop_headers_go_and_the_bearer_stays() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_half_closes_after_its_request_still_gets_the_answer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stack = stack().await;
+    let port = stack.proxy.addr.port();
+    let mut stream = tokio::net::TcpStream::connect(stack.proxy.addr).await.unwrap();
+    let request = format!("GET /half HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    // Nothing more to send: the client shuts its side and waits for the answer.
+    stream.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("answered, then closed")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(stack.echo.seen()[0].target, "/half");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extra_headers_are_added() {
     let issued = support::issuer().await;
     let echo = mintproxy::demo::echo::Echo::start(local_listener().await, issued.issuer.clone()).unwrap();
