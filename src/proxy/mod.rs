@@ -172,10 +172,9 @@ impl Proxy {
         request: Request<Incoming>,
         peer: &Peer,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let target = route.upstream_target(request.uri().path(), request.uri().query());
-        let path = target.split('?').next().unwrap_or_default();
-        route.policy.check(request.method(), path)?;
-        let uri = route.upstream.uri_for(&target);
+        let target = route.upstream_target(request.uri());
+        route.policy.check(request.method(), target.path())?;
+        let uri = route.upstream.uri_for(target);
         if let (Some(limit), Some(len)) = (self.limits.max_body_size, request.body().size_hint().exact()) {
             if len > limit {
                 return Err(ProxyError::BodyTooLarge(limit));

@@ -3,6 +3,9 @@
 
 use std::sync::Arc;
 
+use http::uri::PathAndQuery;
+use http::Uri;
+
 use super::policy::under_prefix;
 use super::Route;
 
@@ -32,21 +35,25 @@ impl Router {
 }
 
 impl Route {
-    /// The path and query the upstream gets for the client's: the prefix removed when the
-    /// route strips it.
-    pub fn upstream_target<'a>(&self, path: &'a str, query: Option<&str>) -> std::borrow::Cow<'a, str> {
-        let path = if self.strip_prefix {
-            match &path[self.prefix.len()..] {
-                "" => "/",
-                rest => rest,
-            }
-        } else {
-            path
-        };
-        match query {
-            Some(query) => format!("{path}?{query}").into(),
-            None => path.into(),
+    /// The path and query the upstream gets for the client's `uri`: the prefix removed
+    /// when the route strips it. Otherwise the client's own, shared, not copied.
+    pub fn upstream_target(&self, uri: &Uri) -> PathAndQuery {
+        let client = uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        if !self.strip_prefix {
+            return client;
         }
+        let path = match &client.path()[self.prefix.len()..] {
+            "" => "/",
+            rest => rest,
+        };
+        let target = match client.query() {
+            Some(query) => format!("{path}?{query}"),
+            None => path.to_owned(),
+        };
+        PathAndQuery::try_from(target).expect("the end of a valid path, and its query, stay valid")
     }
 }
 
@@ -95,16 +102,12 @@ mod tests {
 
     #[tokio::test]
     async fn stripping_keeps_the_leading_slash_and_query() {
+        let target = |route: &Route, uri: &str| route.upstream_target(&uri.parse().unwrap());
         let strip = route("/billing/", true);
-        assert_eq!(
-            strip.upstream_target("/billing/invoices", Some("a=1")),
-            "/invoices?a=1"
-        );
-        assert_eq!(strip.upstream_target("/billing", None), "/");
+        assert_eq!(target(&strip, "/billing/invoices?a=1"), "/invoices?a=1");
+        assert_eq!(target(&strip, "/billing"), "/");
         let keep = route("/billing/", false);
-        assert_eq!(
-            keep.upstream_target("/billing/invoices", None),
-            "/billing/invoices"
-        );
+        assert_eq!(target(&keep, "/billing/invoices?a=1"), "/billing/invoices?a=1");
+        assert_eq!(target(&keep, "http://elsewhere.example"), "/");
     }
 }

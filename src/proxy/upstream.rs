@@ -1,6 +1,6 @@
 //! The pinned upstream: where every request of a route goes, whatever the client asked.
 
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::{Authority, Parts, PathAndQuery, Scheme};
 use http::{HeaderValue, Uri};
 
 /// A parsed upstream URL (`http` or `https`, optional base path).
@@ -56,20 +56,18 @@ impl Upstream {
     /// The URI to send to: the upstream's origin and base path, then `target` (a path and
     /// query taken from the client's request). Only the path and query of the client's
     /// target are ever used, so an absolute-form target cannot send traffic elsewhere.
-    pub fn uri_for(&self, target: &str) -> Uri {
+    pub fn uri_for(&self, target: PathAndQuery) -> Uri {
         let path_and_query = if self.base_path.is_empty() {
-            PathAndQuery::try_from(target)
+            target
         } else {
             PathAndQuery::try_from(format!("{}{}", self.base_path, target))
+                .expect("a valid path and query stays valid behind a valid base path")
         };
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(
-                path_and_query.expect("a valid path and query stays valid behind a valid base path"),
-            )
-            .build()
-            .expect("scheme, authority and path were each validated")
+        let mut parts = Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(path_and_query);
+        Uri::from_parts(parts).expect("scheme, authority and path were each validated")
     }
 
     /// `scheme://authority`: the default issuer when flags name one upstream.
@@ -114,12 +112,17 @@ mod tests {
     fn keeps_path_and_query_behind_the_base_path() {
         let upstream = Upstream::parse("https://zitadel.example:8443/api/").unwrap();
         assert_eq!(
-            upstream.uri_for("/v2/users?limit=5").to_string(),
+            upstream
+                .uri_for(PathAndQuery::from_static("/v2/users?limit=5"))
+                .to_string(),
             "https://zitadel.example:8443/api/v2/users?limit=5"
         );
         assert_eq!(upstream.host_header(), "zitadel.example:8443");
         let root = Upstream::parse("http://127.0.0.1:9000").unwrap();
-        assert_eq!(root.uri_for("/").to_string(), "http://127.0.0.1:9000/");
+        assert_eq!(
+            root.uri_for(PathAndQuery::from_static("/")).to_string(),
+            "http://127.0.0.1:9000/"
+        );
         assert_eq!(upstream.origin(), "https://zitadel.example:8443");
     }
 
