@@ -34,8 +34,8 @@ pub type ForwardError = Box<dyn std::error::Error + Send + Sync>;
 pub type UpstreamBody = Either<Incoming, WireBody>;
 
 /// An upstream request without its credential: what a replay after 401 sends again with
-/// a fresh token. Lent, not moved, so that a replay needs no copy of it.
-#[derive(Debug)]
+/// a fresh token. Lent, not moved, so that a replay needs no copy of it. No `Debug`: it
+/// holds the client's headers, its own credentials among them.
 pub struct Outbound<'a> {
     /// The client's method.
     pub method: Method,

@@ -102,7 +102,7 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 /// those names: `Host` (the upstream's), `X-Forwarded-For/-Proto/-Host`, and the route's
 /// extra headers, which win over the others. They stay beside the client's header map
 /// instead of going into it: the HTTP/1.1 path writes them straight into the request.
-#[derive(Debug)]
+/// No `Debug`: a route's extra header may carry a secret.
 pub struct ProxyFields<'a> {
     host: &'a HeaderValue,
     forwarded_for: Option<HeaderValue>,
