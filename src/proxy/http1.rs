@@ -23,8 +23,8 @@ use super::pool::{Connection, Lease};
 
 /// Largest response head (status line and headers) accepted.
 const MAX_HEAD: usize = 64 * 1024;
-/// Most headers in a response head or trailer section.
-const MAX_HEADERS: usize = 100;
+/// Most fields in a head or trailer section (hyper's limit too).
+pub(crate) const MAX_HEADERS: usize = 100;
 /// Longest chunk-size line.
 const MAX_CHUNK_LINE: usize = 4096;
 
@@ -165,7 +165,7 @@ struct Head {
 }
 
 /// A field's name and value, as sent.
-type Field<'a> = (&'a [u8], &'a [u8]);
+pub(crate) type Field<'a> = (&'a [u8], &'a [u8]);
 
 impl Head {
     /// Each field of the head held in `bytes`.
@@ -211,30 +211,44 @@ fn field_tokens<'a>(
         .flat_map(|(_, value)| list(value))
 }
 
-/// What a response head says about its framing and its hop-by-hop fields, found in one
-/// pass before any field enters a header map.
+/// What a head says about its framing, its connection and its hop-by-hop fields, found in
+/// one pass before any field enters a header map. Shared by both directions: responses
+/// read here, requests read by the in-task server (`crate::server::http1`).
 #[derive(Debug)]
-struct Scan<'a> {
+pub(crate) struct Scan<'a> {
     /// A `Transfer-Encoding` field is present.
-    transfer_encoding: bool,
+    pub transfer_encoding: bool,
     /// The last transfer coding.
     last_coding: Option<&'a [u8]>,
     /// The `Content-Length` (`None`: no such field), or what is wrong with it.
-    content_length: Result<Option<u64>, &'static str>,
+    pub content_length: Result<Option<u64>, &'static str>,
     /// `Connection` says `close`.
-    close: bool,
+    pub close: bool,
+    /// `Connection` says `keep-alive` (what an HTTP/1.0 client needs to keep it).
+    pub keep_alive: bool,
     /// `Connection` names fields beyond the fixed hop-by-hop ones (rare).
     names_fields: bool,
+    /// An `Upgrade` field, or `Connection: upgrade`.
+    pub upgrade: bool,
+    /// An `Expect` field.
+    pub expect: bool,
+    /// `TE` lists `trailers`: the client takes trailer fields.
+    pub te_trailers: bool,
 }
 
 impl<'a> Scan<'a> {
-    fn of(fields: impl Iterator<Item = Field<'a>>) -> Self {
+    /// Scans `fields`.
+    pub fn of(fields: impl Iterator<Item = Field<'a>>) -> Self {
         let mut scan = Scan {
             transfer_encoding: false,
             last_coding: None,
             content_length: Ok(None),
             close: false,
+            keep_alive: false,
             names_fields: false,
+            upgrade: false,
+            expect: false,
+            te_trailers: false,
         };
         for (name, value) in fields {
             if name.eq_ignore_ascii_case(b"transfer-encoding") {
@@ -246,10 +260,20 @@ impl<'a> Scan<'a> {
                 for token in list(value) {
                     if token.eq_ignore_ascii_case(b"close") {
                         scan.close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        scan.keep_alive = true;
+                    } else if token.eq_ignore_ascii_case(b"upgrade") {
+                        scan.upgrade = true;
                     } else if !is_hop_by_hop(token, std::iter::empty()) {
                         scan.names_fields = true;
                     }
                 }
+            } else if name.eq_ignore_ascii_case(b"upgrade") {
+                scan.upgrade = true;
+            } else if name.eq_ignore_ascii_case(b"expect") {
+                scan.expect = true;
+            } else if name.eq_ignore_ascii_case(b"te") {
+                scan.te_trailers |= list(value).any(|coding| coding.eq_ignore_ascii_case(b"trailers"));
             }
         }
         scan

@@ -1,5 +1,11 @@
 //! The listener side: TCP or Unix socket, optional TLS, HTTP/1.1 and HTTP/2 with
 //! upgrades, connection limits, and the drain on shutdown.
+//!
+//! A plain connection starts with the in-task HTTP/1.1 server ([`http1`]), which hands it
+//! to hyper at the first request it does not take; TLS connections go to hyper at once.
+
+mod http1;
+mod rewind;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -9,7 +15,6 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,14 +23,19 @@ use std::str::FromStr;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::tls::{self, TlsError};
 
-use crate::proxy::{ArrivedOverTls, Peer, Proxy};
+use crate::proxy::{ArrivedOverTls, ClientBody, Peer, Proxy};
 use http::Request;
 use hyper::body::Incoming;
 use tokio_rustls::TlsAcceptor;
+
+use self::http1::Ended;
+use self::rewind::Rewind;
 
 /// Where the proxy listens: a TCP address, or a Unix socket (`unix:/path`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,7 +208,14 @@ pub async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(options.max_header_size).unwrap_or(u32::MAX));
-    let graceful = GracefulShutdown::new();
+    let in_task = http1::Limits {
+        max_head: options.max_header_size,
+        max_body: proxy.read_body_limit(),
+        read_timeout: options.header_read_timeout,
+    };
+    // Connections being served, and the signal for them to finish.
+    let serving = TaskTracker::new();
+    let stop = CancellationToken::new();
     let connections = Arc::new(Semaphore::new(options.max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
@@ -223,24 +240,15 @@ pub async fn serve(
         let over_tls = tls.is_some();
         // One allocation per connection; each request then costs one reference count.
         let session = Arc::new((proxy.clone(), Peer::new(remote)));
-        let service = service_fn(move |mut request: Request<Incoming>| {
-            if over_tls {
-                request.extensions_mut().insert(ArrivedOverTls);
-            }
-            let session = Arc::clone(&session);
-            async move {
-                let (proxy, peer) = &*session;
-                Ok::<_, Infallible>(proxy.handle(request, peer).await)
-            }
-        });
         let builder = builder.clone();
-        let watcher = graceful.watcher();
+        let serving = serving.clone();
+        let stop = stop.clone();
         let header_read_timeout = options.header_read_timeout;
         tokio::spawn(async move {
             // hyper's header timeout starts with the first byte; a connection that sends
             // nothing would otherwise hold its slot forever.
             let deadline = tokio::time::Instant::now() + header_read_timeout;
-            let io: Box<dyn Io> = match accepted {
+            let mut io: Box<dyn Io> = match accepted {
                 Accepted::Tcp(stream) => {
                     let _ = stream.set_nodelay(true);
                     if tokio::time::timeout_at(deadline, stream.peek(&mut [0u8; 1]))
@@ -262,21 +270,48 @@ pub async fn serve(
                     Box::new(stream)
                 }
             };
-            let io: Box<dyn Io> = match tls {
-                None => io,
-                Some(tls) => match tokio::time::timeout_at(deadline, tls.accept(io)).await {
-                    Ok(Ok(stream)) => Box::new(stream),
-                    Ok(Err(error)) => {
-                        tracing::debug!(?remote, %error, "TLS handshake failed");
-                        return;
+            let served = async {
+                let io: Box<dyn Io> = match tls {
+                    None => {
+                        let (proxy, peer) = &*session;
+                        match http1::serve(&mut io, proxy, peer, in_task, &stop).await {
+                            Ended::Closed => return,
+                            Ended::Handover(read) => Box::new(Rewind::new(read, io)),
+                        }
                     }
-                    Err(_) => return,
-                },
+                    Some(tls) => match tokio::time::timeout_at(deadline, tls.accept(io)).await {
+                        Ok(Ok(stream)) => Box::new(stream),
+                        Ok(Err(error)) => {
+                            tracing::debug!(?remote, %error, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    },
+                };
+                let service = service_fn(move |mut request: Request<Incoming>| {
+                    if over_tls {
+                        request.extensions_mut().insert(ArrivedOverTls);
+                    }
+                    let session = Arc::clone(&session);
+                    async move {
+                        let (proxy, peer) = &*session;
+                        Ok::<_, Infallible>(proxy.handle(request.map(ClientBody::Incoming), peer).await)
+                    }
+                });
+                let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+                tokio::pin!(connection);
+                let result = tokio::select! {
+                    result = connection.as_mut() => result,
+                    () = stop.cancelled() => {
+                        connection.as_mut().graceful_shutdown();
+                        connection.await
+                    }
+                };
+                if let Err(error) = result {
+                    tracing::debug!(?remote, error = %error, "connection ended with an error");
+                }
             };
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-            if let Err(error) = watcher.watch(connection).await {
-                tracing::debug!(?remote, error = %error, "connection ended with an error");
-            }
+            serving.track_future(served).await;
             drop(permit);
         });
     }
@@ -285,7 +320,9 @@ pub async fn serve(
     }
     drop(listener);
     tracing::info!("shutting down: draining in-flight requests");
-    if tokio::time::timeout(options.shutdown_timeout, graceful.shutdown())
+    stop.cancel();
+    serving.close();
+    if tokio::time::timeout(options.shutdown_timeout, serving.wait())
         .await
         .is_err()
     {
