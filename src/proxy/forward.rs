@@ -16,9 +16,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+use tokio::time::Instant;
+
 use super::headers::ProxyFields;
-use super::http1::WireBody;
-use super::pool::Http1Pool;
+use super::http1::{WireBody, WireError};
+use super::pool::{Http1Pool, PoolError};
 
 /// How long connecting to an upstream may take before the request fails with 502.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,6 +31,11 @@ pub type OutboundBody = Either<Full<Bytes>, Limited<Incoming>>;
 
 /// Why an upstream request got no response (the cause chain names the reason).
 pub type ForwardError = Box<dyn std::error::Error + Send + Sync>;
+
+/// No response head arrived within the upstream timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("no response within {0:?}")]
+pub struct TimedOut(pub Duration);
 
 /// A response body from the upstream: from hyper's client, or read in the request's task.
 pub type UpstreamBody = Either<Incoming, WireBody>;
@@ -85,14 +92,17 @@ impl UpstreamClient {
         }
     }
 
-    /// Sends `outbound` with `authorization`. A plain-HTTP/1.1 request with a buffered body
-    /// and no upgrade is exchanged in this task ([`super::http1`]), straight from the
-    /// borrowed parts; anything else goes through hyper, which takes a copy.
+    /// Sends `outbound` with `authorization`; [`TimedOut`] when no response head arrives
+    /// within `timeout`. A plain-HTTP/1.1 request with a buffered body and no upgrade is
+    /// exchanged in this task ([`super::http1`]), straight from the borrowed parts, under
+    /// its connection's own reusable timer; anything else goes through hyper, which takes
+    /// a copy.
     pub async fn request(
         &self,
         outbound: &Outbound<'_>,
         authorization: &HeaderValue,
         body: OutboundBody,
+        timeout: Duration,
     ) -> Result<Response<UpstreamBody>, ForwardError> {
         let in_task = !outbound.http2
             && outbound.uri.scheme() == Some(&Scheme::HTTP)
@@ -103,8 +113,12 @@ impl UpstreamClient {
                     Some(Ok(frame)) => frame.into_data().unwrap_or_default(),
                     _ => Bytes::new(),
                 };
-                let response = self.plain.send(outbound, authorization, data).await?;
-                Ok(response.map(Either::Right))
+                let deadline = Instant::now() + timeout;
+                match self.plain.send(outbound, authorization, data, deadline).await {
+                    Ok(response) => Ok(response.map(Either::Right)),
+                    Err(PoolError::Wire(WireError::TimedOut)) => Err(Box::new(TimedOut(timeout))),
+                    Err(error) => Err(error.into()),
+                }
             }
             body => {
                 let mut request = Request::new(body);
@@ -120,7 +134,10 @@ impl UpstreamClient {
                     (Version::HTTP_11, &self.negotiated)
                 };
                 *request.version_mut() = version;
-                Ok(client.request(request).await?.map(Either::Left))
+                match tokio::time::timeout(timeout, client.request(request)).await {
+                    Ok(response) => Ok(response?.map(Either::Left)),
+                    Err(_) => Err(Box::new(TimedOut(timeout))),
+                }
             }
         }
     }

@@ -44,6 +44,9 @@ pub enum WireError {
     /// The response does not parse as HTTP/1.1.
     #[error("malformed upstream response: {0}")]
     Malformed(&'static str),
+    /// The request's deadline passed before the response head arrived.
+    #[error("no response before the deadline")]
+    TimedOut,
 }
 
 /// The request head and body, serialized, with `authorization` as the credential:
@@ -96,10 +99,13 @@ fn is_reset(error: &std::io::Error) -> bool {
     matches!(error.kind(), ConnectionReset | ConnectionAborted | BrokenPipe)
 }
 
-/// Writes the serialized request on `connection`.
+/// Writes the serialized request on `connection`, before its deadline.
 pub async fn write_request(connection: &mut Connection, bytes: &[u8]) -> Result<(), WireError> {
-    connection.stream.write_all(bytes).await?;
-    Ok(())
+    tokio::select! {
+        biased;
+        written = connection.stream.write_all(bytes) => Ok(written?),
+        () = connection.deadline.as_mut() => Err(WireError::TimedOut),
+    }
 }
 
 /// How the response body is delimited (RFC 9112 §6.3).
@@ -126,7 +132,7 @@ pub async fn read_response(
                 return Err(WireError::Malformed("response head too large"));
             }
             let partial = !connection.buf.is_empty();
-            match connection.read_more().await {
+            match connection.read_more_before_deadline().await? {
                 Ok(0) => return Err(WireError::Closed { partial }),
                 Ok(_) => {}
                 // A reset before any byte of a response is the same news as a close.

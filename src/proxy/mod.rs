@@ -25,7 +25,7 @@ use hyper_util::rt::TokioIo;
 use crate::error::{error_chain, ProxyError};
 use crate::metrics::{self, Metrics};
 use crate::token::{CachedToken, TokenCache};
-pub use forward::{Outbound, OutboundBody, UpstreamBody, UpstreamClient};
+pub use forward::{Outbound, OutboundBody, TimedOut, UpstreamBody, UpstreamClient};
 pub use guard::HostGuard;
 pub use policy::Policy;
 pub use routes::Router;
@@ -297,15 +297,14 @@ impl Proxy {
         token: &CachedToken,
         body: OutboundBody,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
-        // Boxed: the timeout would otherwise copy this large future into itself.
-        let sent = Box::pin(self.client.request(outbound, token.header(), body));
-        match tokio::time::timeout(self.limits.upstream_timeout, sent).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(error)) if body_over_limit(&*error) => Err(ProxyError::BodyTooLarge(
+        let timeout = self.limits.upstream_timeout;
+        match self.client.request(outbound, token.header(), body, timeout).await {
+            Ok(response) => Ok(response),
+            Err(error) if error.is::<TimedOut>() => Err(ProxyError::UpstreamTimeout(timeout)),
+            Err(error) if body_over_limit(&*error) => Err(ProxyError::BodyTooLarge(
                 self.limits.max_body_size.unwrap_or_default(),
             )),
-            Ok(Err(error)) => Err(ProxyError::UpstreamUnreachable(error_chain(&*error))),
-            Err(_) => Err(ProxyError::UpstreamTimeout(self.limits.upstream_timeout)),
+            Err(error) => Err(ProxyError::UpstreamUnreachable(error_chain(&*error))),
         }
     }
 }

@@ -3,14 +3,17 @@
 //! The request's own task takes the most recently used connection, writes and reads on
 //! it ([`super::http1`]), and the response body gives it back once read to the end.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::task::{ready, Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::uri::Authority;
 use http::{HeaderValue, Method, Response};
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 use super::forward::{Outbound, CONNECT_TIMEOUT};
 use super::http1::{self, WireBody, WireError};
@@ -52,10 +55,13 @@ struct Idle {
     since: Instant,
 }
 
-/// One upstream connection and the bytes read from it but not yet used.
+/// One upstream connection, the bytes read from it but not yet used, and the deadline of
+/// its current request: one timer per connection, moved on per request, instead of a timer
+/// set and cleared per request.
 pub struct Connection {
     pub(super) stream: TcpStream,
     pub(super) buf: BytesMut,
+    pub(super) deadline: Pin<Box<Sleep>>,
 }
 
 /// Shows the socket and how much is buffered, never the bytes: a response may carry a
@@ -65,14 +71,22 @@ impl std::fmt::Debug for Connection {
         f.debug_struct("Connection")
             .field("stream", &self.stream)
             .field("buffered", &self.buf.len())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
 impl Connection {
-    /// Reads what is there (waiting for at least one byte); 0 means the peer closed.
-    pub(super) async fn read_more(&mut self) -> std::io::Result<usize> {
-        std::future::poll_fn(|cx| self.poll_read_more(cx)).await
+    /// Reads what is there (waiting for at least one byte) before the deadline; `Ok(0)`
+    /// means the peer closed.
+    pub(super) async fn read_more_before_deadline(&mut self) -> Result<std::io::Result<usize>, WireError> {
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(read) = self.poll_read_more(cx) {
+                return Poll::Ready(Ok(read));
+            }
+            ready!(self.deadline.as_mut().poll(cx));
+            Poll::Ready(Err(WireError::TimedOut))
+        })
+        .await
     }
 
     pub(super) fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
@@ -131,14 +145,16 @@ impl Lease {
 
 impl Http1Pool {
     /// Sends `outbound` (absolute `http` URI) with `authorization` and a buffered `body`
-    /// over a kept-alive connection, or a new one. When a reused connection turns out to
-    /// be closed before any of the response arrived, the request goes once more, on a
-    /// fresh connection, if it was never written or is idempotent.
+    /// over a kept-alive connection, or a new one, and reads the response head by
+    /// `deadline`. When a reused connection turns out to be closed before any of the
+    /// response arrived, the request goes once more, on a fresh connection, if it was
+    /// never written or is idempotent.
     pub async fn send(
         self: &Arc<Self>,
         outbound: &Outbound<'_>,
         authorization: &HeaderValue,
         body: Bytes,
+        deadline: Instant,
     ) -> Result<Response<WireBody>, PoolError> {
         let authority = outbound
             .uri
@@ -150,9 +166,12 @@ impl Http1Pool {
         loop {
             let pooled = if may_retry { self.checkout(authority) } else { None };
             let (mut connection, reused) = match pooled {
-                Some(connection) => (connection, true),
+                Some(mut connection) => {
+                    connection.deadline.as_mut().reset(deadline);
+                    (connection, true)
+                }
                 // Boxed: connecting is rare, and its future would make every send larger.
-                None => (Box::pin(connect(authority)).await?, false),
+                None => (Box::pin(connect(authority, deadline)).await?, false),
             };
             let retry = reused && may_retry;
             may_retry = false;
@@ -207,8 +226,9 @@ fn idempotent(method: &Method) -> bool {
     )
 }
 
-/// Opens a connection with `TCP_NODELAY`.
-async fn connect(authority: &Authority) -> Result<Connection, PoolError> {
+/// Opens a connection with `TCP_NODELAY`, within [`CONNECT_TIMEOUT`] and before the
+/// request's `deadline`.
+async fn connect(authority: &Authority, deadline: Instant) -> Result<Connection, PoolError> {
     let fail = |reason: String| PoolError::Connect {
         authority: authority.clone(),
         reason,
@@ -217,14 +237,17 @@ async fn connect(authority: &Authority) -> Result<Connection, PoolError> {
         authority.host().trim_matches(['[', ']']),
         authority.port_u16().unwrap_or(80),
     );
-    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await {
+    let limit = deadline.min(Instant::now() + CONNECT_TIMEOUT);
+    let stream = match tokio::time::timeout_at(limit, TcpStream::connect(address)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(error)) => return Err(fail(error.to_string())),
+        Err(_) if limit == deadline => return Err(WireError::TimedOut.into()),
         Err(_) => return Err(fail(format!("no answer within {CONNECT_TIMEOUT:?}"))),
     };
     stream.set_nodelay(true).map_err(|e| fail(e.to_string()))?;
     Ok(Connection {
         stream,
         buf: BytesMut::with_capacity(READ_BUFFER),
+        deadline: Box::pin(tokio::time::sleep_until(deadline)),
     })
 }
