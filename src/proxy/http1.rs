@@ -291,10 +291,12 @@ impl<'a> Scan<'a> {
 fn content_length(value: &[u8], known: Option<u64>) -> Result<Option<u64>, &'static str> {
     let mut length = known;
     for part in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-        let parsed = std::str::from_utf8(part)
-            .ok()
-            .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|p| p.parse::<u64>().ok())
+        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+            return Err("invalid Content-Length");
+        }
+        let parsed = part
+            .iter()
+            .try_fold(0u64, |n, &digit| n.checked_mul(10)?.checked_add(u64::from(digit - b'0')))
             .ok_or("invalid Content-Length")?;
         if length.is_some_and(|l| l != parsed) {
             return Err("conflicting Content-Length values");

@@ -432,8 +432,13 @@ fn encode_head(
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     };
-    let announced = parts.headers.get(header::CONTENT_LENGTH);
+    let (mut announced, mut dated) = (None, false);
     for (name, value) in &parts.headers {
+        if name == header::CONTENT_LENGTH {
+            announced = announced.or(Some(value));
+        } else if name == header::DATE {
+            dated = true;
+        }
         field(name.as_str().as_bytes(), value.as_bytes());
     }
     let bodiless = asked.head
@@ -455,7 +460,7 @@ fn encode_head(
         keep_alive = false;
         Framing::UntilClose
     };
-    if !parts.headers.contains_key(header::DATE) {
+    if !dated {
         with_date(|date| field(b"date", date));
     }
     if !keep_alive {
