@@ -242,7 +242,8 @@ pub struct GuardArgs {
     pub upstream_timeout: Duration,
 
     /// Longest time a client may take to send its request headers (slow or silent
-    /// connections are closed), e.g. 10s.
+    /// connections are closed; on plain HTTP/1.1 also idle ones, after one to two times
+    /// this), e.g. 10s.
     #[arg(long, env = "MINTPROXY_HEADER_READ_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
 

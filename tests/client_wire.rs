@@ -145,6 +145,13 @@ impl Client {
         reply
     }
 
+    /// Reads until `text` has arrived, leaving it in the buffer.
+    async fn until(&mut self, text: &str) {
+        while !String::from_utf8_lossy(&self.buf).contains(text) {
+            assert!(self.fill().await, "closed before {text:?} arrived");
+        }
+    }
+
     /// Waits for the server to close, with nothing more sent; how long that took.
     async fn closed(&mut self) -> Duration {
         let start = Instant::now();
@@ -361,9 +368,7 @@ async fn a_streamed_response_goes_out_as_it_comes_with_trailers_for_who_takes_th
             .send(&request(proxy.addr, "GET /stream HTTP/1.1", te, b""))
             .await;
         // The first piece reaches the client while the upstream still holds the rest.
-        while !String::from_utf8_lossy(&client.buf).contains("hello") {
-            assert!(client.fill().await, "closed before the first piece");
-        }
+        client.until("hello").await;
         go.send(()).await.unwrap();
         let reply = client.response(false).await;
         assert_eq!(reply.status, 200);
@@ -371,6 +376,17 @@ async fn a_streamed_response_goes_out_as_it_comes_with_trailers_for_who_takes_th
         assert_eq!(reply.body, b"helloworld");
         assert_eq!(reply.trailers, trailers, "with {te:?}");
     }
+    // An HTTP/1.0 client takes no chunks: the body ends with the connection, even though
+    // it asked to keep it.
+    let keep = "Connection: keep-alive\r\n";
+    client
+        .send(&request(proxy.addr, "GET /stream HTTP/1.0", keep, b""))
+        .await;
+    client.until("hello").await;
+    go.send(()).await.unwrap();
+    let reply = client.response(false).await;
+    assert_eq!(reply.header("connection"), Some("close"));
+    assert_eq!(reply.body, b"helloworld");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -296,7 +296,9 @@ fn content_length(value: &[u8], known: Option<u64>) -> Result<Option<u64>, &'sta
         }
         let parsed = part
             .iter()
-            .try_fold(0u64, |n, &digit| n.checked_mul(10)?.checked_add(u64::from(digit - b'0')))
+            .try_fold(0u64, |n, &digit| {
+                n.checked_mul(10)?.checked_add(u64::from(digit - b'0'))
+            })
             .ok_or("invalid Content-Length")?;
         if length.is_some_and(|l| l != parsed) {
             return Err("conflicting Content-Length values");

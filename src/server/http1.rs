@@ -94,8 +94,8 @@ where
         let response = proxy.handle(request, peer).await;
         let keep_alive = asked.keep_alive && !stop.is_cancelled();
         match connection.respond(response, &asked, keep_alive).await {
-            Ok(()) if keep_alive => connection.served += 1,
-            Ok(()) => {
+            Ok(true) => connection.served += 1,
+            Ok(false) => {
                 let _ = connection.io.shutdown().await;
                 return Ended::Closed;
             }
@@ -162,7 +162,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         }
     }
 
-    /// Takes the parsed head and its body off the buffer as a request.
+    /// Reads the rest of the request's body, then takes the request off the buffer.
     async fn take_request(
         &mut self,
         head: Head,
@@ -174,37 +174,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 return Err(Ended::Closed);
             }
         }
-        let bytes = self.buf.split_to(head.length).freeze();
-        match head.request(&bytes, fields) {
-            Some(mut request) => {
-                *request.body_mut() = ClientBody::Read(self.buf.split_to(head.body).freeze());
-                Ok(request)
-            }
-            None => {
-                let mut read = BytesMut::from(bytes);
-                read.extend_from_slice(&self.buf);
-                Err(Ended::Handover(read.freeze()))
-            }
-        }
+        take(&mut self.buf, &head, fields).map_err(Ended::Handover)
     }
 
     /// Writes `response`: its head and, unless the request or status rules one out, its
-    /// body, framed by length, by chunks, or by closing the connection.
+    /// body, framed by length, by chunks, or by closing the connection. `Ok(false)`: the
+    /// connection closes now (asked, or the body was delimited by closing it).
     async fn respond(
         &mut self,
         response: Response<ProxyBody>,
         asked: &Asked,
         keep_alive: bool,
-    ) -> std::io::Result<()> {
+    ) -> std::io::Result<bool> {
         let (parts, body) = response.into_parts();
-        let framing = encode_head(&mut self.out, &parts, &body, asked, keep_alive);
+        let (framing, keep_alive) = encode_head(&mut self.out, &parts, &body, asked, keep_alive);
         let trailers = asked.trailers.then(|| declared_trailers(&parts.headers));
         let result = self.write_body(body, framing, trailers).await;
         self.out.clear();
         if self.out.capacity() > 4 * WRITE_BUFFER {
             self.out = Vec::new();
         }
-        result
+        result.map(|()| keep_alive)
     }
 
     async fn write_body(
@@ -373,6 +363,66 @@ fn parse(buf: &[u8], limits: Limits) -> Parsed {
     }
 }
 
+/// Takes the request whose `head` and body start `buf` off it, its target and field values
+/// sharing the head's bytes; `Err` with every byte read when a part of it is not valid for
+/// `http`'s types (hyper answers it then).
+fn take(buf: &mut BytesMut, head: &Head, fields: &[FieldRange]) -> Result<Request<ClientBody>, Bytes> {
+    let bytes = buf.split_to(head.length).freeze();
+    match head.request(&bytes, fields) {
+        Some(mut request) => {
+            *request.body_mut() = ClientBody::Read(buf.split_to(head.body).freeze());
+            Ok(request)
+        }
+        None => {
+            let mut read = BytesMut::from(bytes);
+            read.extend_from_slice(buf);
+            Err(read.freeze())
+        }
+    }
+}
+
+/// The requests the in-task server takes from a client that sent `bytes`, read `piece`
+/// bytes at a time: each one's method, target, number of fields and body, then whether
+/// the connection went to hyper. For the fuzz target and tests.
+#[doc(hidden)]
+pub fn decode_requests(bytes: &[u8], piece: usize) -> (Vec<(Method, Uri, usize, Bytes)>, bool) {
+    let limits = Limits {
+        max_head: 16 * 1024,
+        max_body: 64 * 1024,
+        read_timeout: Duration::ZERO,
+    };
+    let mut input = bytes.chunks(piece.max(1));
+    let mut buf = BytesMut::new();
+    let mut taken = Vec::new();
+    loop {
+        let wanted = match parse(&buf, limits) {
+            Parsed::Refused => return (taken, true),
+            Parsed::Partial => buf.len() + 1,
+            Parsed::Head(head, fields) if buf.len() >= head.length + head.body => {
+                match take(&mut buf, &head, &fields) {
+                    Ok(request) => {
+                        let body = match request.body() {
+                            ClientBody::Read(body) => body.clone(),
+                            ClientBody::Incoming(_) => Bytes::new(),
+                        };
+                        let fields = request.headers().len();
+                        taken.push((request.method().clone(), request.uri().clone(), fields, body));
+                        continue;
+                    }
+                    Err(_) => return (taken, true),
+                }
+            }
+            Parsed::Head(head, _) => head.length + head.body,
+        };
+        while buf.len() < wanted {
+            match input.next() {
+                Some(piece) => buf.extend_from_slice(piece),
+                None => return (taken, false),
+            }
+        }
+    }
+}
+
 impl Head {
     /// The request, its target and field values sharing `bytes` (the head); `None` when a
     /// part is not valid for `http`'s types.
@@ -412,14 +462,15 @@ enum Framing {
 }
 
 /// Writes the status line and fields into `out`, adding the framing, `Date` when absent,
-/// and what the client needs to know of the connection.
+/// and what the client needs to know of the connection: the framing, and whether the
+/// connection stays open after the body.
 fn encode_head(
     out: &mut Vec<u8>,
     parts: &http::response::Parts,
     body: &ProxyBody,
     asked: &Asked,
     keep_alive: bool,
-) -> Framing {
+) -> (Framing, bool) {
     let status = parts.status;
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
@@ -469,7 +520,7 @@ fn encode_head(
         field(b"connection", b"keep-alive");
     }
     out.extend_from_slice(b"\r\n");
-    framing
+    (framing, keep_alive)
 }
 
 /// The fields the response's `Trailer` declares: the only trailer fields sent (as hyper
@@ -521,4 +572,217 @@ fn with_date(write: impl FnOnce(&[u8])) {
         }
         write(text.as_bytes());
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{Either, Full};
+
+    const LIMITS: Limits = Limits {
+        max_head: 1024,
+        max_body: 64,
+        read_timeout: Duration::from_secs(1),
+    };
+
+    fn taken(text: &str) -> (Head, Vec<FieldRange>) {
+        match parse(text.as_bytes(), LIMITS) {
+            Parsed::Head(head, fields) => (head, fields),
+            _ => panic!("not taken: {text:?}"),
+        }
+    }
+
+    #[test]
+    fn simple_requests_are_taken_with_their_body_length_and_what_they_ask() {
+        let (head, fields) = taken("POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello");
+        assert_eq!((head.body, fields.len()), (5, 2));
+        assert!(head.asked.keep_alive && !head.asked.http10 && !head.asked.head && !head.asked.trailers);
+        let (head, _) = taken("GET / HTTP/1.0\r\n\r\n");
+        assert!(head.asked.http10 && !head.asked.keep_alive);
+        let (head, _) = taken("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n");
+        assert!(head.asked.http10 && head.asked.keep_alive);
+        let (head, _) = taken("HEAD / HTTP/1.1\r\nConnection: close\r\nTE: trailers\r\n\r\n");
+        assert!(head.asked.head && !head.asked.keep_alive && head.asked.trailers);
+    }
+
+    #[test]
+    fn incomplete_heads_wait_for_more() {
+        for text in ["", "GET / HTTP/1.1\r\nHost: x\r\n"] {
+            assert!(
+                matches!(parse(text.as_bytes(), LIMITS), Parsed::Partial),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn what_this_server_does_not_take_goes_to_hyper() {
+        let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(2000));
+        let long_partial = format!("GET /{}", "a".repeat(2000));
+        for text in [
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 65\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+            "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            "POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+            "CONNECT example.com:443 HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
+            &long,
+            &long_partial,
+        ] {
+            assert!(
+                matches!(parse(text.as_bytes(), LIMITS), Parsed::Refused),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn pipelined_requests_read_the_same_whatever_the_read_sizes() {
+        let bytes = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc\
+                      POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        let (taken, handed_over) = decode_requests(bytes, 1 << 20);
+        assert!(handed_over, "the chunked request goes to hyper");
+        let summary: Vec<_> = taken
+            .iter()
+            .map(|(method, uri, fields, body)| (method.as_str(), uri.to_string(), *fields, &body[..]))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("GET", "/a".to_owned(), 1, &b""[..]),
+                ("POST", "/b".to_owned(), 1, &b"abc"[..])
+            ]
+        );
+        for piece in [1, 2, 7, 40] {
+            assert_eq!(
+                decode_requests(bytes, piece),
+                (taken.clone(), true),
+                "piece {piece}"
+            );
+        }
+        let (taken, handed_over) = decode_requests(b"GET /a HTTP/1.1\r\n\r\nGET /b HT", 3);
+        assert_eq!(
+            (taken.len(), handed_over),
+            (1, false),
+            "the second head is still coming"
+        );
+    }
+
+    #[test]
+    fn a_taken_head_becomes_a_request_sharing_its_bytes() {
+        let text = "GET /a?b=1 HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nx-a: 2\r\n\r\n";
+        let (head, fields) = taken(text);
+        let bytes = Bytes::from(text);
+        let request = head.request(&bytes.slice(..head.length), &fields).unwrap();
+        assert_eq!(request.method(), Method::GET);
+        assert_eq!(request.uri(), "/a?b=1");
+        assert_eq!(request.version(), Version::HTTP_11);
+        let values: Vec<_> = request.headers().get_all("x-a").iter().collect();
+        assert_eq!(values, ["1", "2"]);
+        // A target `http` cannot hold: hyper answers it.
+        let text = "GET http://[::1/ HTTP/1.1\r\n\r\n";
+        let (head, fields) = taken(text);
+        assert!(head.request(&Bytes::from(text), &fields).is_none());
+    }
+
+    fn head_of(
+        status: StatusCode,
+        fields: &[(&str, &str)],
+        body: &'static str,
+        asked: Asked,
+    ) -> (String, Framing) {
+        let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(body.as_bytes()))));
+        *response.status_mut() = status;
+        for (name, value) in fields {
+            response.headers_mut().append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        let (parts, body) = response.into_parts();
+        let mut out = Vec::new();
+        let (framing, keep_alive) = encode_head(&mut out, &parts, &body, &asked, asked.keep_alive);
+        assert_eq!(
+            keep_alive, asked.keep_alive,
+            "a body of known length keeps the connection"
+        );
+        (String::from_utf8(out).unwrap(), framing)
+    }
+
+    const GET_11: Asked = Asked {
+        head: false,
+        http10: false,
+        keep_alive: true,
+        trailers: false,
+    };
+
+    #[test]
+    fn response_heads_carry_framing_date_and_the_connection_s_fate() {
+        let (text, framing) = head_of(StatusCode::OK, &[("x-a", "1")], "hello", GET_11);
+        assert_eq!(framing, Framing::Length(5));
+        assert!(
+            text.starts_with("HTTP/1.1 200 OK\r\nx-a: 1\r\ncontent-length: 5\r\ndate: "),
+            "{text}"
+        );
+        assert!(text.ends_with(" GMT\r\n\r\n"), "{text}");
+
+        let dated = [("date", "Sun, 22 Nov 2026 17:00:00 GMT"), ("content-length", "5")];
+        let (text, framing) = head_of(StatusCode::OK, &dated, "hello", GET_11);
+        assert_eq!(framing, Framing::Length(5));
+        assert_eq!(
+            text,
+            "HTTP/1.1 200 OK\r\ndate: Sun, 22 Nov 2026 17:00:00 GMT\r\ncontent-length: 5\r\n\r\n"
+        );
+
+        let head = Asked { head: true, ..GET_11 };
+        let (text, framing) = head_of(StatusCode::OK, &dated[..1], "", head);
+        assert_eq!(framing, Framing::Bodiless);
+        assert!(!text.contains("content-length"), "{text}");
+
+        let (_, framing) = head_of(StatusCode::NOT_MODIFIED, &dated[..1], "", GET_11);
+        assert_eq!(framing, Framing::Bodiless);
+
+        let closing = Asked {
+            keep_alive: false,
+            ..GET_11
+        };
+        let (text, _) = head_of(StatusCode::OK, &dated[..1], "", closing);
+        assert!(text.ends_with("connection: close\r\n\r\n"), "{text}");
+
+        let kept_10 = Asked {
+            http10: true,
+            ..GET_11
+        };
+        let (text, _) = head_of(StatusCode::OK, &dated[..1], "", kept_10);
+        assert!(text.ends_with("connection: keep-alive\r\n\r\n"), "{text}");
+    }
+
+    #[test]
+    fn only_declared_trailers_that_may_trail_are_sent() {
+        let mut response = HeaderMap::new();
+        response.append(
+            header::TRAILER,
+            HeaderValue::from_static("x-checksum, Content-Type"),
+        );
+        response.append(header::TRAILER, HeaderValue::from_static("grpc-status"));
+        let declared = declared_trailers(&response);
+        let mut trailers = HeaderMap::new();
+        for (name, value) in [
+            ("x-checksum", "1"),
+            ("content-type", "x"),
+            ("grpc-status", "0"),
+            ("x-other", "2"),
+        ] {
+            trailers.append(HeaderName::from_static(name), HeaderValue::from_static(value));
+        }
+        let mut out = Vec::new();
+        encode_trailers(&mut out, &trailers, &declared);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "x-checksum: 1\r\ngrpc-status: 0\r\n"
+        );
+    }
 }

@@ -4,7 +4,7 @@
 //! A plain connection starts with the in-task HTTP/1.1 server ([`http1`]), which hands it
 //! to hyper at the first request it does not take; TLS connections go to hyper at once.
 
-mod http1;
+pub mod http1;
 mod rewind;
 
 use std::convert::Infallible;
