@@ -279,7 +279,8 @@ pub async fn serve(
                             Ended::Handover(read) => Box::new(Rewind::new(read, io)),
                         }
                     }
-                    Some(tls) => match tokio::time::timeout_at(deadline, tls.accept(io)).await {
+                    // Boxed, like hyper's part below: a handshake's state is large.
+                    Some(tls) => match Box::pin(tokio::time::timeout_at(deadline, tls.accept(io))).await {
                         Ok(Ok(stream)) => Box::new(stream),
                         Ok(Err(error)) => {
                             tracing::debug!(?remote, %error, "TLS handshake failed");
@@ -288,28 +289,7 @@ pub async fn serve(
                         Err(_) => return,
                     },
                 };
-                let service = service_fn(move |mut request: Request<Incoming>| {
-                    if over_tls {
-                        request.extensions_mut().insert(ArrivedOverTls);
-                    }
-                    let session = Arc::clone(&session);
-                    async move {
-                        let (proxy, peer) = &*session;
-                        Ok::<_, Infallible>(proxy.handle(request.map(ClientBody::Incoming), peer).await)
-                    }
-                });
-                let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-                tokio::pin!(connection);
-                let result = tokio::select! {
-                    result = connection.as_mut() => result,
-                    () = stop.cancelled() => {
-                        connection.as_mut().graceful_shutdown();
-                        connection.await
-                    }
-                };
-                if let Err(error) = result {
-                    tracing::debug!(?remote, error = %error, "connection ended with an error");
-                }
+                Box::pin(serve_with_hyper(builder, io, session, over_tls, stop, remote)).await;
             };
             serving.track_future(served).await;
             drop(permit);
@@ -327,6 +307,41 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!(timeout = ?options.shutdown_timeout, "in-flight requests did not finish in time");
+    }
+}
+
+/// Serves `io` with hyper (HTTP/1.1 or HTTP/2, upgrades) until it closes, draining it once
+/// `stop` fires. The caller boxes it: inline, its state would enlarge the task of every
+/// connection, those the in-task server keeps included (5 KiB instead of 3.7).
+async fn serve_with_hyper(
+    builder: auto::Builder<TokioExecutor>,
+    io: Box<dyn Io>,
+    session: Arc<(Proxy, Peer)>,
+    over_tls: bool,
+    stop: CancellationToken,
+    remote: Option<SocketAddr>,
+) {
+    let service = service_fn(move |mut request: Request<Incoming>| {
+        if over_tls {
+            request.extensions_mut().insert(ArrivedOverTls);
+        }
+        let session = Arc::clone(&session);
+        async move {
+            let (proxy, peer) = &*session;
+            Ok::<_, Infallible>(proxy.handle(request.map(ClientBody::Incoming), peer).await)
+        }
+    });
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = stop.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(?remote, error = %error, "connection ended with an error");
     }
 }
 
