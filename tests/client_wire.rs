@@ -179,15 +179,21 @@ async fn echoed(client: &mut Client, target: &str) -> Reply {
     reply
 }
 
+/// The issuer, echo and proxy, and a client connected to the proxy.
+async fn connected() -> (support::Stack, SocketAddr, Client) {
+    let stack = stack().await;
+    let addr = stack.proxy.addr;
+    let client = Client::open(addr).await;
+    (stack, addr, client)
+}
+
 fn targets(echo: &mintproxy::demo::echo::Echo) -> Vec<String> {
     echo.seen().into_iter().map(|seen| seen.target).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests_are_answered_in_order_on_one_connection() {
-    let stack = stack().await;
-    let addr = stack.proxy.addr;
-    let mut client = Client::open(addr).await;
+    let (stack, addr, mut client) = connected().await;
     client
         .send(&[get(addr, "/first"), get(addr, "/second")].concat())
         .await;
@@ -198,9 +204,7 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunked_request_hands_the_connection_over_with_what_follows_it() {
-    let stack = stack().await;
-    let addr = stack.proxy.addr;
-    let mut client = Client::open(addr).await;
+    let (stack, addr, mut client) = connected().await;
     client.send(&get(addr, "/before")).await;
     echoed(&mut client, "/before").await;
     // The chunked POST and the GET behind it arrive in one write: hyper must get both.
@@ -219,9 +223,7 @@ async fn a_chunked_request_hands_the_connection_over_with_what_follows_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_over_the_in_task_limit_is_forwarded_whole_after_a_served_request() {
-    let stack = stack().await;
-    let addr = stack.proxy.addr;
-    let mut client = Client::open(addr).await;
+    let (stack, addr, mut client) = connected().await;
     client.send(&get(addr, "/small")).await;
     echoed(&mut client, "/small").await;
     let body = vec![b'x'; 100_000];
@@ -235,9 +237,7 @@ async fn a_body_over_the_in_task_limit_is_forwarded_whole_after_a_served_request
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http10_closes_unless_asked_to_keep_alive() {
-    let stack = stack().await;
-    let addr = stack.proxy.addr;
-    let mut client = Client::open(addr).await;
+    let (_stack, addr, mut client) = connected().await;
     client.send(&request(addr, "GET /once HTTP/1.0", "", b"")).await;
     let reply = echoed(&mut client, "/once").await;
     assert_eq!(reply.header("connection"), Some("close"));
@@ -256,9 +256,7 @@ async fn http10_closes_unless_asked_to_keep_alive() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_close_is_answered_and_then_closed() {
-    let stack = stack().await;
-    let addr = stack.proxy.addr;
-    let mut client = Client::open(addr).await;
+    let (_stack, addr, mut client) = connected().await;
     let line = "GET /last HTTP/1.1";
     client
         .send(&request(addr, line, "Connection: close\r\n", b""))
@@ -270,9 +268,7 @@ async fn connection_close_is_answered_and_then_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_head_response_has_no_body_before_the_next_response() {
-    let stack = stack().await;
-    let addr = stack.proxy.addr;
-    let mut client = Client::open(addr).await;
+    let (stack, addr, mut client) = connected().await;
     let head = request(addr, "HEAD /head HTTP/1.1", "", b"");
     client.send(&[head, get(addr, "/next")].concat()).await;
     let reply = client.response(true).await;
@@ -300,9 +296,7 @@ async fn an_idle_kept_alive_connection_is_closed_after_the_read_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_proxys_own_refusal_is_framed_and_dated_and_keeps_the_connection() {
-    let stack = stack().await;
-    let addr = stack.proxy.addr;
-    let mut client = Client::open(addr).await;
+    let (stack, addr, mut client) = connected().await;
     client
         .send(b"GET /x HTTP/1.1\r\nHost: evil.example\r\n\r\n")
         .await;
