@@ -2,8 +2,8 @@
 //! answered in the connection's own task, each head parsed in place and each response
 //! written with one write.
 //!
-//! hyper's server costs the hot path about a third of the proxy's own instructions per
-//! request: its dispatcher, a header map built twice, a clock read for every timer and
+//! hyper's server cost the hot path a tenth of the proxy's own instructions per request
+//! (2,600 of 25,400): its dispatcher, a timer per request, clock reads for it and for
 //! `Date`. This server takes the requests a sidecar sees most and nothing else: a head
 //! within the size limit, no body or one announced by `Content-Length` small enough to
 //! read whole ([`Proxy::read_body_limit`]), no upgrade, no `Expect`. At the first request
