@@ -169,14 +169,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: impl Futu
     tokio::pin!(shutdown);
     loop {
         let (stream, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "admin accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            accepted = crate::server::next_connection(|| listener.accept(), "admin accept failed") => accepted,
             () = &mut shutdown => break,
         };
         let admin = admin.clone();

@@ -357,14 +357,16 @@ async fn a_streamed_response_goes_out_as_it_comes_with_trailers_for_who_takes_th
     let upstream = streaming_upstream(wait).await;
     let proxy = support::proxy(&issued, &upstream, &[]).await;
     let mut client = Client::open(proxy.addr).await;
-    for (te, trailers) in [("TE: trailers\r\n", vec!["x-checksum: 42"]), ("", vec![])] {
-        client
-            .send(&request(proxy.addr, "GET /stream HTTP/1.1", te, b""))
-            .await;
-        // The first piece reaches the client while the upstream still holds the rest.
+    // Sends the request; the first piece must reach the client while the upstream still
+    // holds the rest, which it then releases.
+    let streamed = async |client: &mut Client, line: &str, extra: &str| {
+        client.send(&request(proxy.addr, line, extra, b"")).await;
         client.until("hello").await;
         go.send(()).await.unwrap();
-        let reply = client.response(false).await;
+        client.response(false).await
+    };
+    for (te, trailers) in [("TE: trailers\r\n", vec!["x-checksum: 42"]), ("", vec![])] {
+        let reply = streamed(&mut client, "GET /stream HTTP/1.1", te).await;
         assert_eq!(reply.status, 200);
         assert_eq!(reply.header("transfer-encoding"), Some("chunked"));
         assert_eq!(reply.body, b"helloworld");
@@ -373,12 +375,7 @@ async fn a_streamed_response_goes_out_as_it_comes_with_trailers_for_who_takes_th
     // An HTTP/1.0 client takes no chunks: the body ends with the connection, even though
     // it asked to keep it.
     let keep = "Connection: keep-alive\r\n";
-    client
-        .send(&request(proxy.addr, "GET /stream HTTP/1.0", keep, b""))
-        .await;
-    client.until("hello").await;
-    go.send(()).await.unwrap();
-    let reply = client.response(false).await;
+    let reply = streamed(&mut client, "GET /stream HTTP/1.0", keep).await;
     assert_eq!(reply.header("connection"), Some("close"));
     assert_eq!(reply.body, b"helloworld");
 }

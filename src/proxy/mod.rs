@@ -57,12 +57,21 @@ pub type ProxyBody = Either<UpstreamBody, Full<Bytes>>;
 
 /// A client's request body: read whole by the in-task HTTP/1.1 server, which reads only
 /// bodies that every route would buffer for a replay anyway, or arriving through hyper.
-#[derive(Debug)]
 pub enum ClientBody {
     /// The whole body (the in-task server's; at most [`Proxy::read_body_limit`] bytes).
     Read(Bytes),
     /// A body hyper reads on as it is polled.
     Incoming(Incoming),
+}
+
+/// Shows the length, never the bytes: a body may carry credentials.
+impl std::fmt::Debug for ClientBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Read(bytes) => f.debug_tuple("Read").field(&bytes.len()).finish(),
+            Self::Incoming(body) => f.debug_tuple("Incoming").field(body).finish(),
+        }
+    }
 }
 
 impl ClientBody {

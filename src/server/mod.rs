@@ -225,15 +225,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let (accepted, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            accepted = next_connection(|| listener.accept(), "accept failed") => accepted,
             () = &mut shutdown => break,
         };
         let tls = options.tls.clone().map(TlsAcceptor::from);
@@ -307,6 +299,23 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!(timeout = ?options.shutdown_timeout, "in-flight requests did not finish in time");
+    }
+}
+
+/// The next connection `accept` gives. A failed accept (out of file descriptors and the
+/// like) is logged as `failed` and retried after a pause, instead of spinning.
+pub(crate) async fn next_connection<T, F>(mut accept: impl FnMut() -> F, failed: &'static str) -> T
+where
+    F: Future<Output = std::io::Result<T>>,
+{
+    loop {
+        match accept().await {
+            Ok(accepted) => return accepted,
+            Err(error) => {
+                tracing::warn!(%error, "{failed}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 }
 

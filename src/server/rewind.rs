@@ -8,8 +8,8 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// `inner`, with `read` served before anything more from it.
-#[derive(Debug)]
+/// `inner`, with `read` served before anything more from it. No `Debug`: the bytes are a
+/// client's request, its credentials among them.
 pub(super) struct Rewind<T> {
     read: Bytes,
     inner: T,
