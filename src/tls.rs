@@ -3,10 +3,13 @@
 //! development), and the server configuration for an inbound TLS listener (with optional
 //! client certificates).
 
+mod pinned;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -17,6 +20,8 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, S
 #[derive(Debug, Clone, Default)]
 pub struct Trust {
     /// A CA (PEM) trusted besides the system and webpki roots, e.g. a cluster's own CA.
+    /// A certificate in it that is exactly the one a server presents is trusted as that
+    /// server's own (pinned; a self-signed certificate), its name and dates still checked.
     pub extra_ca: Option<PathBuf>,
     /// Accept any certificate. Development only.
     pub insecure_skip_verify: bool,
@@ -105,12 +110,20 @@ pub fn client_config(trust: &Trust) -> Result<ClientConfig, TlsError> {
             .with_no_client_auth());
     }
     let mut roots = root_store();
-    if let Some(ca) = &trust.extra_ca {
-        for cert in certificates(ca)? {
-            roots.add(cert)?;
-        }
+    let Some(ca) = &trust.extra_ca else {
+        return Ok(builder.with_root_certificates(roots).with_no_client_auth());
+    };
+    let pinned = certificates(ca)?;
+    for cert in &pinned {
+        roots.add(cert.clone())?;
     }
-    Ok(builder.with_root_certificates(roots).with_no_client_auth())
+    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .map_err(|e| rustls::Error::General(e.to_string()))?;
+    Ok(builder
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(pinned::PinningVerifier::new(webpki, pinned)))
+        .with_no_client_auth())
 }
 
 /// The server configuration for an inbound TLS listener, offering HTTP/2 and HTTP/1.1.

@@ -43,7 +43,7 @@ impl Upstream {
             return Err(fail("a query string is not supported in the upstream URL"));
         }
         let base_path = uri.path().trim_end_matches('/').to_owned();
-        let host_header = HeaderValue::from_str(authority.as_str())
+        let host_header = HeaderValue::from_str(&host_field(&scheme, &authority))
             .map_err(|_| fail("the host is not a valid header value"))?;
         Ok(Self {
             scheme,
@@ -75,7 +75,8 @@ impl Upstream {
         format!("{}://{}", self.scheme, self.authority)
     }
 
-    /// The `Host` header upstream expects: ZITADEL picks the instance by it.
+    /// The `Host` header upstream expects (ZITADEL picks the instance by it): the host, and
+    /// the port unless it is the scheme's default, as hyper's client and curl write it.
     pub fn host_header(&self) -> &HeaderValue {
         &self.host_header
     }
@@ -98,9 +99,25 @@ impl Upstream {
     }
 
     fn same_authority(&self, other: &Authority) -> bool {
-        let default_port = if self.scheme == Scheme::HTTPS { 443 } else { 80 };
+        let default_port = default_port(&self.scheme);
         self.authority.host().eq_ignore_ascii_case(other.host())
             && self.authority.port_u16().unwrap_or(default_port) == other.port_u16().unwrap_or(default_port)
+    }
+}
+
+/// `host[:port]`, the port left out when it is the scheme's default.
+fn host_field(scheme: &Scheme, authority: &Authority) -> String {
+    match authority.port_u16() {
+        Some(port) if port != default_port(scheme) => format!("{}:{port}", authority.host()),
+        _ => authority.host().to_owned(),
+    }
+}
+
+fn default_port(scheme: &Scheme) -> u16 {
+    if *scheme == Scheme::HTTPS {
+        443
+    } else {
+        80
     }
 }
 
@@ -124,6 +141,8 @@ mod tests {
             "http://127.0.0.1:9000/"
         );
         assert_eq!(upstream.origin(), "https://zitadel.example:8443");
+        let default_port = Upstream::parse("https://zitadel.example:443").unwrap();
+        assert_eq!(default_port.host_header(), "zitadel.example");
     }
 
     #[test]
