@@ -11,7 +11,7 @@ use crate::admin::{self, Admin};
 use crate::config::{Config, Credential};
 use crate::metrics::Metrics;
 use crate::proxy::{self, ForwardLimits, HostGuard, Proxy, Route, Router, UpstreamClient};
-use crate::server::{self, ListenAddr, Listener, ServerOptions};
+use crate::server::{self, Drained, ListenAddr, Listener, ServerOptions};
 use crate::tls;
 use crate::token::{endpoint, RefreshPolicy, Token, TokenCache, TokenError, TokenSource};
 
@@ -163,14 +163,15 @@ pub fn build(
     })
 }
 
-/// Runs the proxy on `listener` until `shutdown`, then drains and stops the refreshers.
-/// With `config.admin_listen`, also serves the admin endpoints there (with metrics), until
-/// the drain ends; `/readyz` answers 503 from the shutdown signal on.
+/// Runs the proxy on `listener` until `shutdown`, keeps serving for the shutdown delay,
+/// then drains and stops the refreshers. With `config.admin_listen`, also serves the admin
+/// endpoints there (with metrics), until the drain ends; `/readyz` answers 503 from the
+/// shutdown signal on.
 pub async fn run_proxy(
     listener: Listener,
     config: &Config,
     shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), StartError> {
+) -> Result<Drained, StartError> {
     let bound = match listener.local_addr() {
         Ok(ListenAddr::Tcp(addr)) => Some(addr),
         Ok(ListenAddr::Unix(_)) => None,
@@ -203,13 +204,21 @@ pub async fn run_proxy(
             stop.clone().cancelled_owned(),
         ));
     }
+    let delay = config.limits.shutdown_delay;
     let shutdown = async move {
         shutdown.await;
         if let Some(admin) = &admin {
             admin.drain();
         }
+        if !delay.is_zero() {
+            tracing::info!(
+                delay_s = delay.as_secs_f64(),
+                "shutdown signal: unready, serving on until the delay has passed"
+            );
+            tokio::time::sleep(delay).await;
+        }
     };
-    server::serve(listener, proxy, ServerOptions::for_config(config)?, shutdown).await;
+    let drained = server::serve(listener, proxy, ServerOptions::for_config(config)?, shutdown).await;
     stop.cancel();
-    Ok(())
+    Ok(drained)
 }

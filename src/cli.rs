@@ -267,6 +267,11 @@ pub struct GuardArgs {
     /// How long in-flight requests may finish after SIGTERM or SIGINT, e.g. 30s.
     #[arg(long, env = "MINTPROXY_SHUTDOWN_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+
+    /// After SIGTERM or SIGINT, keep serving this long with /readyz at 503 before the
+    /// drain, so Kubernetes takes the Pod out of its Service first, e.g. 5s.
+    #[arg(long, env = "MINTPROXY_SHUTDOWN_DELAY", value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
 }
 
 /// Reads `500ms`, `30s`, `5m`, `1h` (a bare number is seconds).

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use mintproxy::cli::{Cli, Command, LogFormat, TokenFormat};
-use mintproxy::server::shutdown_signal;
+use mintproxy::server::{shutdown_signal, Drained};
 use mintproxy::{app, check, config, demo};
 use tracing_subscriber::EnvFilter;
 
@@ -68,7 +68,10 @@ async fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
             let config = args.load()?;
             let listener = app::bind(&config.listen).await?;
             println!("mintproxy listening on {}", listener.local_addr()?.url());
-            app::run_proxy(listener, &config, shutdown_signal()).await?;
+            if let Drained::Cut(cut) = app::run_proxy(listener, &config, shutdown_signal()).await? {
+                eprintln!("mintproxy: the drain deadline cut {cut} request(s) short");
+                return Ok(ExitCode::FAILURE);
+            }
         }
         Command::Token(args) => {
             let credential = match (&args.config, &args.credential_name) {

@@ -11,10 +11,11 @@
 //! | --- | --- | --- |
 //! | `mintproxy_requests_total` | counter | `route`, `method` (`read`, `write`, `other`), `status` (code) |
 //! | `mintproxy_request_duration_seconds` | histogram | `route` |
-//! | `mintproxy_upstream_errors_total` | counter | `route`, `kind` (`no_token`, `unreachable`, `timeout`, `body_too_large`, `client_body`) |
+//! | `mintproxy_upstream_errors_total` | counter | `route`, `kind` (`no_token`, `unreachable`, `timeout`, `body_too_large`, `client_body`, `truncated`) |
+//! | `mintproxy_upstream_retries_total` | counter | `route`, `reason` (`unauthorized`: replayed with a new token after 401) |
 //! | `mintproxy_bearer_injected_total` | counter | `route` |
 //! | `mintproxy_client_authorization_replaced_total` | counter | `route` |
-//! | `mintproxy_token_fetches_total` | counter | `credential`, `result` (`ok`, `rejected`, `unreachable`, `unusable`, `file`, `other`) |
+//! | `mintproxy_token_fetches_total` | counter | `credential`, `result` (`ok`, `rejected`, `unavailable`, `unreachable`, `unusable`, `file`, `other`) |
 //! | `mintproxy_token_expiry_timestamp_seconds` | gauge | `credential` |
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -59,6 +60,12 @@ struct ErrorLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RetryLabels {
+    route: String,
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FetchLabels {
     credential: String,
     result: &'static str,
@@ -77,6 +84,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     duration: HistogramFamily,
     upstream_errors: Family<ErrorLabels, Counter>,
+    upstream_retries: Family<RetryLabels, Counter>,
     bearer_injected: Family<RouteLabels, Counter>,
     authorization_replaced: Family<RouteLabels, Counter>,
     token_fetches: Family<FetchLabels, Counter>,
@@ -123,7 +131,7 @@ pub enum Failure {
     Timeout,
     /// The request body was larger than allowed.
     BodyTooLarge,
-    /// The client's request body broke off.
+    /// The client's request body broke off: the client's doing, not the upstream's.
     ClientBody,
     /// Refused before forwarding: no route, policy, Host guard, `CONNECT`. These are the
     /// client's errors and show in the request counter's status only.
@@ -166,9 +174,11 @@ fn method_class(method: &Method) -> &'static str {
     }
 }
 
-/// The `result` label of a failed token fetch.
+/// The `result` label of a failed token fetch: a refusal (4xx) says the credential is
+/// wrong; an issuer answering 5xx or 429 is unavailable, and will likely recover by itself.
 fn fetch_failure(error: &TokenError) -> &'static str {
     match error {
+        TokenError::Rejected { status, .. } if *status >= 500 || *status == 429 => "unavailable",
         TokenError::Rejected { .. } => "rejected",
         TokenError::Transport { .. } | TokenError::Discovery { .. } => "unreachable",
         TokenError::Unusable { .. } | TokenError::NotAHeader => "unusable",
@@ -199,8 +209,16 @@ impl Metrics {
         registry.register(
             "upstream_errors",
             "Requests the proxy answered itself because forwarding failed, by route and kind \
-             (no_token, unreachable, timeout, body_too_large, client_body)",
+             (no_token, unreachable, timeout, body_too_large, client_body), and responses whose \
+             body broke off after the status was sent (truncated)",
             upstream_errors.clone(),
+        );
+        let upstream_retries = Family::<RetryLabels, Counter>::default();
+        registry.register(
+            "upstream_retries",
+            "Requests sent upstream a second time, by route and reason (unauthorized: \
+             replayed with a new token after 401)",
+            upstream_retries.clone(),
         );
         let bearer_injected = Family::<RouteLabels, Counter>::default();
         registry.register(
@@ -217,7 +235,8 @@ impl Metrics {
         let token_fetches = Family::<FetchLabels, Counter>::default();
         registry.register(
             "token_fetches",
-            "Token requests by credential and result (ok, rejected, unreachable, unusable, file, other)",
+            "Token requests by credential and result (ok, rejected, unavailable, unreachable, \
+             unusable, file, other)",
             token_fetches.clone(),
         );
         let token_expiry = Family::<CredentialLabels, Gauge>::default();
@@ -231,6 +250,7 @@ impl Metrics {
             requests,
             duration,
             upstream_errors,
+            upstream_retries,
             bearer_injected,
             authorization_replaced,
             token_fetches,
@@ -270,6 +290,26 @@ impl Metrics {
                 }
             }
         }
+    }
+
+    /// Counts an upstream response whose body broke off after its status went to the client.
+    pub fn truncated(&self, route: &str) {
+        self.upstream_errors
+            .get_or_create(&ErrorLabels {
+                route: route.to_owned(),
+                kind: "truncated",
+            })
+            .inc();
+    }
+
+    /// Counts a request replayed with a new token after the upstream's 401.
+    pub fn retried(&self, route: &str) {
+        self.upstream_retries
+            .get_or_create(&RetryLabels {
+                route: route.to_owned(),
+                reason: "unauthorized",
+            })
+            .inc();
     }
 
     /// Counts a successful token fetch for `credential` and records when the token
@@ -412,6 +452,15 @@ mod tests {
                 reason: "connection refused".into(),
             },
         );
+        metrics.token_failed(
+            "zitadel",
+            &TokenError::Rejected {
+                url: "http://issuer/oauth/v2/token".into(),
+                status: 503,
+                error: "unexpected_response".into(),
+                description: None,
+            },
+        );
         metrics.token_minted("pat", None);
         let text = metrics.encode();
         let at = |series: &str| sample(&text, series);
@@ -426,6 +475,11 @@ mod tests {
         assert_eq!(
             at(r#"mintproxy_token_fetches_total{credential="zitadel",result="unreachable"}"#),
             Some(1.0)
+        );
+        assert_eq!(
+            at(r#"mintproxy_token_fetches_total{credential="zitadel",result="unavailable"}"#),
+            Some(1.0),
+            "an issuer's 503 is not a refusal"
         );
         assert_eq!(
             at(r#"mintproxy_token_expiry_timestamp_seconds{credential="zitadel"}"#),

@@ -329,34 +329,44 @@ async fn an_upstream_reset_mid_response_breaks_only_that_response() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_connection_limit_queues_new_connections() {
-    let (_issued, _echo, proxy) = guarded(&["--max-connections", "1"]).await;
+async fn at_the_connection_limit_the_longest_idle_connection_makes_room() {
+    let (_issued, _echo, proxy) = guarded(&["--max-connections", "2"]).await;
     let port = proxy.addr.port();
     let request = format!("GET /k HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n");
-    // The first connection is served and stays open (keep-alive).
-    let mut first = TcpStream::connect(proxy.addr).await.unwrap();
-    first.write_all(request.as_bytes()).await.unwrap();
-    let mut buffer = [0u8; 1024];
-    let n = first.read(&mut buffer).await.unwrap();
-    assert!(buffer[..n].starts_with(b"HTTP/1.1 200"));
-
-    // A second connection waits while the first holds the only slot...
-    let second = tokio::spawn(async move {
+    // Two connections are served and stay open (keep-alive), the first idle longer.
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        let mut connection = TcpStream::connect(proxy.addr).await.unwrap();
+        connection.write_all(request.as_bytes()).await.unwrap();
+        let mut buffer = [0u8; 1024];
+        let n = connection.read(&mut buffer).await.unwrap();
+        assert!(buffer[..n].starts_with(b"HTTP/1.1 200"));
+        idle.push(connection);
+    }
+    // A third caller is served at once (well within the 10 s read timeout that would
+    // otherwise free a slot)...
+    let answer = tokio::time::timeout(
+        Duration::from_secs(5),
         raw(
             proxy_addr(port),
             &format!("GET /q HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n"),
-        )
-        .await
-    });
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!second.is_finished(), "served beyond the connection limit");
-    // ...and is served once it is free.
-    drop(first);
-    let answer = tokio::time::timeout(Duration::from_secs(5), second)
-        .await
-        .unwrap()
-        .unwrap();
+        ),
+    )
+    .await
+    .expect("a new caller is not locked out by idle connections");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // ...because the longest-idle connection was closed for it; the other is still open.
+    let mut buffer = [0u8; 16];
+    let closed = tokio::time::timeout(Duration::from_secs(5), idle[0].read(&mut buffer))
+        .await
+        .expect("the oldest idle connection is closed");
+    assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+    idle[1].write_all(request.as_bytes()).await.unwrap();
+    let n = idle[1].read(&mut buffer).await.unwrap();
+    assert!(
+        buffer[..n].starts_with(b"HTTP/1.1 200"),
+        "the younger one still serves"
+    );
     drop(proxy);
 }
 

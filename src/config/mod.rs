@@ -68,6 +68,8 @@ pub struct Limits {
     pub max_body_size: Option<u64>,
     /// How long in-flight requests may finish after a shutdown signal.
     pub shutdown_timeout: Duration,
+    /// How long to keep serving, unready, between the shutdown signal and the drain.
+    pub shutdown_delay: Duration,
 }
 
 impl Default for Limits {
@@ -89,6 +91,7 @@ impl From<&GuardArgs> for Limits {
             max_connections: args.max_connections,
             max_body_size: args.max_body_size,
             shutdown_timeout: args.shutdown_timeout,
+            shutdown_delay: args.shutdown_delay,
         }
     }
 }

@@ -8,8 +8,9 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::Scheme;
 use http::{Method, Request, Response, Uri, Version};
+use http_body_util::combinators::MapErr;
 use http_body_util::BodyExt;
-use http_body_util::{Either, Full, Limited};
+use http_body_util::{Either, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -25,12 +26,34 @@ use super::pool::{Http1Pool, PoolError};
 /// How long connecting to an upstream may take before the request fails with 502.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A request body on its way upstream: buffered (replayable) or streamed as it arrives,
-/// within the size limit.
-pub type OutboundBody = Either<Full<Bytes>, Limited<Incoming>>;
+/// A request body on its way upstream: buffered (replayable) or streamed as it arrives
+/// ([`upload`]).
+pub type OutboundBody = Either<Full<Bytes>, Upload>;
 
 /// Why an upstream request got no response (the cause chain names the reason).
 pub type ForwardError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The client's body streamed upstream: within the size limit, and its failures marked as
+/// [`ClientAborted`].
+pub type Upload = MapErr<Limited<Incoming>, fn(ForwardError) -> ForwardError>;
+
+/// The client's request body broke off while it streamed upstream: the client's doing,
+/// not the upstream's.
+#[derive(Debug, thiserror::Error)]
+#[error("the client's request body broke off")]
+pub struct ClientAborted(#[source] pub ForwardError);
+
+/// `body` streamed upstream, cut off after `limit` bytes.
+pub fn upload(body: Incoming, limit: usize) -> Upload {
+    fn mark(error: ForwardError) -> ForwardError {
+        if error.is::<LengthLimitError>() {
+            error
+        } else {
+            Box::new(ClientAborted(error))
+        }
+    }
+    Limited::new(body, limit).map_err(mark as fn(ForwardError) -> ForwardError)
+}
 
 /// No response head arrived within the upstream timeout.
 #[derive(Debug, thiserror::Error)]

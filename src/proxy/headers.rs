@@ -319,7 +319,10 @@ mod tests {
         let mut applied = client.clone();
         fields.apply(&mut applied);
         assert_eq!(applied["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
-        assert!(!applied.contains_key("host"), "hyper's client sets it, on HTTP/1.1 only");
+        assert!(
+            !applied.contains_key("host"),
+            "hyper's client sets it, on HTTP/1.1 only"
+        );
         assert_eq!(applied["x-extra"], "ours");
         assert_eq!(applied["accept"], "*/*");
         assert_eq!(applied.len(), 5);

@@ -7,6 +7,7 @@ pub mod headers;
 pub mod http1;
 pub mod policy;
 pub mod pool;
+pub mod relay;
 pub mod routes;
 pub mod upstream;
 
@@ -25,9 +26,10 @@ use hyper_util::rt::TokioIo;
 use crate::error::{error_chain, ProxyError};
 use crate::metrics::{self, Metrics};
 use crate::token::{CachedToken, TokenCache};
-pub use forward::{Outbound, OutboundBody, TimedOut, UpstreamBody, UpstreamClient};
+pub use forward::{ClientAborted, Outbound, OutboundBody, TimedOut, UpstreamBody, UpstreamClient};
 pub use guard::HostGuard;
 pub use policy::Policy;
+pub use relay::Relay;
 pub use routes::Router;
 pub use upstream::Upstream;
 
@@ -53,7 +55,14 @@ impl Peer {
 }
 
 /// A response body going back to the client: the upstream's, streamed, or our own.
-pub type ProxyBody = Either<UpstreamBody, Full<Bytes>>;
+pub type ProxyBody = Either<Relay, Full<Bytes>>;
+
+/// The status logged and counted for a request whose client went away before its answer
+/// (nginx's "client closed request"); no client ever receives it.
+pub const CLIENT_CLOSED: StatusCode = match StatusCode::from_u16(499) {
+    Ok(status) => status,
+    Err(_) => panic!("499 is a valid status code"),
+};
 
 /// A client's request body: read whole by the in-task HTTP/1.1 server, which reads only
 /// bodies that every route would buffer for a replay anyway, or arriving through hyper.
@@ -162,20 +171,26 @@ impl Proxy {
 
     /// Handles one request from `peer`; failures become JSON error responses.
     pub async fn handle(&self, request: Request<ClientBody>, peer: &Peer) -> Response<ProxyBody> {
-        let started = Instant::now();
-        let method = request.method().clone();
         // Shares the request's bytes; a copy of the path would cost an allocation.
         let uri = request.uri().clone();
         let path = uri.path();
         let grpc = is_grpc(request.headers());
-        let client_authorization = request.headers().contains_key(header::AUTHORIZATION);
-        let route = self.router.find(path).cloned();
+        let route = self.router.find(path);
+        let mut report = Report {
+            proxy: self,
+            started: Instant::now(),
+            method: request.method().clone(),
+            path,
+            route: route.map(|r| r.name.as_str()),
+            client_authorization: request.headers().contains_key(header::AUTHORIZATION),
+            answered: None,
+        };
         let response = if request.method() == Method::CONNECT {
             Err(ProxyError::ConnectRefused)
         } else if let Err(refusal) = self.guard.check(request.uri(), request.headers()) {
             Err(ProxyError::Forbidden(refusal))
         } else {
-            match &route {
+            match route {
                 Some(route) => self.forward(route, request, peer).await,
                 None => Err(ProxyError::NoRoute(path.to_owned())),
             }
@@ -186,30 +201,13 @@ impl Proxy {
             failure = Some(metrics::Failure::of(&error));
             error.to_response(grpc)
         });
-        tracing::info!(
-            target: "mintproxy::access",
-            %method,
-            path,
-            status = response.status().as_u16(),
-            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-            route = route.as_ref().map_or("-", |r| r.name.as_str()),
-        );
-        if let Some(recorder) = &self.metrics {
-            recorder.request(&metrics::RequestRecord {
-                route: route.as_ref().map_or("-", |r| r.name.as_str()),
-                method: &method,
-                status: response.status(),
-                duration: started.elapsed(),
-                failure,
-                client_authorization,
-            });
-        }
+        report.answered = Some((response.status(), failure));
         response
     }
 
     async fn forward(
         &self,
-        route: &Route,
+        route: &Arc<Route>,
         request: Request<ClientBody>,
         peer: &Peer,
     ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -283,6 +281,9 @@ impl Proxy {
             }
             _ => Ok(respond(route, response, scheme, client_host.as_ref())),
         }
+        .map(|response| {
+            response.map(|body| Either::Left(Relay::new(body, route.clone(), self.metrics.clone())))
+        })
     }
 
     /// Sends the request again with a fresh token after the upstream refused `token` with
@@ -297,6 +298,9 @@ impl Proxy {
         route.tokens.reject(token);
         let fresh = route.tokens.token().await?;
         tracing::debug!("replaying the request after 401 with a new token");
+        if let Some(metrics) = &self.metrics {
+            metrics.retried(&route.name);
+        }
         self.send(outbound, &fresh, Either::Left(body)).await
     }
 
@@ -310,17 +314,59 @@ impl Proxy {
         match self.client.request(outbound, token.header(), body, timeout).await {
             Ok(response) => Ok(response),
             Err(error) if error.is::<TimedOut>() => Err(ProxyError::UpstreamTimeout(timeout)),
-            Err(error) if body_over_limit(&*error) => Err(ProxyError::BodyTooLarge(
+            Err(error) if caused_by::<LengthLimitError>(&*error) => Err(ProxyError::BodyTooLarge(
                 self.limits.max_body_size.unwrap_or_default(),
             )),
+            Err(error) if caused_by::<ClientAborted>(&*error) => {
+                Err(ProxyError::ClientBody(error_chain(&*error)))
+            }
             Err(error) => Err(ProxyError::UpstreamUnreachable(error_chain(&*error))),
+        }
+    }
+}
+
+/// One request's access-log line and metrics, written when it is dropped: at the end of
+/// [`Proxy::handle`], or earlier when the client went away and hyper dropped the request
+/// (an HTTP/2 stream reset, say), then as [`CLIENT_CLOSED`].
+struct Report<'a> {
+    proxy: &'a Proxy,
+    started: Instant,
+    method: Method,
+    path: &'a str,
+    route: Option<&'a str>,
+    client_authorization: bool,
+    /// The status sent, and why the proxy answered itself if it did; `None` until then.
+    answered: Option<(StatusCode, Option<metrics::Failure>)>,
+}
+
+impl Drop for Report<'_> {
+    fn drop(&mut self) {
+        let (status, failure) = self.answered.unwrap_or((CLIENT_CLOSED, None));
+        let route = self.route.unwrap_or("-");
+        tracing::info!(
+            target: "mintproxy::access",
+            method = %self.method,
+            path = self.path,
+            status = status.as_u16(),
+            duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+            route,
+        );
+        if let Some(recorder) = &self.proxy.metrics {
+            recorder.request(&metrics::RequestRecord {
+                route,
+                method: &self.method,
+                status,
+                duration: self.started.elapsed(),
+                failure,
+                client_authorization: self.client_authorization,
+            });
         }
     }
 }
 
 /// Hands back the upstream's `101 Switching Protocols` and joins the two upgraded
 /// connections once both sides have switched.
-fn tunnel(mut response: Response<UpstreamBody>, client: OnUpgrade) -> Response<ProxyBody> {
+fn tunnel(mut response: Response<UpstreamBody>, client: OnUpgrade) -> Response<UpstreamBody> {
     let upstream = hyper::upgrade::on(&mut response);
     tokio::spawn(async move {
         match tokio::try_join!(client, upstream) {
@@ -333,7 +379,7 @@ fn tunnel(mut response: Response<UpstreamBody>, client: OnUpgrade) -> Response<P
             Err(error) => tracing::debug!(%error, "upgrade did not complete"),
         }
     });
-    response.map(Either::Left)
+    response
 }
 
 /// Cleans the upstream's response for the client and points redirects at the proxy.
@@ -342,7 +388,7 @@ fn respond(
     response: Response<UpstreamBody>,
     scheme: &str,
     client_host: Option<&HeaderValue>,
-) -> Response<ProxyBody> {
+) -> Response<UpstreamBody> {
     let (mut parts, body) = response.into_parts();
     if parts.headers.contains_key(header::TRANSFER_ENCODING) {
         // The body was read by Transfer-Encoding; a Content-Length beside it is wrong and
@@ -366,7 +412,7 @@ fn respond(
             parts.headers.insert(header::LOCATION, rewritten);
         }
     }
-    Response::from_parts(parts, Either::Left(body))
+    Response::from_parts(parts, body)
 }
 
 /// Buffers a body whose announced size fits `replay_limit` (so it can be replayed);
@@ -393,16 +439,17 @@ async fn buffer_if_small(
         }
         _ => {
             let limit = max_body_size.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
-            Ok(Either::Right(Limited::new(body, limit)))
+            Ok(Either::Right(forward::upload(body, limit)))
         }
     }
 }
 
-/// Whether an upstream call failed because the streamed body passed `max_body_size`.
-fn body_over_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+/// Whether an upstream call failed because of an `E` somewhere in its causes: the
+/// streamed body passed `max_body_size`, or the client broke off its upload.
+fn caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut cause = Some(error);
     while let Some(error) = cause {
-        if error.is::<LengthLimitError>() {
+        if error.is::<E>() {
             return true;
         }
         cause = error.source();

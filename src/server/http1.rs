@@ -25,6 +25,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
+use super::slots::Slot;
 use crate::proxy::http1::{Scan, MAX_HEADERS};
 use crate::proxy::{ClientBody, Peer, Proxy, ProxyBody};
 
@@ -55,14 +56,9 @@ pub(super) enum Ended {
     Handover(Bytes),
 }
 
-/// Serves `io` until it ends or hands it over.
-pub(super) async fn serve<S>(
-    io: &mut S,
-    proxy: &Proxy,
-    peer: &Peer,
-    limits: Limits,
-    stop: &CancellationToken,
-) -> Ended
+/// Serves `io` until it ends or hands it over; once `slot` is asked to close, the
+/// connection closes when idle.
+pub(super) async fn serve<S>(io: &mut S, proxy: &Proxy, peer: &Peer, limits: Limits, slot: &Slot) -> Ended
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -75,6 +71,7 @@ where
         served_at_tick: 0,
         read_timeout: limits.read_timeout,
     };
+    let stop = slot.closing();
     loop {
         let (head, fields) = loop {
             match parse(&connection.buf, limits) {
@@ -92,9 +89,12 @@ where
             Ok(request) => request,
             Err(ended) => return ended,
         };
+        let busy = slot.request();
         let response = proxy.handle(request, peer).await;
         let keep_alive = asked.keep_alive && !stop.is_cancelled();
-        match connection.respond(response, &asked, keep_alive).await {
+        let written = connection.respond(response, &asked, keep_alive).await;
+        drop(busy);
+        match written {
             Ok(true) => connection.served += 1,
             Ok(false) => {
                 let _ = connection.io.shutdown().await;

@@ -6,6 +6,7 @@
 
 pub mod http1;
 mod rewind;
+mod slots;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -22,7 +23,6 @@ use std::str::FromStr;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -31,11 +31,16 @@ use crate::tls::{self, TlsError};
 
 use crate::proxy::{ArrivedOverTls, ClientBody, Peer, Proxy};
 use http::Request;
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use tokio_rustls::TlsAcceptor;
 
 use self::http1::Ended;
 use self::rewind::Rewind;
+use self::slots::{Busy, Slot, Slots};
+
+/// The listen backlog: room for a burst of new connections while the accept loop is busy
+/// (the standard library's 128 overflowed under a burst of a thousand).
+pub const LISTEN_BACKLOG: u32 = 1024;
 
 /// Where the proxy listens: a TCP address, or a Unix socket (`unix:/path`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,7 +113,15 @@ impl Listener {
     /// whoever can connect acts with the credentials' rights.
     pub async fn bind(addr: &ListenAddr) -> std::io::Result<Self> {
         match addr {
-            ListenAddr::Tcp(addr) => Ok(Self::Tcp(TcpListener::bind(addr).await?)),
+            ListenAddr::Tcp(addr) => {
+                let socket = match addr {
+                    SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+                    SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+                };
+                socket.set_reuseaddr(true)?;
+                socket.bind(*addr)?;
+                Ok(Self::Tcp(socket.listen(LISTEN_BACKLOG)?))
+            }
             ListenAddr::Unix(path) => {
                 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
                 if std::fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_socket()) {
@@ -157,7 +170,8 @@ pub struct ServerOptions {
     pub header_read_timeout: Duration,
     /// Largest request header section, in bytes.
     pub max_header_size: usize,
-    /// Most connections served at once.
+    /// Most connections served at once; at the limit the longest-idle one is closed to
+    /// admit a new one.
     pub max_connections: usize,
     /// How long in-flight requests may run on after shutdown begins.
     pub shutdown_timeout: Duration,
@@ -184,6 +198,15 @@ impl ServerOptions {
     }
 }
 
+/// How a drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drained {
+    /// Every request in flight was answered.
+    Complete,
+    /// The shutdown timeout cut this many requests short.
+    Cut(usize),
+}
+
 /// Serves `proxy` on an already bound `listener` until `shutdown` completes, then stops
 /// accepting and lets in-flight requests finish within the shutdown timeout.
 pub async fn serve(
@@ -191,7 +214,7 @@ pub async fn serve(
     proxy: Proxy,
     options: ServerOptions,
     shutdown: impl Future<Output = ()>,
-) {
+) -> Drained {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -216,90 +239,111 @@ pub async fn serve(
     // Connections being served, and the signal for them to finish.
     let serving = TaskTracker::new();
     let stop = CancellationToken::new();
-    let connections = Arc::new(Semaphore::new(options.max_connections.max(1)));
+    let slots = Slots::new(options.max_connections, stop.clone());
     tokio::pin!(shutdown);
     loop {
-        // At the limit, stop accepting: new connections wait in the kernel's queue.
-        let permit = tokio::select! {
-            permit = connections.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            () = &mut shutdown => break,
-        };
         let (accepted, remote) = tokio::select! {
             accepted = next_connection(|| listener.accept(), "accept failed") => accepted,
+            () = &mut shutdown => break,
+        };
+        // At the limit, an idle connection makes room; while every connection has a
+        // request in flight, the new one waits here and the next ones in the backlog.
+        let slot = tokio::select! {
+            slot = slots.acquire() => slot,
             () = &mut shutdown => break,
         };
         let tls = options.tls.clone().map(TlsAcceptor::from);
         let over_tls = tls.is_some();
         // One allocation per connection; each request then costs one reference count.
-        let session = Arc::new((proxy.clone(), Peer::new(remote)));
+        let session = Arc::new(Session {
+            proxy: proxy.clone(),
+            peer: Peer::new(remote),
+            slot,
+        });
         let builder = builder.clone();
-        let serving = serving.clone();
-        let stop = stop.clone();
         let header_read_timeout = options.header_read_timeout;
-        tokio::spawn(async move {
+        serving.spawn(async move {
             // hyper's header timeout starts with the first byte; a connection that sends
             // nothing would otherwise hold its slot forever.
             let deadline = tokio::time::Instant::now() + header_read_timeout;
+            let closing = session.slot.closing();
             let mut io: Box<dyn Io> = match accepted {
                 Accepted::Tcp(stream) => {
                     let _ = stream.set_nodelay(true);
-                    if tokio::time::timeout_at(deadline, stream.peek(&mut [0u8; 1]))
-                        .await
-                        .is_err()
-                    {
+                    let mut byte = [0u8; 1];
+                    let first_byte = tokio::select! {
+                        first = tokio::time::timeout_at(deadline, stream.peek(&mut byte)) => first.is_ok(),
+                        () = closing.cancelled() => false,
+                    };
+                    if !first_byte {
                         tracing::debug!(?remote, "closing a connection that sent nothing");
                         return;
                     }
                     Box::new(stream)
                 }
                 Accepted::Unix(stream) => {
-                    if tokio::time::timeout_at(deadline, stream.readable())
-                        .await
-                        .is_err()
-                    {
+                    let readable = tokio::select! {
+                        readable = tokio::time::timeout_at(deadline, stream.readable()) => readable.is_ok(),
+                        () = closing.cancelled() => false,
+                    };
+                    if !readable {
                         return;
                     }
                     Box::new(stream)
                 }
             };
-            let served = async {
-                let io: Box<dyn Io> = match tls {
-                    None => {
-                        let (proxy, peer) = &*session;
-                        match http1::serve(&mut io, proxy, peer, in_task, &stop).await {
-                            Ended::Closed => return,
-                            Ended::Handover(read) => Box::new(Rewind::new(read, io)),
-                        }
+            let io: Box<dyn Io> = match tls {
+                None => {
+                    let Session { proxy, peer, slot } = &*session;
+                    match http1::serve(&mut io, proxy, peer, in_task, slot).await {
+                        Ended::Closed => return,
+                        Ended::Handover(read) => Box::new(Rewind::new(read, io)),
                     }
-                    // Boxed, like hyper's part below: a handshake's state is large.
-                    Some(tls) => match Box::pin(tokio::time::timeout_at(deadline, tls.accept(io))).await {
-                        Ok(Ok(stream)) => Box::new(stream),
-                        Ok(Err(error)) => {
-                            tracing::debug!(?remote, %error, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => return,
-                    },
-                };
-                Box::pin(serve_with_hyper(builder, io, session, over_tls, stop, remote)).await;
+                }
+                // Boxed, like hyper's part below: a handshake's state is large.
+                Some(tls) => match Box::pin(tokio::time::timeout_at(deadline, tls.accept(io))).await {
+                    Ok(Ok(stream)) => Box::new(stream),
+                    Ok(Err(error)) => {
+                        tracing::debug!(?remote, %error, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                },
             };
-            serving.track_future(served).await;
-            drop(permit);
+            Box::pin(serve_with_hyper(builder, io, session, over_tls, remote)).await;
         });
     }
     if let Listener::Unix(_, path) = &listener {
         let _ = std::fs::remove_file(path);
     }
     drop(listener);
-    tracing::info!("shutting down: draining in-flight requests");
+    tracing::info!(
+        in_flight = slots.in_flight(),
+        deadline_s = options.shutdown_timeout.as_secs_f64(),
+        "shutting down: draining in-flight requests"
+    );
     stop.cancel();
     serving.close();
     if tokio::time::timeout(options.shutdown_timeout, serving.wait())
         .await
-        .is_err()
+        .is_ok()
     {
-        tracing::warn!(timeout = ?options.shutdown_timeout, "in-flight requests did not finish in time");
+        return Drained::Complete;
     }
+    let cut = slots.in_flight();
+    tracing::warn!(
+        requests_cut = cut,
+        timeout = ?options.shutdown_timeout,
+        "in-flight requests did not finish by the drain deadline"
+    );
+    Drained::Cut(cut)
+}
+
+/// What every request of a connection shares.
+struct Session {
+    proxy: Proxy,
+    peer: Peer,
+    slot: Slot,
 }
 
 /// The next connection `accept` gives. A failed accept (out of file descriptors and the
@@ -325,32 +369,63 @@ where
 async fn serve_with_hyper(
     builder: auto::Builder<TokioExecutor>,
     io: Box<dyn Io>,
-    session: Arc<(Proxy, Peer)>,
+    session: Arc<Session>,
     over_tls: bool,
-    stop: CancellationToken,
     remote: Option<SocketAddr>,
 ) {
+    let closing = session.slot.closing().clone();
     let service = service_fn(move |mut request: Request<Incoming>| {
         if over_tls {
             request.extensions_mut().insert(ArrivedOverTls);
         }
         let session = Arc::clone(&session);
         async move {
-            let (proxy, peer) = &*session;
-            Ok::<_, Infallible>(proxy.handle(request.map(ClientBody::Incoming), peer).await)
+            let busy = session.slot.request();
+            let response = session
+                .proxy
+                .handle(request.map(ClientBody::Incoming), &session.peer)
+                .await;
+            Ok::<_, Infallible>(response.map(|body| InFlight { body, _busy: busy }))
         }
     });
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
-        () = stop.cancelled() => {
+        () = closing.cancelled() => {
             connection.as_mut().graceful_shutdown();
             connection.await
         }
     };
     if let Err(error) = result {
         tracing::debug!(?remote, error = %error, "connection ended with an error");
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it has been sent or
+/// dropped.
+struct InFlight<B> {
+    body: B,
+    _busy: Busy,
+}
+
+impl<B: Body + Unpin> Body for InFlight<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 
