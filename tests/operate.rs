@@ -9,6 +9,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -309,6 +310,184 @@ async fn metrics_count_upstream_errors_by_kind_and_refusals_by_status() {
     assert_eq!(value(&text, "mintproxy_bearer_injected_total", &[route]), 0.0);
 }
 
+/// An upstream that reads one request head and then answers `answer` and closes, or
+/// (`None`) never answers; and the count of heads it has read.
+async fn raw_upstream(answer: Option<&'static [u8]>) -> (String, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = local_listener().await;
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let heads = Arc::new(AtomicUsize::new(0));
+    let counting = heads.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let counting = counting.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buffer = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                counting.fetch_add(1, Ordering::SeqCst);
+                match answer {
+                    Some(answer) => {
+                        let _ = stream.write_all(answer).await;
+                    }
+                    // Holds the connection, reading whatever comes, until the proxy closes.
+                    None => while let Ok(1..) = stream.read(&mut buffer).await {},
+                }
+            });
+        }
+    });
+    (url, heads)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_response_that_breaks_off_is_counted_as_truncated() {
+    let issued = support::issuer().await;
+    let (upstream, _) = raw_upstream(Some(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part")).await;
+    let running = start_operated(&serve_config(&flags(&issued, &upstream)), fast_policy()).await;
+    let (proxy, admin) = (running.proxy.addr, running.admin);
+    wait_ready(admin).await;
+    let answer = support::raw(
+        proxy,
+        &format!("GET /x HTTP/1.1\r\nHost: {proxy}\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    // The client gets the connection closed on it, with at most the part that came.
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 200"),
+        "{answer}"
+    );
+    let text = scrape(admin).await;
+    let truncated = [("route", "/"), ("kind", "truncated")];
+    assert_eq!(
+        value(&text, "mintproxy_upstream_errors_total", &truncated),
+        1.0,
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_abandons_its_upload_is_not_an_unreachable_upstream() {
+    use tokio::io::AsyncWriteExt;
+    let issued = support::issuer().await;
+    let echo = Echo::start(local_listener().await, issued.issuer.clone()).unwrap();
+    let running = start_operated(&serve_config(&flags(&issued, echo.url())), fast_policy()).await;
+    let (proxy, admin) = (running.proxy.addr, running.admin);
+    wait_ready(admin).await;
+    // Announces a megabyte, sends a tenth of it (more than the replay buffer, so it
+    // streams), and goes away.
+    let mut client = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let head = format!("POST /upload HTTP/1.1\r\nHost: {proxy}\r\nContent-Length: 1000000\r\n\r\n");
+    client.write_all(head.as_bytes()).await.unwrap();
+    client.write_all(&[b'x'; 100_000]).await.unwrap();
+    drop(client);
+    let route = ("route", "/");
+    let text = eventually(
+        Duration::from_secs(10),
+        "the abandoned upload is counted",
+        || async {
+            let text = scrape(admin).await;
+            let counted: f64 = samples(&text)
+                .iter()
+                .filter(|s| s.name == "mintproxy_requests_total")
+                .map(|s| s.value)
+                .sum();
+            (counted == 1.0).then_some(text)
+        },
+    )
+    .await;
+    let client_body = [route, ("kind", "client_body")];
+    assert_eq!(
+        value(&text, "mintproxy_upstream_errors_total", &client_body),
+        1.0,
+        "{text}"
+    );
+    let unreachable = [route, ("kind", "unreachable")];
+    assert_eq!(
+        value(&text, "mintproxy_upstream_errors_total", &unreachable),
+        0.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "mintproxy_requests_total", &[route, ("status", "502")]),
+        0.0,
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_http2_stream_is_logged_as_499_not_as_a_status_never_sent() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let issued = support::issuer().await;
+    let (upstream, _) = raw_upstream(None).await;
+    let running = start_operated(&serve_config(&flags(&issued, &upstream)), fast_policy()).await;
+    let (proxy, admin) = (running.proxy.addr, running.admin);
+    wait_ready(admin).await;
+    let stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = Request::get(format!("http://{proxy}/slow"))
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    // The upstream never answers; the client gives up and resets the stream.
+    let gave_up = tokio::time::timeout(Duration::from_millis(300), sender.send_request(request)).await;
+    assert!(gave_up.is_err(), "the upstream never answers");
+    let text = eventually(
+        Duration::from_secs(10),
+        "the cancelled request is counted",
+        || async {
+            let text = scrape(admin).await;
+            text.contains("mintproxy_requests_total{").then_some(text)
+        },
+    )
+    .await;
+    let route = ("route", "/");
+    assert_eq!(
+        value(&text, "mintproxy_requests_total", &[route, ("status", "499")]),
+        1.0,
+        "{text}"
+    );
+    let errors: f64 = samples(&text)
+        .iter()
+        .filter(|s| s.name == "mintproxy_upstream_errors_total")
+        .map(|s| s.value)
+        .sum();
+    assert_eq!(errors, 0.0, "the client's doing, not the upstream's: {text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_revocations_in_ten_seconds_never_reach_the_client_and_each_retry_is_counted() {
+    let issued = support::issuer().await;
+    let echo = Echo::start(local_listener().await, issued.issuer.clone()).unwrap();
+    let running = start_operated(&serve_config(&flags(&issued, echo.url())), fast_policy()).await;
+    let (proxy, admin) = (running.proxy.addr, running.admin);
+    wait_ready(admin).await;
+    assert_eq!(support::get(proxy, "/before").await.status, StatusCode::OK);
+    for revocation in 1..=3 {
+        issued.issuer.revoke_all();
+        let answer = support::get(proxy, "/after").await;
+        assert_eq!(answer.status, StatusCode::OK, "after revocation {revocation}");
+    }
+    let text = scrape(admin).await;
+    let retried = [("route", "/"), ("reason", "unauthorized")];
+    assert_eq!(
+        value(&text, "mintproxy_upstream_retries_total", &retried),
+        3.0,
+        "{text}"
+    );
+    assert_eq!(issued.issuer.token_requests(), 4, "one mint per revocation");
+}
+
 /// Parses `serve` flags with an explicit `--listen`, as the binary would.
 fn load(args: &[&str]) -> Result<mintproxy::config::Config, String> {
     let dir = tempfile::tempdir().unwrap();
@@ -369,6 +548,110 @@ fn the_admin_address_is_validated() {
     );
 }
 
+/// The real binary serving with `--log-format json` and an admin listener: its
+/// addresses, and its stderr lines as they come.
+struct Served {
+    child: tokio::process::Child,
+    proxy: SocketAddr,
+    admin: SocketAddr,
+    first_line: String,
+    stderr_lines: Arc<Mutex<Vec<String>>>,
+    stderr_done: tokio::task::JoinHandle<()>,
+}
+
+impl Served {
+    /// Starts `mintproxy serve` with `flags` (after the listen, admin and log flags).
+    async fn start(flags: &[&str]) -> Self {
+        use tokio::io::{AsyncBufReadExt, BufReader};
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_mintproxy"));
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("MINTPROXY_") {
+                command.env_remove(name);
+            }
+        }
+        let mut args = vec![
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ];
+        args.extend(flags);
+        let mut child = command
+            .args(&args)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stderr_lines = Arc::new(Mutex::new(Vec::<String>::new()));
+        let collecting = stderr_lines.clone();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+        let stderr_done = tokio::spawn(async move {
+            while let Ok(Some(line)) = stderr.next_line().await {
+                collecting.lock().unwrap().push(line);
+            }
+        });
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first_line = tokio::time::timeout(Duration::from_secs(30), stdout.next_line())
+            .await
+            .expect("the proxy starts")
+            .unwrap()
+            .unwrap();
+        let proxy: SocketAddr = first_line
+            .strip_prefix("mintproxy listening on http://")
+            .unwrap_or_else(|| panic!("{first_line}"))
+            .parse()
+            .unwrap();
+        let admin = eventually(Duration::from_secs(10), "the admin address is logged", || {
+            let lines = stderr_lines.lock().unwrap().clone();
+            async move {
+                lines.iter().find_map(|line| {
+                    let event: serde_json::Value = serde_json::from_str(line).ok()?;
+                    event
+                        .get("message")?
+                        .as_str()?
+                        .starts_with("admin listening")
+                        .then(|| event["addr"].as_str().unwrap().parse().unwrap())
+                })
+            }
+        })
+        .await;
+        Self {
+            child,
+            proxy,
+            admin,
+            first_line,
+            stderr_lines,
+            stderr_done,
+        }
+    }
+
+    /// Sends SIGTERM.
+    fn terminate(&self) {
+        let pid = self.child.id().unwrap().to_string();
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+    }
+
+    /// Waits for the exit, and every stderr line.
+    async fn exit(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("the proxy exits after SIGTERM")
+            .unwrap();
+        self.stderr_done.await.unwrap();
+        let lines = self.stderr_lines.lock().unwrap().clone();
+        (status, lines)
+    }
+}
+
 /// The real binary with `--log-format json`: stdout names the proxy's address, every
 /// stderr line is a JSON object, the admin listener announces itself, the access line has
 /// its fields, SIGTERM stops it cleanly, and no token, assertion or client credential
@@ -376,67 +659,10 @@ fn the_admin_address_is_validated() {
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread")]
 async fn json_logs_parse_and_carry_no_secret() {
-    use tokio::io::{AsyncBufReadExt, BufReader};
-
     let issued = support::issuer().await;
     let echo = Echo::start(local_listener().await, issued.issuer.clone()).unwrap();
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_mintproxy"));
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("MINTPROXY_") {
-            command.env_remove(name);
-        }
-    }
-    let mut args = vec![
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-    ];
-    args.extend(flags(&issued, echo.url()));
-    args.extend(["--log-format", "json"]);
-    let mut child = command
-        .args(&args)
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-
-    let stderr_lines = Arc::new(Mutex::new(Vec::<String>::new()));
-    let collecting = stderr_lines.clone();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-    let stderr_done = tokio::spawn(async move {
-        while let Ok(Some(line)) = stderr.next_line().await {
-            collecting.lock().unwrap().push(line);
-        }
-    });
-    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(Duration::from_secs(30), stdout.next_line())
-        .await
-        .expect("the proxy starts")
-        .unwrap()
-        .unwrap();
-    let proxy: SocketAddr = first
-        .strip_prefix("mintproxy listening on http://")
-        .unwrap_or_else(|| panic!("{first}"))
-        .parse()
-        .unwrap();
-    let admin: SocketAddr = eventually(Duration::from_secs(10), "the admin address is logged", || {
-        let lines = stderr_lines.lock().unwrap().clone();
-        async move {
-            lines.iter().find_map(|line| {
-                let event: serde_json::Value = serde_json::from_str(line).ok()?;
-                event
-                    .get("message")?
-                    .as_str()?
-                    .starts_with("admin listening")
-                    .then(|| event["addr"].as_str().unwrap().parse().unwrap())
-            })
-        }
-    })
-    .await;
+    let served = Served::start(&flags(&issued, echo.url())).await;
+    let (proxy, admin) = (served.proxy, served.admin);
     wait_ready(admin).await;
 
     let client_secret = "Basic c2VjcmV0LWNsaWVudDpwYXNzd29yZA==";
@@ -458,24 +684,15 @@ async fn json_logs_parse_and_carry_no_secret() {
     assert_eq!(replaced, 1.0, "the binary wires metrics to the proxy: {text}");
 
     // SIGTERM: drain, stop the admin listener too, exit 0.
-    let pid = child.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("the proxy exits after SIGTERM")
-        .unwrap();
+    served.terminate();
+    let first = served.first_line.clone();
+    let (status, lines) = served.exit().await;
     assert!(status.success(), "{status}");
-    stderr_done.await.unwrap();
     assert!(
         tokio::net::TcpStream::connect(admin).await.is_err(),
         "the admin listener is closed"
     );
 
-    let lines = stderr_lines.lock().unwrap().clone();
     assert!(!lines.is_empty());
     let events: Vec<serde_json::Value> = lines
         .iter()
@@ -513,6 +730,69 @@ async fn json_logs_parse_and_carry_no_secret() {
     for secret in &secrets {
         assert!(!everything.contains(secret.as_str()), "a secret was logged");
     }
+}
+
+/// `--shutdown-delay`: on SIGTERM `/readyz` turns 503 at once while the proxy keeps
+/// serving new connections for the delay; then it drains and exits 0.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn the_shutdown_delay_keeps_serving_while_unready() {
+    let issued = support::issuer().await;
+    let echo = Echo::start(local_listener().await, issued.issuer.clone()).unwrap();
+    let mut args = flags(&issued, echo.url());
+    args.extend(["--shutdown-delay", "2s"]);
+    let served = Served::start(&args).await;
+    let (proxy, admin) = (served.proxy, served.admin);
+    wait_ready(admin).await;
+    served.terminate();
+    let signalled = Instant::now();
+    eventually(Duration::from_secs(1), "/readyz turns 503 at once", || async {
+        (support::get(admin, "/readyz").await.status == StatusCode::SERVICE_UNAVAILABLE).then_some(())
+    })
+    .await;
+    assert_eq!(
+        support::get(proxy, "/during-the-delay").await.status,
+        StatusCode::OK,
+        "a new caller is still served during the delay"
+    );
+    let (status, _) = served.exit().await;
+    assert!(status.success(), "{status}");
+    assert!(
+        signalled.elapsed() >= Duration::from_secs(2),
+        "exits only after the delay"
+    );
+}
+
+/// A request still in flight at the drain deadline is cut: the log says how many, and
+/// the exit status is non-zero.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_cut_at_the_drain_deadline_are_counted_and_fail_the_exit() {
+    let issued = support::issuer().await;
+    let (upstream, heads) = raw_upstream(None).await;
+    let mut args = flags(&issued, &upstream);
+    args.extend(["--shutdown-timeout", "300ms"]);
+    let served = Served::start(&args).await;
+    let (proxy, admin) = (served.proxy, served.admin);
+    wait_ready(admin).await;
+    let stuck = tokio::spawn(async move {
+        support::raw(proxy, &format!("GET /stuck HTTP/1.1\r\nHost: {proxy}\r\n\r\n")).await
+    });
+    eventually(
+        Duration::from_secs(10),
+        "the upstream holds the request",
+        || async { (heads.load(Ordering::SeqCst) > 0).then_some(()) },
+    )
+    .await;
+    served.terminate();
+    let (status, lines) = served.exit().await;
+    assert!(!status.success(), "a cut drain fails the exit: {status}");
+    let cut = lines.iter().find_map(|line| {
+        let event: serde_json::Value = serde_json::from_str(line).ok()?;
+        event.get("requests_cut")?.as_u64()
+    });
+    assert_eq!(cut, Some(1), "{lines:?}");
+    let _ = stuck.await;
 }
 
 /// `--flag` names and `MINTPROXY_*` variables that `mintproxy serve --help` documents.
