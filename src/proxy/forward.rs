@@ -144,26 +144,72 @@ impl UpstreamClient {
                 }
             }
             body => {
-                let mut request = Request::new(body);
-                *request.method_mut() = outbound.method.clone();
-                *request.uri_mut() = outbound.uri.clone();
-                let headers = request.headers_mut();
-                *headers = outbound.headers.clone();
-                outbound.set.apply(headers);
-                headers.insert(header::AUTHORIZATION, authorization.clone());
-                let (version, client) = if outbound.http2 {
-                    (Version::HTTP_2, &self.prior_knowledge)
-                } else {
-                    (Version::HTTP_11, &self.negotiated)
+                // A buffered body can go again should the upstream refuse it unread.
+                let again = match &body {
+                    Either::Left(buffered) => Some(buffered.clone()),
+                    Either::Right(_) => None,
                 };
-                *request.version_mut() = version;
-                match tokio::time::timeout(timeout, client.request(request)).await {
-                    Ok(response) => Ok(response?.map(Either::Left)),
-                    Err(_) => Err(Box::new(TimedOut(timeout))),
+                match (
+                    self.through_hyper(outbound, authorization, body, timeout).await,
+                    again,
+                ) {
+                    (Err(error), Some(body)) if refused_unprocessed(&*error) => {
+                        tracing::debug!(%error, "the upstream closed its HTTP/2 connection before taking the request; sending it again");
+                        self.through_hyper(outbound, authorization, Either::Left(body), timeout)
+                            .await
+                    }
+                    (result, _) => result,
                 }
             }
         }
     }
+
+    /// Sends a copy of `outbound` through hyper's pooled client.
+    async fn through_hyper(
+        &self,
+        outbound: &Outbound<'_>,
+        authorization: &HeaderValue,
+        body: OutboundBody,
+        timeout: Duration,
+    ) -> Result<Response<UpstreamBody>, ForwardError> {
+        let mut request = Request::new(body);
+        *request.method_mut() = outbound.method.clone();
+        *request.uri_mut() = outbound.uri.clone();
+        let headers = request.headers_mut();
+        *headers = outbound.headers.clone();
+        outbound.set.apply(headers);
+        headers.insert(header::AUTHORIZATION, authorization.clone());
+        let (version, client) = if outbound.http2 {
+            (Version::HTTP_2, &self.prior_knowledge)
+        } else {
+            (Version::HTTP_11, &self.negotiated)
+        };
+        *request.version_mut() = version;
+        match tokio::time::timeout(timeout, client.request(request)).await {
+            Ok(response) => Ok(response?.map(Either::Left)),
+            Err(_) => Err(Box::new(TimedOut(timeout))),
+        }
+    }
+}
+
+/// Whether an HTTP/2 upstream refused a request without processing it, so it may be sent
+/// again (RFC 9113 §8.7): a graceful GOAWAY (`NO_ERROR`) that the request's stream came
+/// after, as nginx sends after `keepalive_requests` (1,000 by default), or
+/// `REFUSED_STREAM`.
+fn refused_unprocessed(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if let Some(h2) = error.downcast_ref::<h2::Error>() {
+            return h2.is_remote()
+                && match h2.reason() {
+                    Some(h2::Reason::NO_ERROR) => h2.is_go_away(),
+                    Some(h2::Reason::REFUSED_STREAM) => true,
+                    _ => false,
+                };
+        }
+        cause = error.source();
+    }
+    false
 }
 
 fn http_connector() -> HttpConnector {
