@@ -70,7 +70,11 @@ impl ServerCertVerifier for PinningVerifier {
 
 /// The checks a pinned certificate still has to pass: its names cover `server_name`, and
 /// `now` lies within its validity period.
-fn verify_pinned(cert: &CertificateDer<'_>, server_name: &ServerName<'_>, now: UnixTime) -> Result<(), CertificateError> {
+fn verify_pinned(
+    cert: &CertificateDer<'_>,
+    server_name: &ServerName<'_>,
+    now: UnixTime,
+) -> Result<(), CertificateError> {
     let parsed = webpki::EndEntityCert::try_from(cert).map_err(|_| CertificateError::BadEncoding)?;
     parsed
         .verify_is_valid_for_subject_name(server_name)
@@ -214,7 +218,10 @@ mod tests {
             Err(CertificateError::NotValidForName)
         );
         let ip = ServerName::try_from("127.0.0.1").unwrap();
-        assert_eq!(verify_pinned(&cert, &ip, now), Err(CertificateError::NotValidForName));
+        assert_eq!(
+            verify_pinned(&cert, &ip, now),
+            Err(CertificateError::NotValidForName)
+        );
         assert_eq!(
             verify_pinned(&cert, &localhost, at(1_500_000_000)),
             Err(CertificateError::NotValidYet)
@@ -227,7 +234,12 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_a_certificate() {
-        for der in [&b""[..], b"\x30", b"\x30\x85\x00\x00\x00\x00\x00", b"\x30\x03\x02\x01\x00"] {
+        for der in [
+            &b""[..],
+            b"\x30",
+            b"\x30\x85\x00\x00\x00\x00\x00",
+            b"\x30\x03\x02\x01\x00",
+        ] {
             assert_eq!(validity(der), None, "{der:?}");
         }
     }
