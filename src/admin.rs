@@ -2,12 +2,12 @@
 //! from the proxied paths (so no upstream path can collide with them, and probes and
 //! scrapes never pass the Host guard or carry a token).
 //!
-//! Readiness is a latch: `/readyz` answers 503 until every credential holds a valid
-//! token, then 200 for the rest of the process's life, and 503 again once shutdown
-//! begins. A later token outage shows in the body and in the metrics, not as
-//! unreadiness: pulling a sidecar's Pod out of its Service because the issuer blinked
-//! would turn an issuer outage into an application outage, and the proxy keeps serving
-//! the previous token and answers `503 no_token` with the reason meanwhile.
+//! Readiness says whether a request would be served: `/readyz` answers 200 while every
+//! credential holds a valid token (or is replacing one an upstream refused, which
+//! requests wait for), and 503 whenever a request would get `503 no_token` instead:
+//! before the first token, and once a token expired and could not be renewed. A blink of
+//! the issuer while the token is still valid does not show, since the previous token keeps
+//! serving. It is 503 again from the shutdown signal on.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -38,7 +38,6 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct Admin {
     caches: Vec<TokenCache>,
     metrics: Arc<Metrics>,
-    ready: AtomicBool,
     draining: AtomicBool,
 }
 
@@ -48,7 +47,6 @@ impl Admin {
         Self {
             caches,
             metrics,
-            ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
         }
     }
@@ -92,18 +90,18 @@ impl Admin {
         response
     }
 
-    /// 200 once every credential has held a valid token (a latch), 503 before that and
+    /// 200 while every credential would serve a request, 503 when one would not and
     /// while draining; the body lists each credential's current state.
     fn readiness(&self) -> Response<Full<Bytes>> {
         let now = SystemTime::now();
-        let mut all_valid = true;
+        let mut all_serving = true;
         let credentials: Vec<serde_json::Value> = self
             .caches
             .iter()
             .map(|cache| {
                 let valid = cache.valid();
-                all_valid &= valid.is_some();
-                let mut entry = json!({ "name": cache.name() });
+                all_serving &= cache.serving();
+                let mut entry = json!({ "name": cache.name(), "restarts": cache.restarts() });
                 match (&valid, cache.last_error()) {
                     (Some(_), _) => entry["state"] = json!("ready"),
                     (None, Some(_)) => entry["state"] = json!("failing"),
@@ -122,11 +120,8 @@ impl Admin {
                 entry
             })
             .collect();
-        if all_valid {
-            self.ready.store(true, Ordering::SeqCst);
-        }
         let draining = self.draining.load(Ordering::SeqCst);
-        let ready = self.ready.load(Ordering::SeqCst) && !draining;
+        let ready = all_serving && !draining;
         let body = json!({
             "ready": ready,
             "draining": draining,
@@ -228,7 +223,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn readiness_waits_for_every_credential_then_latches() {
+    async fn readiness_follows_whether_a_request_would_be_served() {
         let stop = CancellationToken::new();
         let source = Arc::new(Switch::default());
         let metrics = Arc::new(Metrics::new());
@@ -257,13 +252,21 @@ mod tests {
         assert_eq!(body["credentials"][0]["state"], "ready");
         assert!(body["credentials"][0]["expires_in_s"].as_u64().unwrap() > 500);
 
-        // The token expires and cannot be renewed: still ready (a latch), the body says why.
+        // The issuer fails while the token is valid: still ready, it keeps serving.
         source.working.store(false, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_secs(700)).await;
+        tokio::time::sleep(Duration::from_secs(500)).await;
+        assert!(cache.valid().is_some() && cache.last_error().is_some());
+        assert_eq!(get(&admin, Method::GET, "/readyz").await.0, StatusCode::OK);
+        // The token expires and cannot be renewed: requests would get 503, so does readiness.
+        tokio::time::sleep(Duration::from_secs(200)).await;
         assert!(cache.valid().is_none());
         let (status, body) = get(&admin, Method::GET, "/readyz").await;
-        assert_eq!(status, StatusCode::OK);
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(body.contains("\"state\":\"failing\""), "{body}");
+        // Back when the issuer is.
+        source.working.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        assert_eq!(get(&admin, Method::GET, "/readyz").await.0, StatusCode::OK);
 
         admin.drain();
         assert_eq!(
