@@ -1,14 +1,19 @@
 //! The token cache seen from a caller of the proxy: single flight on a cold start,
-//! refresh ahead of expiry, stale-while-failing, and an immediate 503 when no valid token
-//! is left.
+//! refresh ahead of expiry, stale-while-failing, an immediate 503 when no valid token
+//! is left, quick recovery after an outage, a new token for every revocation, and a
+//! refresher that survives a hostile token response.
 
 mod support;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use mintproxy::demo::echo::Echo;
 use mintproxy::demo::issuer::{Behaviour, Failure};
+use mintproxy::demo::{json_response, spawn_server};
+use mintproxy::token::RefreshPolicy;
 use support::{get, local_listener};
 
 fn behaviour(expires_in: u64, failure: Option<Failure>) -> Behaviour {
@@ -225,4 +230,121 @@ async fn discovery_supplies_the_exact_issuer_string() {
     let issuer = format!("{}/", issued.issuer.url());
     let proxy = support::proxy(&issued, echo.url(), &["--issuer", &issuer]).await;
     assert_eq!(get(proxy.addr, "/").await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_returns_within_a_second_of_the_issuer_despite_a_long_backoff() {
+    let issued = support::issuer().await;
+    issued.issuer.set_behaviour(behaviour(2, None));
+    let echo = Echo::start(local_listener().await, issued.issuer.clone()).unwrap();
+    // After a failure the refresher alone would wait 5 to 10 s.
+    let policy = RefreshPolicy {
+        backoff_base: Duration::from_secs(10),
+        backoff_cap: Duration::from_secs(10),
+        ..RefreshPolicy::default()
+    };
+    let proxy = support::proxy_with_policy(&issued, echo.url(), &[], policy).await;
+    assert_eq!(get(proxy.addr, "/first").await.status, StatusCode::OK);
+
+    // The issuer goes down; the refresh (at ~1.6 s) fails and the token expires at 1.9 s.
+    issued
+        .issuer
+        .set_behaviour(behaviour(2, Some(Failure::Unavailable)));
+    let outage = Instant::now();
+    while get(proxy.addr, "/during").await.status == StatusCode::OK {
+        assert!(
+            outage.elapsed() < Duration::from_secs(4),
+            "the token never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Every request is answered 503 at once, and has the refresher retry (at most every
+    // 250 ms), well before its backoff would.
+    let failed = issued.issuer.token_requests();
+    while issued.issuer.token_requests() < failed + 2 {
+        let started = Instant::now();
+        assert_eq!(
+            get(proxy.addr, "/down").await.status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert!(started.elapsed() < Duration::from_secs(1), "a request waited");
+        assert!(outage.elapsed() < Duration::from_secs(4), "no retry on demand");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    issued.issuer.set_behaviour(behaviour(2, None));
+    let back = Instant::now();
+    while get(proxy.addr, "/back").await.status != StatusCode::OK {
+        assert!(
+            back.elapsed() < Duration::from_secs(1),
+            "service not back within 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_revocation_gets_a_new_token_even_three_within_ten_seconds() {
+    let stack = support::stack().await;
+    let issuer = &stack.issued.issuer;
+    let started = Instant::now();
+    assert_eq!(get(stack.proxy.addr, "/first").await.status, StatusCode::OK);
+    for revocation in 1..=3 {
+        issuer.revoke_all();
+        // The upstream refuses the revoked token; the proxy mints and replays.
+        let answer = get(stack.proxy.addr, "/after").await;
+        assert_eq!(answer.status, StatusCode::OK, "revocation {revocation}");
+        assert_eq!(issuer.token_requests(), 1 + revocation);
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(stack.echo.seen().len(), 1 + 3 * 2, "one refusal per revocation");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absurd_expires_in_is_refused_and_the_refresher_lives_on() {
+    let issued = support::issuer().await;
+    let echo = Echo::start(local_listener().await, issued.issuer.clone()).unwrap();
+    // A token endpoint that answers with a lifetime past what a clock can hold.
+    let listener = local_listener().await;
+    let token_endpoint = format!("http://{}/oauth/v2/token", listener.local_addr().unwrap());
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counted = requests.clone();
+    spawn_server(listener, move |_request| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        let body = serde_json::json!({
+            "access_token": "abc",
+            "token_type": "Bearer",
+            "expires_in": 9_223_372_036_854_775_808_u64,
+        });
+        async move { json_response(StatusCode::OK, &body) }
+    });
+    let proxy = support::proxy(
+        &issued,
+        echo.url(),
+        &[
+            "--issuer",
+            issued.issuer.url(),
+            "--token-endpoint",
+            &token_endpoint,
+        ],
+    )
+    .await;
+
+    let started = Instant::now();
+    loop {
+        let answer = get(proxy.addr, "/").await;
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+        let detail = answer.json()["detail"].as_str().unwrap().to_owned();
+        assert!(
+            detail.contains("`expires_in` is 9223372036854775808: more than 10 years"),
+            "{detail}"
+        );
+        // The refresher is alive: it keeps asking.
+        if requests.load(Ordering::SeqCst) >= 3 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(2), "the refresher died");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(echo.seen().is_empty());
 }

@@ -150,8 +150,9 @@ impl Endpoint {
     }
 }
 
-/// Reads `{access_token, token_type, expires_in, scope}` without ever quoting a value.
-fn parse_token(body: Option<&Value>) -> Result<Token, &'static str> {
+/// Reads `{access_token, token_type, expires_in, scope}`. The reason for a refusal quotes
+/// no value but `expires_in`'s, which is no secret.
+fn parse_token(body: Option<&Value>) -> Result<Token, String> {
     let body = body.ok_or("the answer is not JSON")?;
     let access_token = body
         .get("access_token")
@@ -159,24 +160,51 @@ fn parse_token(body: Option<&Value>) -> Result<Token, &'static str> {
         .filter(|t| !t.is_empty())
         .ok_or("no `access_token`")?;
     if http::HeaderValue::from_str(access_token).is_err() {
-        return Err("`access_token` holds characters a header cannot carry");
+        return Err("`access_token` holds characters a header cannot carry".into());
     }
     match body.get("token_type").and_then(Value::as_str) {
         Some(kind) if kind.eq_ignore_ascii_case("bearer") => {}
-        _ => return Err("`token_type` is not Bearer"),
+        _ => return Err("`token_type` is not Bearer".into()),
     }
-    let expires_in = match body.get("expires_in") {
-        Some(Value::Number(n)) => n.as_u64(),
-        Some(Value::String(s)) => s.parse().ok(),
-        _ => None,
-    }
-    .filter(|&secs| secs > 0)
-    .ok_or("no positive `expires_in`: mintproxy does not guess a token's lifetime")?;
+    let expires_in = body
+        .get("expires_in")
+        .ok_or("no `expires_in`: mintproxy does not guess a token's lifetime")?;
     Ok(Token {
         access_token: AccessToken::new(access_token),
-        lifetime: Some(Duration::from_secs(expires_in)),
+        lifetime: Some(lifetime(expires_in)?),
         scope: body.get("scope").and_then(Value::as_str).map(str::to_owned),
     })
+}
+
+/// A year: the longest lifetime taken as given; a longer one is cut to it (refreshing
+/// early is harmless).
+const MAX_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Longer than this, `expires_in` is taken for garbage, not a lifetime.
+const ABSURD_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// `expires_in` as a lifetime: a positive whole number of seconds, as a JSON integer or a
+/// string holding one (as some providers send).
+fn lifetime(expires_in: &Value) -> Result<Duration, String> {
+    let seconds = match expires_in {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    };
+    let refuse = |why: &str| {
+        // Cut short: the value goes into logs and error bodies.
+        let mut quoted = expires_in.to_string();
+        if let Some((end, _)) = quoted.char_indices().nth(40) {
+            quoted.truncate(end);
+            quoted.push('…');
+        }
+        format!("`expires_in` is {quoted}: {why}")
+    };
+    match seconds.filter(|&s| s > 0).map(Duration::from_secs) {
+        None => Err(refuse("not a positive whole number of seconds")),
+        Some(lifetime) if lifetime > ABSURD_LIFETIME => Err(refuse("more than 10 years")),
+        Some(lifetime) => Ok(lifetime.min(MAX_LIFETIME)),
+    }
 }
 
 /// Why no token could be obtained.
@@ -218,8 +246,8 @@ pub enum TokenError {
     Unusable {
         /// The token endpoint.
         url: String,
-        /// What was missing.
-        reason: &'static str,
+        /// What was missing or wrong.
+        reason: String,
     },
     /// A key file cannot be used.
     #[error(transparent)]
@@ -314,17 +342,56 @@ mod tests {
             ),
             (
                 json!({"access_token":"abc","token_type":"Bearer"}),
-                "no positive `expires_in`: mintproxy does not guess a token's lifetime",
-            ),
-            (
-                json!({"access_token":"abc","token_type":"Bearer","expires_in":0}),
-                "no positive `expires_in`: mintproxy does not guess a token's lifetime",
+                "no `expires_in`: mintproxy does not guess a token's lifetime",
             ),
         ];
         for (body, reason) in cases {
             assert_eq!(parse_token(Some(&body)).unwrap_err(), reason, "{body}");
         }
         assert_eq!(parse_token(None).unwrap_err(), "the answer is not JSON");
+    }
+
+    #[test]
+    fn refuses_a_lifetime_that_is_not_a_positive_whole_number_of_seconds() {
+        let ten_years_and_a_second = 10 * 365 * 24 * 3600 + 1;
+        let cases = [
+            (json!(0), "`expires_in` is 0: not a positive whole number of seconds"),
+            (json!(-5), "`expires_in` is -5: not a positive whole number of seconds"),
+            (json!(1.5), "`expires_in` is 1.5: not a positive whole number of seconds"),
+            (json!("abc"), "`expires_in` is \"abc\": not a positive whole number of seconds"),
+            (json!("0"), "`expires_in` is \"0\": not a positive whole number of seconds"),
+            (json!(null), "`expires_in` is null: not a positive whole number of seconds"),
+            (
+                json!(9_223_372_036_854_775_808_u64),
+                "`expires_in` is 9223372036854775808: more than 10 years",
+            ),
+            (
+                json!(ten_years_and_a_second),
+                "`expires_in` is 315360001: more than 10 years",
+            ),
+            (
+                json!("x".repeat(1000)),
+                "`expires_in` is \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…: not a positive whole number of seconds",
+            ),
+        ];
+        for (expires_in, reason) in cases {
+            let body = json!({"access_token":"abc","token_type":"Bearer","expires_in":expires_in});
+            assert_eq!(parse_token(Some(&body)).unwrap_err(), reason, "{body}");
+        }
+    }
+
+    #[test]
+    fn cuts_a_lifetime_over_a_year_to_a_year() {
+        let year = Duration::from_secs(365 * 24 * 3600);
+        let lifetime = |expires_in: Value| {
+            let body = json!({"access_token":"abc","token_type":"Bearer","expires_in":expires_in});
+            parse_token(Some(&body)).unwrap().lifetime.unwrap()
+        };
+        assert_eq!(lifetime(json!(year.as_secs())), year);
+        assert_eq!(lifetime(json!(year.as_secs() + 1)), year);
+        assert_eq!(lifetime(json!((10 * year).as_secs())), year);
+        assert_eq!(lifetime(json!("40000000")), year);
+        assert_eq!(lifetime(json!(1)), Duration::from_secs(1));
     }
 
     #[test]

@@ -77,7 +77,7 @@ impl TokenSource for Box<dyn TokenSource> {
 }
 
 /// A fake source for unit tests: issues `token-1`, `token-2`, ... living `lifetime`, or
-/// fails when told to, and counts its fetches.
+/// fails or panics when told to, and counts its fetches.
 #[cfg(test)]
 pub(crate) mod fake {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -93,6 +93,8 @@ pub(crate) mod fake {
     pub(crate) struct Counting {
         pub(crate) fetches: AtomicUsize,
         pub(crate) failing: AtomicBool,
+        /// Panics on this many fetches (counted down), as a buggy source would.
+        pub(crate) panics: AtomicUsize,
         lifetime: Duration,
     }
 
@@ -101,6 +103,7 @@ pub(crate) mod fake {
             Self {
                 fetches: AtomicUsize::new(0),
                 failing: AtomicBool::new(false),
+                panics: AtomicUsize::new(0),
                 lifetime,
             }
         }
@@ -108,18 +111,24 @@ pub(crate) mod fake {
 
     /// A cache over `source` with the default policy, never stopped.
     pub(crate) fn cache(source: &Arc<Counting>) -> TokenCache {
-        TokenCache::spawn(
-            "test",
-            source.clone(),
-            RefreshPolicy::default(),
-            CancellationToken::new(),
-        )
+        cache_with(source, RefreshPolicy::default())
+    }
+
+    /// A cache over `source` with `policy`, never stopped.
+    pub(crate) fn cache_with(source: &Arc<Counting>, policy: RefreshPolicy) -> TokenCache {
+        TokenCache::spawn("test", source.clone(), policy, CancellationToken::new())
     }
 
     impl TokenSource for Counting {
         fn fetch(&self) -> FetchFuture<'_> {
             Box::pin(async move {
                 let n = self.fetches.fetch_add(1, Ordering::SeqCst) + 1;
+                let told_to_panic = self
+                    .panics
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| left.checked_sub(1));
+                if told_to_panic.is_ok() {
+                    panic!("the fake source panics as told");
+                }
                 if self.failing.load(Ordering::SeqCst) {
                     return Err(TokenError::NotAHeader);
                 }
