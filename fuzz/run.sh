@@ -22,7 +22,7 @@ fi
 if [[ $# -gt 0 ]]; then
     targets=("$@")
 else
-    targets=(keyfile config headers response request)
+    targets=(keyfile config headers response)
 fi
 
 export RUSTC_BOOTSTRAP=1

@@ -64,35 +64,6 @@ pub const CLIENT_CLOSED: StatusCode = match StatusCode::from_u16(499) {
     Err(_) => panic!("499 is a valid status code"),
 };
 
-/// A client's request body: read whole by the in-task HTTP/1.1 server, which reads only
-/// bodies that every route would buffer for a replay anyway, or arriving through hyper.
-pub enum ClientBody {
-    /// The whole body (the in-task server's; at most [`Proxy::read_body_limit`] bytes).
-    Read(Bytes),
-    /// A body hyper reads on as it is polled.
-    Incoming(Incoming),
-}
-
-/// Shows the length, never the bytes: a body may carry credentials.
-impl std::fmt::Debug for ClientBody {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Read(bytes) => f.debug_tuple("Read").field(&bytes.len()).finish(),
-            Self::Incoming(body) => f.debug_tuple("Incoming").field(body).finish(),
-        }
-    }
-}
-
-impl ClientBody {
-    /// Its length, when announced.
-    fn exact_len(&self) -> Option<u64> {
-        match self {
-            Self::Read(bytes) => Some(bytes.len() as u64),
-            Self::Incoming(body) => body.size_hint().exact(),
-        }
-    }
-}
-
 /// Request bodies up to this size are kept so a request refused with 401 can be replayed
 /// with a fresh token.
 pub const DEFAULT_REPLAY_LIMIT: usize = 64 * 1024;
@@ -151,18 +122,6 @@ impl Proxy {
         }
     }
 
-    /// The largest request body the in-task HTTP/1.1 server reads whole before handling
-    /// the request: what every route would buffer for a replay and the body limit allows,
-    /// at most [`DEFAULT_REPLAY_LIMIT`] per connection. Larger bodies go through hyper.
-    pub fn read_body_limit(&self) -> usize {
-        let replay = self.router.routes().iter().map(|route| route.replay_limit).min();
-        let allowed = self
-            .limits
-            .max_body_size
-            .map_or(usize::MAX, |limit| usize::try_from(limit).unwrap_or(usize::MAX));
-        replay.unwrap_or(0).min(allowed).min(DEFAULT_REPLAY_LIMIT)
-    }
-
     /// Counts every request in `metrics`, when given.
     pub fn with_metrics(mut self, metrics: Option<Arc<Metrics>>) -> Self {
         self.metrics = metrics;
@@ -170,7 +129,7 @@ impl Proxy {
     }
 
     /// Handles one request from `peer`; failures become JSON error responses.
-    pub async fn handle(&self, request: Request<ClientBody>, peer: &Peer) -> Response<ProxyBody> {
+    pub async fn handle(&self, request: Request<Incoming>, peer: &Peer) -> Response<ProxyBody> {
         // Shares the request's bytes; a copy of the path would cost an allocation.
         let uri = request.uri().clone();
         let path = uri.path();
@@ -208,13 +167,13 @@ impl Proxy {
     async fn forward(
         &self,
         route: &Arc<Route>,
-        request: Request<ClientBody>,
+        request: Request<Incoming>,
         peer: &Peer,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let target = route.upstream_target(request.uri());
         route.policy.check(request.method(), target.path())?;
         let uri = route.upstream.uri_for(target);
-        if let (Some(limit), Some(len)) = (self.limits.max_body_size, request.body().exact_len()) {
+        if let (Some(limit), Some(len)) = (self.limits.max_body_size, request.body().size_hint().exact()) {
             if len > limit {
                 return Err(ProxyError::BodyTooLarge(limit));
             }
@@ -418,14 +377,10 @@ fn respond(
 /// Buffers a body whose announced size fits `replay_limit` (so it can be replayed);
 /// streams any other body, cut off at `max_body_size` when one is set.
 async fn buffer_if_small(
-    body: ClientBody,
+    body: Incoming,
     replay_limit: usize,
     max_body_size: Option<u64>,
 ) -> Result<OutboundBody, ProxyError> {
-    let body = match body {
-        ClientBody::Read(bytes) => return Ok(Either::Left(Full::new(bytes))),
-        ClientBody::Incoming(body) => body,
-    };
     if body.is_end_stream() {
         return Ok(Either::Left(Full::new(Bytes::new())));
     }

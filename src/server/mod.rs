@@ -1,11 +1,9 @@
 //! The listener side: TCP or Unix socket, optional TLS, HTTP/1.1 and HTTP/2 with
 //! upgrades, connection limits, and the drain on shutdown.
 //!
-//! A plain connection starts with the in-task HTTP/1.1 server ([`http1`]), which hands it
-//! to hyper at the first request it does not take; TLS connections go to hyper at once.
+//! Every connection is served by hyper (HTTP/1.1, or HTTP/2 by ALPN or prior knowledge),
+//! so framing, limits and timeouts have one implementation.
 
-pub mod http1;
-mod rewind;
 mod slots;
 
 use std::convert::Infallible;
@@ -29,13 +27,11 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::tls::{self, TlsError};
 
-use crate::proxy::{ArrivedOverTls, ClientBody, Peer, Proxy};
+use crate::proxy::{ArrivedOverTls, Peer, Proxy};
 use http::Request;
 use hyper::body::{Body, Incoming};
 use tokio_rustls::TlsAcceptor;
 
-use self::http1::Ended;
-use self::rewind::Rewind;
 use self::slots::{Busy, Slot, Slots};
 
 /// The listen backlog: room for a burst of new connections while the accept loop is busy
@@ -231,11 +227,6 @@ pub async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(options.max_header_size).unwrap_or(u32::MAX));
-    let in_task = http1::Limits {
-        max_head: options.max_header_size,
-        max_body: proxy.read_body_limit(),
-        read_timeout: options.header_read_timeout,
-    };
     // Connections being served, and the signal for them to finish.
     let serving = TaskTracker::new();
     let stop = CancellationToken::new();
@@ -263,11 +254,12 @@ pub async fn serve(
         let builder = builder.clone();
         let header_read_timeout = options.header_read_timeout;
         serving.spawn(async move {
-            // hyper's header timeout starts with the first byte; a connection that sends
-            // nothing would otherwise hold its slot forever.
+            // hyper's header timeout starts once it reads a request head, after hyper-util
+            // has read enough to tell HTTP/1.1 from HTTP/2 with no timeout of its own: a
+            // connection that sends nothing would otherwise hold its slot forever.
             let deadline = tokio::time::Instant::now() + header_read_timeout;
             let closing = session.slot.closing();
-            let mut io: Box<dyn Io> = match accepted {
+            let io: Box<dyn Io> = match accepted {
                 Accepted::Tcp(stream) => {
                     let _ = stream.set_nodelay(true);
                     let mut byte = [0u8; 1];
@@ -293,13 +285,7 @@ pub async fn serve(
                 }
             };
             let io: Box<dyn Io> = match tls {
-                None => {
-                    let Session { proxy, peer, slot } = &*session;
-                    match http1::serve(&mut io, proxy, peer, in_task, slot).await {
-                        Ended::Closed => return,
-                        Ended::Handover(read) => Box::new(Rewind::new(read, io)),
-                    }
-                }
+                None => io,
                 // Boxed, like hyper's part below: a handshake's state is large.
                 Some(tls) => match Box::pin(tokio::time::timeout_at(deadline, tls.accept(io))).await {
                     Ok(Ok(stream)) => Box::new(stream),
@@ -363,9 +349,9 @@ where
     }
 }
 
-/// Serves `io` with hyper (HTTP/1.1 or HTTP/2, upgrades) until it closes, draining it once
-/// `stop` fires. The caller boxes it: inline, its state would enlarge the task of every
-/// connection, those the in-task server keeps included (5 KiB instead of 3.7).
+/// Serves `io` with hyper (HTTP/1.1 or HTTP/2, upgrades) until it closes, closing it
+/// gracefully once its slot is asked to. The caller boxes it, so that a connection's task
+/// stays small while it waits for its first byte.
 async fn serve_with_hyper(
     builder: auto::Builder<TokioExecutor>,
     io: Box<dyn Io>,
@@ -383,7 +369,7 @@ async fn serve_with_hyper(
             let busy = session.slot.request();
             let response = session
                 .proxy
-                .handle(request.map(ClientBody::Incoming), &session.peer)
+                .handle(request, &session.peer)
                 .await;
             Ok::<_, Infallible>(response.map(|body| InFlight { body, _busy: busy }))
         }
