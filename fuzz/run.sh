@@ -22,7 +22,7 @@ fi
 if [[ $# -gt 0 ]]; then
     targets=("$@")
 else
-    targets=(keyfile config headers response)
+    targets=(keyfile config headers)
 fi
 
 export RUSTC_BOOTSTRAP=1

@@ -1,12 +1,11 @@
-//! The outbound HTTP client: a lean pool for plain HTTP/1.1, hyper-util's pooled client
-//! over rustls for TLS and HTTP/2.
+//! The outbound HTTP client: hyper-util's pooled client over rustls for every upstream,
+//! plain or TLS, HTTP/1.1 or HTTP/2, so that every request is framed, limited and retried
+//! by one implementation.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::uri::Scheme;
 use http::{Method, Request, Response, Uri, Version};
 use http_body_util::combinators::MapErr;
 use http_body_util::BodyExt;
@@ -16,12 +15,6 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-
-use tokio::time::Instant;
-
-use super::headers::ProxyFields;
-use super::http1::{WireBody, WireError};
-use super::pool::{Http1Pool, PoolError};
 
 /// How long connecting to an upstream may take before the request fails with 502.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -60,21 +53,21 @@ pub fn upload(body: Incoming, limit: usize) -> Upload {
 #[error("no response within {0:?}")]
 pub struct TimedOut(pub Duration);
 
-/// A response body from the upstream: from hyper's client, or read in the request's task.
-pub type UpstreamBody = Either<Incoming, WireBody>;
+/// A response body from the upstream.
+pub type UpstreamBody = Incoming;
 
-/// An upstream request without its credential: what a replay after 401 sends again with
-/// a fresh token. Lent, not moved, so that a replay needs no copy of it. No `Debug`: it
-/// holds the client's headers, its own credentials among them.
-pub struct Outbound<'a> {
+/// An upstream request, prepared once, without its credential: every send (the first, a
+/// replay after 401 with a fresh token, a resend after an HTTP/2 refusal) copies it and
+/// adds the bearer, so every send carries the same fields. No `Debug`: it holds the
+/// client's headers, its own credentials among them.
+pub struct Outbound {
     /// The client's method.
     pub method: Method,
     /// Absolute: the upstream's origin and the target.
     pub uri: Uri,
-    /// The client's end-to-end headers (its `Authorization` is replaced when sent).
+    /// The client's end-to-end fields and the proxy's own (`X-Forwarded-*`, the route's);
+    /// not `Host`, which hyper's client writes from `uri` on HTTP/1.1 only.
     pub headers: HeaderMap,
-    /// The fields the proxy sets over them.
-    pub set: ProxyFields<'a>,
     /// HTTP/2 with prior knowledge.
     pub http2: bool,
 }
@@ -82,12 +75,11 @@ pub struct Outbound<'a> {
 /// One pooled client.
 type Pool = Client<HttpsConnector<HttpConnector>, OutboundBody>;
 
-/// The pooled upstream clients: HTTP/1.1 over plain TCP; HTTP/2 or HTTP/1.1 negotiated by
-/// ALPN over TLS; HTTP/2 with prior knowledge (h2c, for plaintext gRPC servers) for routes
-/// that ask for it.
+/// The pooled upstream clients: HTTP/1.1 over plain TCP, HTTP/2 or HTTP/1.1 negotiated by
+/// ALPN over TLS; and HTTP/2 with prior knowledge (h2c, for plaintext gRPC servers) for
+/// routes that ask for it.
 #[derive(Debug, Clone)]
 pub struct UpstreamClient {
-    plain: Arc<Http1Pool>,
     negotiated: Pool,
     prior_knowledge: Pool,
 }
@@ -109,65 +101,43 @@ impl UpstreamClient {
         let mut h2 = Client::builder(TokioExecutor::new());
         h2.http2_only(true);
         Self {
-            plain: Arc::default(),
             negotiated: Client::builder(TokioExecutor::new()).build(negotiated),
             prior_knowledge: h2.build(prior_knowledge),
         }
     }
 
     /// Sends `outbound` with `authorization`; [`TimedOut`] when no response head arrives
-    /// within `timeout`. A plain-HTTP/1.1 request with a buffered body and no upgrade is
-    /// exchanged in this task ([`super::http1`]), straight from the borrowed parts, under
-    /// its connection's own reusable timer; anything else goes through hyper, which takes
-    /// a copy.
+    /// within `timeout`. A request with a buffered body is sent once more when the first
+    /// try was safe to repeat ([`resendable`]).
     pub async fn request(
         &self,
-        outbound: &Outbound<'_>,
+        outbound: &Outbound,
         authorization: &HeaderValue,
         body: OutboundBody,
         timeout: Duration,
     ) -> Result<Response<UpstreamBody>, ForwardError> {
-        let in_task = !outbound.http2
-            && outbound.uri.scheme() == Some(&Scheme::HTTP)
-            && !outbound.headers.contains_key(header::UPGRADE);
-        match body {
-            Either::Left(mut buffered) if in_task => {
-                let data = match buffered.frame().await {
-                    Some(Ok(frame)) => frame.into_data().unwrap_or_default(),
-                    _ => Bytes::new(),
-                };
-                let deadline = Instant::now() + timeout;
-                match self.plain.send(outbound, authorization, data, deadline).await {
-                    Ok(response) => Ok(response.map(Either::Right)),
-                    Err(PoolError::Wire(WireError::TimedOut)) => Err(Box::new(TimedOut(timeout))),
-                    Err(error) => Err(error.into()),
-                }
+        // A buffered body can go again should the upstream refuse it unread.
+        let again = match &body {
+            Either::Left(buffered) => Some(buffered.clone()),
+            Either::Right(_) => None,
+        };
+        match (
+            self.through_hyper(outbound, authorization, body, timeout).await,
+            again,
+        ) {
+            (Err(error), Some(body)) if resendable(&outbound.method, &*error) => {
+                tracing::debug!(%error, "the upstream closed the connection before answering; sending the request again");
+                self.through_hyper(outbound, authorization, Either::Left(body), timeout)
+                    .await
             }
-            body => {
-                // A buffered body can go again should the upstream refuse it unread.
-                let again = match &body {
-                    Either::Left(buffered) => Some(buffered.clone()),
-                    Either::Right(_) => None,
-                };
-                match (
-                    self.through_hyper(outbound, authorization, body, timeout).await,
-                    again,
-                ) {
-                    (Err(error), Some(body)) if refused_unprocessed(&*error) => {
-                        tracing::debug!(%error, "the upstream closed its HTTP/2 connection before taking the request; sending it again");
-                        self.through_hyper(outbound, authorization, Either::Left(body), timeout)
-                            .await
-                    }
-                    (result, _) => result,
-                }
-            }
+            (result, _) => result,
         }
     }
 
     /// Sends a copy of `outbound` through hyper's pooled client.
     async fn through_hyper(
         &self,
-        outbound: &Outbound<'_>,
+        outbound: &Outbound,
         authorization: &HeaderValue,
         body: OutboundBody,
         timeout: Duration,
@@ -177,7 +147,6 @@ impl UpstreamClient {
         *request.uri_mut() = outbound.uri.clone();
         let headers = request.headers_mut();
         *headers = outbound.headers.clone();
-        outbound.set.apply(headers);
         headers.insert(header::AUTHORIZATION, authorization.clone());
         let (version, client) = if outbound.http2 {
             (Version::HTTP_2, &self.prior_knowledge)
@@ -186,17 +155,18 @@ impl UpstreamClient {
         };
         *request.version_mut() = version;
         match tokio::time::timeout(timeout, client.request(request)).await {
-            Ok(response) => Ok(response?.map(Either::Left)),
+            Ok(response) => Ok(response?),
             Err(_) => Err(Box::new(TimedOut(timeout))),
         }
     }
 }
 
-/// Whether an HTTP/2 upstream refused a request without processing it, so it may be sent
-/// again (RFC 9113 §8.7): a graceful GOAWAY (`NO_ERROR`) that the request's stream came
-/// after, as nginx sends after `keepalive_requests` (1,000 by default), or
-/// `REFUSED_STREAM`.
-fn refused_unprocessed(error: &(dyn std::error::Error + 'static)) -> bool {
+/// Whether a request that failed with `error` may be sent again (RFC 9110 §9.2.2, RFC 9113
+/// §8.7): an HTTP/2 upstream refused it unprocessed (a graceful GOAWAY that its stream
+/// came after, as nginx sends after `keepalive_requests`, or `REFUSED_STREAM`); or it is
+/// idempotent and an HTTP/1.1 upstream closed the connection before any answer (a
+/// kept-alive connection the upstream closed as it was reused, typically).
+fn resendable(method: &Method, error: &(dyn std::error::Error + 'static)) -> bool {
     let mut cause = Some(error);
     while let Some(error) = cause {
         if let Some(h2) = error.downcast_ref::<h2::Error>() {
@@ -207,9 +177,21 @@ fn refused_unprocessed(error: &(dyn std::error::Error + 'static)) -> bool {
                     _ => false,
                 };
         }
+        if let Some(hyper) = error.downcast_ref::<hyper::Error>() {
+            if hyper.is_incomplete_message() {
+                return idempotent(method);
+            }
+        }
         cause = error.source();
     }
     false
+}
+
+fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
 }
 
 fn http_connector() -> HttpConnector {

@@ -67,20 +67,6 @@ pub(super) fn list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|token| !token.is_empty())
 }
 
-/// Whether a field called `name` (any case) is hop-by-hop in a message whose `Connection`
-/// fields list `connection`, by the rule of [`strip_hop_by_hop`]: for heads read off the
-/// wire, whose hop-by-hop fields then never enter a header map. `TE` is left to
-/// [`strip_hop_by_hop`], which keeps `te: trailers`.
-pub(super) fn is_hop_by_hop<'a>(name: &[u8], mut connection: impl Iterator<Item = &'a [u8]>) -> bool {
-    if name.eq_ignore_ascii_case(b"te") {
-        return false;
-    }
-    HOP_BY_HOP
-        .iter()
-        .any(|hop| name.eq_ignore_ascii_case(hop.as_str().as_bytes()))
-        || connection.any(|token| name.eq_ignore_ascii_case(token))
-}
-
 /// The protocol an HTTP/1.1 client asks to switch to (`Connection: upgrade` plus
 /// `Upgrade: websocket`, say), read before the hop-by-hop headers go.
 pub fn upgrade_requested(headers: &HeaderMap) -> Option<HeaderValue> {
@@ -99,12 +85,13 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// The fields the proxy sets on an upstream request, replacing any the client sent under
-/// those names: `Host` (the upstream's), `X-Forwarded-For/-Proto/-Host`, and the route's
-/// extra headers, which win over the others. They stay beside the client's header map
-/// instead of going into it: the HTTP/1.1 path writes them straight into the request.
-/// No `Debug`: a route's extra header may carry a secret.
+/// those names: `X-Forwarded-For/-Proto/-Host`, then the route's extra headers, which win
+/// over them. `Host` is not among them: hyper's client writes it from the URI (the
+/// upstream's host, and its port unless the default) on HTTP/1.1 connections only, as over
+/// HTTP/2 the authority travels in `:authority` alone (RFC 9113 §8.3.1) and servers refuse
+/// a request carrying both (nginx: "client sent duplicate host header"). No `Debug`: a
+/// route's extra header may carry a secret.
 pub struct ProxyFields<'a> {
-    host: &'a HeaderValue,
     forwarded_for: Option<HeaderValue>,
     forwarded_proto: HeaderValue,
     forwarded_host: Option<&'a HeaderValue>,
@@ -112,12 +99,11 @@ pub struct ProxyFields<'a> {
 }
 
 impl<'a> ProxyFields<'a> {
-    /// `Host: host`; `client` (the peer's IP as header text, none on a Unix socket)
-    /// appended to the `X-Forwarded-For` in `client_headers`; `proto` and `client_host`,
-    /// the scheme and host the client used; then `extra`.
+    /// `client` (the peer's IP as header text, none on a Unix socket) appended to the
+    /// `X-Forwarded-For` in `client_headers`; `proto` and `client_host`, the scheme and host
+    /// the client used; then `extra`.
     pub fn new(
         client_headers: &HeaderMap,
-        host: &'a HeaderValue,
         client: Option<&HeaderValue>,
         proto: &'static str,
         client_host: Option<&'a HeaderValue>,
@@ -134,7 +120,6 @@ impl<'a> ProxyFields<'a> {
             None => Some(client.clone()),
         });
         Self {
-            host,
             forwarded_for,
             forwarded_proto: HeaderValue::from_static(proto),
             forwarded_host: client_host,
@@ -142,41 +127,20 @@ impl<'a> ProxyFields<'a> {
         }
     }
 
-    /// The fields, in the order sent.
-    pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
-        let own = [
-            (&header::HOST, Some(self.host)),
-            (&X_FORWARDED_FOR, self.forwarded_for.as_ref()),
-            (&X_FORWARDED_PROTO, Some(&self.forwarded_proto)),
-            (&X_FORWARDED_HOST, self.forwarded_host),
-        ];
-        own.into_iter()
-            .filter_map(|(name, value)| Some((name, value?)))
-            .filter(|(name, _)| !self.extra.iter().any(|(extra, _)| extra == *name))
-            .chain(self.extra.iter().map(|(name, value)| (name, value)))
-    }
-
-    /// Whether the client's field `name` gives way to these. (Without a peer address the
-    /// client's `X-Forwarded-For` passes as it is; its `X-Forwarded-Host` never does.)
-    pub fn replaces(&self, name: &HeaderName) -> bool {
-        *name == header::HOST
-            || *name == X_FORWARDED_PROTO
-            || *name == X_FORWARDED_HOST
-            || (*name == X_FORWARDED_FOR && self.forwarded_for.is_some())
-            || self.extra.iter().any(|(extra, _)| extra == name)
-    }
-
-    /// Sets them in `headers` (a copy of the client's, for hyper's client), all but
-    /// `Host`: hyper's client adds that from the URI on HTTP/1.1 connections only
-    /// ([`super::Upstream::host_header`] is the same value), because over HTTP/2 the
-    /// authority travels in `:authority` alone (RFC 9113 §8.3.1) and servers refuse a
-    /// request carrying both (nginx: "client sent duplicate host header").
-    pub fn apply(&self, headers: &mut HeaderMap) {
+    /// Sets them in `headers` (the client's, hop-by-hop fields already gone), and removes
+    /// the client's `Host`. Without a peer address the client's `X-Forwarded-For` passes as
+    /// it is; its `X-Forwarded-Host` never does.
+    pub fn apply(self, headers: &mut HeaderMap) {
         headers.remove(header::HOST);
-        if self.forwarded_host.is_none() {
-            headers.remove(&X_FORWARDED_HOST);
+        headers.remove(&X_FORWARDED_HOST);
+        if let Some(forwarded_for) = self.forwarded_for {
+            headers.insert(X_FORWARDED_FOR.clone(), forwarded_for);
         }
-        for (name, value) in self.iter().filter(|(name, _)| *name != header::HOST) {
+        headers.insert(X_FORWARDED_PROTO.clone(), self.forwarded_proto);
+        if let Some(host) = self.forwarded_host {
+            headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+        }
+        for (name, value) in self.extra {
             headers.insert(name.clone(), value.clone());
         }
     }
@@ -246,23 +210,6 @@ mod tests {
     }
 
     #[test]
-    fn wire_names_are_hop_by_hop_by_the_same_rule() {
-        let connection = || list(b"close, X-Hop");
-        for name in [
-            "Connection",
-            "keep-alive",
-            "Transfer-Encoding",
-            "x-hop",
-            "Upgrade",
-        ] {
-            assert!(is_hop_by_hop(name.as_bytes(), connection()), "{name}");
-        }
-        for name in ["te", "trailer", "content-length", "x-other"] {
-            assert!(!is_hop_by_hop(name.as_bytes(), connection()), "{name}");
-        }
-    }
-
-    #[test]
     fn te_without_trailers_is_dropped() {
         let mut map = headers(&[("te", "gzip")]);
         strip_hop_by_hop(&mut map);
@@ -278,67 +225,42 @@ mod tests {
             ("x-extra", "client"),
             ("accept", "*/*"),
         ]);
-        let upstream = HeaderValue::from_static("upstream:9000");
         let client_host = HeaderValue::from_static("localhost:8080");
         let peer = forwarded_for("127.0.0.1".parse().unwrap());
         let extra = [(
             HeaderName::from_static("x-extra"),
             HeaderValue::from_static("ours"),
         )];
-        let fields = ProxyFields::new(
-            &client,
-            &upstream,
-            Some(&peer),
-            "http",
-            Some(&client_host),
-            &extra,
-        );
-        let sent: Vec<(&str, &str)> = fields
+        let mut applied = client.clone();
+        ProxyFields::new(&client, Some(&peer), "http", Some(&client_host), &extra).apply(&mut applied);
+        let mut sent: Vec<(&str, &str)> = applied
             .iter()
             .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
             .collect();
+        sent.sort_unstable();
         assert_eq!(
             sent,
             [
-                ("host", "upstream:9000"),
-                ("x-forwarded-for", "10.0.0.1, 127.0.0.1"),
-                ("x-forwarded-proto", "http"),
-                ("x-forwarded-host", "localhost:8080"),
+                ("accept", "*/*"),
                 ("x-extra", "ours"),
-            ]
+                ("x-forwarded-for", "10.0.0.1, 127.0.0.1"),
+                ("x-forwarded-host", "localhost:8080"),
+                ("x-forwarded-proto", "http"),
+            ],
+            "no host: hyper's client sets it, on HTTP/1.1 only"
         );
-        let replaced: Vec<&str> = client
-            .keys()
-            .filter(|name| fields.replaces(name))
-            .map(HeaderName::as_str)
-            .collect();
-        assert_eq!(
-            replaced,
-            ["x-forwarded-for", "x-forwarded-host", "host", "x-extra"]
-        );
-        let mut applied = client.clone();
-        fields.apply(&mut applied);
-        assert_eq!(applied["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
-        assert!(
-            !applied.contains_key("host"),
-            "hyper's client sets it, on HTTP/1.1 only"
-        );
-        assert_eq!(applied["x-extra"], "ours");
-        assert_eq!(applied["accept"], "*/*");
-        assert_eq!(applied.len(), 5);
     }
 
     #[test]
     fn without_a_peer_or_host_the_forwarded_fields_are_what_is_known() {
         let client = headers(&[("x-forwarded-for", "10.0.0.1"), ("x-forwarded-host", "evil")]);
-        let upstream = HeaderValue::from_static("upstream");
-        let fields = ProxyFields::new(&client, &upstream, None, "https", None, &[]);
-        assert!(!fields.replaces(&X_FORWARDED_FOR), "kept as the client sent it");
-        assert!(fields.replaces(&X_FORWARDED_HOST), "never passed through");
         let mut applied = client.clone();
-        fields.apply(&mut applied);
-        assert_eq!(applied["x-forwarded-for"], "10.0.0.1");
-        assert!(!applied.contains_key("x-forwarded-host"));
+        ProxyFields::new(&client, None, "https", None, &[]).apply(&mut applied);
+        assert_eq!(
+            applied["x-forwarded-for"], "10.0.0.1",
+            "kept as the client sent it"
+        );
+        assert!(!applied.contains_key("x-forwarded-host"), "never passed through");
         assert_eq!(applied["x-forwarded-proto"], "https");
     }
 }

@@ -4,9 +4,7 @@
 pub mod forward;
 pub mod guard;
 pub mod headers;
-pub mod http1;
 pub mod policy;
-pub mod pool;
 pub mod relay;
 pub mod routes;
 pub mod upstream;
@@ -201,19 +199,21 @@ impl Proxy {
         } else {
             "http"
         };
-        let set = headers::ProxyFields::new(
+        // hyper's server has answered the client's `Expect: 100-continue` by reading the
+        // body; the upstream gets the body without being asked.
+        headers.remove(header::EXPECT);
+        headers::ProxyFields::new(
             &headers,
-            route.upstream.host_header(),
             peer.forwarded_for.as_ref(),
             scheme,
             client_host.as_ref(),
             &route.headers,
-        );
+        )
+        .apply(&mut headers);
         let outbound = Outbound {
             method: parts.method,
             uri,
             headers,
-            set,
             http2: route.http2,
         };
         let body = buffer_if_small(body, route.replay_limit, self.limits.max_body_size).await?;
@@ -250,7 +250,7 @@ impl Proxy {
     async fn replay(
         &self,
         route: &Route,
-        outbound: &Outbound<'_>,
+        outbound: &Outbound,
         token: &Arc<CachedToken>,
         body: Full<Bytes>,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
@@ -265,7 +265,7 @@ impl Proxy {
 
     async fn send(
         &self,
-        outbound: &Outbound<'_>,
+        outbound: &Outbound,
         token: &CachedToken,
         body: OutboundBody,
     ) -> Result<Response<UpstreamBody>, ProxyError> {

@@ -1,7 +1,7 @@
 //! The pinned upstream: where every request of a route goes, whatever the client asked.
 
 use http::uri::{Authority, Parts, PathAndQuery, Scheme};
-use http::{HeaderValue, Uri};
+use http::Uri;
 
 /// A parsed upstream URL (`http` or `https`, optional base path).
 #[derive(Debug, Clone)]
@@ -9,7 +9,6 @@ pub struct Upstream {
     scheme: Scheme,
     authority: Authority,
     base_path: String,
-    host_header: HeaderValue,
 }
 
 /// An upstream URL that cannot be used.
@@ -43,13 +42,10 @@ impl Upstream {
             return Err(fail("a query string is not supported in the upstream URL"));
         }
         let base_path = uri.path().trim_end_matches('/').to_owned();
-        let host_header = HeaderValue::from_str(&host_field(&scheme, &authority))
-            .map_err(|_| fail("the host is not a valid header value"))?;
         Ok(Self {
             scheme,
             authority,
             base_path,
-            host_header,
         })
     }
 
@@ -73,12 +69,6 @@ impl Upstream {
     /// `scheme://authority`: the default issuer when flags name one upstream.
     pub fn origin(&self) -> String {
         format!("{}://{}", self.scheme, self.authority)
-    }
-
-    /// The `Host` header upstream expects (ZITADEL picks the instance by it): the host, and
-    /// the port unless it is the scheme's default, as hyper's client and curl write it.
-    pub fn host_header(&self) -> &HeaderValue {
-        &self.host_header
     }
 
     /// If `location` points at this upstream, the same place seen through the proxy
@@ -105,14 +95,6 @@ impl Upstream {
     }
 }
 
-/// `host[:port]`, the port left out when it is the scheme's default.
-fn host_field(scheme: &Scheme, authority: &Authority) -> String {
-    match authority.port_u16() {
-        Some(port) if port != default_port(scheme) => format!("{}:{port}", authority.host()),
-        _ => authority.host().to_owned(),
-    }
-}
-
 fn default_port(scheme: &Scheme) -> u16 {
     if *scheme == Scheme::HTTPS {
         443
@@ -134,15 +116,12 @@ mod tests {
                 .to_string(),
             "https://zitadel.example:8443/api/v2/users?limit=5"
         );
-        assert_eq!(upstream.host_header(), "zitadel.example:8443");
         let root = Upstream::parse("http://127.0.0.1:9000").unwrap();
         assert_eq!(
             root.uri_for(PathAndQuery::from_static("/")).to_string(),
             "http://127.0.0.1:9000/"
         );
         assert_eq!(upstream.origin(), "https://zitadel.example:8443");
-        let default_port = Upstream::parse("https://zitadel.example:443").unwrap();
-        assert_eq!(default_port.host_header(), "zitadel.example");
     }
 
     #[test]

@@ -367,10 +367,7 @@ async fn serve_with_hyper(
         let session = Arc::clone(&session);
         async move {
             let busy = session.slot.request();
-            let response = session
-                .proxy
-                .handle(request, &session.peer)
-                .await;
+            let response = session.proxy.handle(request, &session.peer).await;
             Ok::<_, Infallible>(response.map(|body| InFlight { body, _busy: busy }))
         }
     });
