@@ -229,7 +229,7 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let policy = RefreshPolicy::default();
         let cache =
-            TokenCache::spawn_with_metrics("a", source.clone(), policy, stop.clone(), Some(metrics.clone()));
+            TokenCache::spawn_observed("a", source.clone(), policy, stop.clone(), Some(metrics.clone()));
         let admin = Admin::new(vec![cache.clone()], metrics);
         tokio::time::sleep(Duration::from_millis(1)).await;
 
@@ -283,7 +283,7 @@ mod tests {
         let admin = Admin::new(Vec::new(), metrics.clone());
         // No credentials: ready at once.
         assert_eq!(get(&admin, Method::GET, "/readyz").await.0, StatusCode::OK);
-        metrics.token_minted("a", None);
+        crate::token::CacheObserver::minted(&*metrics, "a", None);
         let (status, body) = get(&admin, Method::GET, "/metrics").await;
         assert_eq!(status, StatusCode::OK);
         assert!(body.contains("# TYPE mintproxy_token_fetches counter"), "{body}");

@@ -10,10 +10,10 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, Admin};
 use crate::config::{Config, Credential};
 use crate::metrics::Metrics;
-use crate::proxy::{self, ForwardLimits, HostGuard, Proxy, Route, Router, UpstreamClient};
+use crate::proxy::{self, ForwardLimits, HostGuard, Proxy, RequestObserver, Route, Router, UpstreamClient};
 use crate::server::{self, Drained, ListenAddr, Listener, ServerOptions};
-use crate::tls;
-use crate::token::{endpoint, RefreshPolicy, Token, TokenCache, TokenError, TokenSource};
+use crate::tls::{self, TlsError};
+use crate::token::{endpoint, CacheObserver, RefreshPolicy, Token, TokenCache, TokenError, TokenSource};
 
 /// A failure while starting up.
 #[derive(Debug, thiserror::Error)]
@@ -117,12 +117,12 @@ pub fn build(
         .credentials
         .iter()
         .map(|(name, credential)| {
-            let cache = TokenCache::spawn_with_metrics(
+            let cache = TokenCache::spawn_observed(
                 name.clone(),
                 credential.source(http.clone()),
                 policy.clone(),
                 stop.clone(),
-                metrics.clone(),
+                metrics.clone().map(|m| m as Arc<dyn CacheObserver>),
             );
             (name.as_str(), cache)
         })
@@ -156,10 +156,27 @@ pub fn build(
         HostGuard::new(bound, &config.allow_hosts),
         limits,
     )
-    .with_metrics(metrics);
+    .observed_by(metrics.map(|m| m as Arc<dyn RequestObserver>));
     Ok(Built {
         proxy,
         caches: caches.into_values().collect(),
+    })
+}
+
+/// The listener settings of `config`: its limits, and TLS when configured.
+pub fn server_options(config: &Config) -> Result<ServerOptions, TlsError> {
+    let limits = &config.limits;
+    Ok(ServerOptions {
+        header_read_timeout: limits.header_read_timeout,
+        max_header_size: limits.max_header_size,
+        max_connections: limits.max_connections,
+        shutdown_timeout: limits.shutdown_timeout,
+        tls: config
+            .inbound_tls
+            .as_ref()
+            .map(tls::server_config)
+            .transpose()?
+            .map(Arc::new),
     })
 }
 
@@ -218,7 +235,7 @@ pub async fn run_proxy(
             tokio::time::sleep(delay).await;
         }
     };
-    let drained = server::serve(listener, proxy, ServerOptions::for_config(config)?, shutdown).await;
+    let drained = server::serve(listener, proxy, server_options(config)?, shutdown).await;
     stop.cancel();
     Ok(drained)
 }

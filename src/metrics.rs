@@ -1,9 +1,9 @@
 //! Prometheus metrics for the proxy and its token caches, served by the admin listener's
 //! `/metrics`.
 //!
-//! The metrics wrap the components instead of living inside them: the proxy and the
-//! token refresher each make one call per event into [`Metrics`], which owns the
-//! registry. Every label has a bounded set of values: route names and credential names
+//! The metrics wrap the components instead of living inside them: [`Metrics`] owns the
+//! registry and observes the proxy ([`RequestObserver`]) and the token caches
+//! ([`CacheObserver`]), which know nothing of Prometheus. Every label has a bounded set of values: route names and credential names
 //! come from the configuration, methods and failures are folded into a few classes, and
 //! statuses are HTTP status codes.
 //!
@@ -18,9 +18,9 @@
 //! | `mintproxy_token_fetches_total` | counter | `credential`, `result` (`ok`, `rejected`, `unavailable`, `unreachable`, `unusable`, `file`, `other`) |
 //! | `mintproxy_token_expiry_timestamp_seconds` | gauge | `credential` |
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use http::{Method, StatusCode};
+use http::Method;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -28,8 +28,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::error::ProxyError;
-use crate::token::TokenError;
+use crate::proxy::{Failure, RequestObserver, RequestRecord};
+use crate::token::{CacheObserver, TokenError};
 
 /// The `Content-Type` of [`Metrics::encode`]'s output (OpenMetrics text, which Prometheus
 /// reads).
@@ -103,65 +103,16 @@ impl Default for Metrics {
     }
 }
 
-/// One finished request, as the proxy reports it.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestRecord<'a> {
-    /// The route's name (`-` when no route matched).
-    pub route: &'a str,
-    /// The client's method.
-    pub method: &'a Method,
-    /// The status the client got.
-    pub status: StatusCode,
-    /// From the request's arrival to its response headers.
-    pub duration: Duration,
-    /// Why the proxy answered itself, if it did; `None`: the upstream answered.
-    pub failure: Option<Failure>,
-    /// Whether the client sent its own `Authorization` (which the proxy removes).
-    pub client_authorization: bool,
-}
-
-/// Why the proxy answered a request itself: [`ProxyError`] folded into a few classes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    /// No valid token for the route's credential.
-    NoToken,
-    /// The upstream could not be reached, or broke off.
-    Unreachable,
-    /// The upstream did not answer in time.
-    Timeout,
-    /// The request body was larger than allowed.
-    BodyTooLarge,
-    /// The client's request body broke off: the client's doing, not the upstream's.
-    ClientBody,
-    /// Refused before forwarding: no route, policy, Host guard, `CONNECT`. These are the
-    /// client's errors and show in the request counter's status only.
-    Refused,
-}
-
-impl Failure {
-    /// The class of `error`.
-    pub fn of(error: &ProxyError) -> Self {
-        match error {
-            ProxyError::NoToken(_) => Self::NoToken,
-            ProxyError::UpstreamUnreachable(_) => Self::Unreachable,
-            ProxyError::UpstreamTimeout(_) => Self::Timeout,
-            ProxyError::BodyTooLarge(_) => Self::BodyTooLarge,
-            ProxyError::ClientBody(_) => Self::ClientBody,
-            ProxyError::NoRoute(_) | ProxyError::Forbidden(_) | ProxyError::ConnectRefused => Self::Refused,
-        }
-    }
-
-    /// The `kind` label of `mintproxy_upstream_errors_total`, for failures on the way to
-    /// or from the upstream.
-    pub fn kind(self) -> Option<&'static str> {
-        match self {
-            Self::NoToken => Some("no_token"),
-            Self::Unreachable => Some("unreachable"),
-            Self::Timeout => Some("timeout"),
-            Self::BodyTooLarge => Some("body_too_large"),
-            Self::ClientBody => Some("client_body"),
-            Self::Refused => None,
-        }
+/// The `kind` label of `mintproxy_upstream_errors_total`, for failures on the way to or
+/// from the upstream; refusals are the client's and show in the status only.
+fn failure_kind(failure: Failure) -> Option<&'static str> {
+    match failure {
+        Failure::NoToken => Some("no_token"),
+        Failure::Unreachable => Some("unreachable"),
+        Failure::Timeout => Some("timeout"),
+        Failure::BodyTooLarge => Some("body_too_large"),
+        Failure::ClientBody => Some("client_body"),
+        Failure::Refused => None,
     }
 }
 
@@ -258,8 +209,27 @@ impl Metrics {
         }
     }
 
+    fn count_fetch(&self, credential: &str, result: &'static str) {
+        self.token_fetches
+            .get_or_create(&FetchLabels {
+                credential: credential.to_owned(),
+                result,
+            })
+            .inc();
+    }
+
+    /// Every metric in the OpenMetrics text format (serve it with [`CONTENT_TYPE`]).
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
+
+impl RequestObserver for Metrics {
     /// Counts one finished request.
-    pub fn request(&self, record: &RequestRecord<'_>) {
+    fn request(&self, record: &RequestRecord<'_>) {
         let route = || RouteLabels {
             route: record.route.to_owned(),
         };
@@ -281,7 +251,7 @@ impl Metrics {
                 }
             }
             Some(failure) => {
-                if let Some(kind) = failure.kind() {
+                if let Some(kind) = failure_kind(failure) {
                     let labels = ErrorLabels {
                         route: record.route.to_owned(),
                         kind,
@@ -293,7 +263,7 @@ impl Metrics {
     }
 
     /// Counts an upstream response whose body broke off after its status went to the client.
-    pub fn truncated(&self, route: &str) {
+    fn truncated(&self, route: &str) {
         self.upstream_errors
             .get_or_create(&ErrorLabels {
                 route: route.to_owned(),
@@ -303,7 +273,7 @@ impl Metrics {
     }
 
     /// Counts a request replayed with a new token after the upstream's 401.
-    pub fn retried(&self, route: &str) {
+    fn retried(&self, route: &str) {
         self.upstream_retries
             .get_or_create(&RetryLabels {
                 route: route.to_owned(),
@@ -311,10 +281,12 @@ impl Metrics {
             })
             .inc();
     }
+}
 
+impl CacheObserver for Metrics {
     /// Counts a successful token fetch for `credential` and records when the token
     /// expires (`None`: it does not expire by time).
-    pub fn token_minted(&self, credential: &str, expires_at: Option<SystemTime>) {
+    fn minted(&self, credential: &str, expires_at: Option<SystemTime>) {
         self.count_fetch(credential, "ok");
         let labels = CredentialLabels {
             credential: credential.to_owned(),
@@ -333,32 +305,16 @@ impl Metrics {
     }
 
     /// Counts a failed token fetch for `credential`, by a bounded reason.
-    pub fn token_failed(&self, credential: &str, error: &TokenError) {
+    fn failed(&self, credential: &str, error: &TokenError) {
         self.count_fetch(credential, fetch_failure(error));
-    }
-
-    fn count_fetch(&self, credential: &str, result: &'static str) {
-        self.token_fetches
-            .get_or_create(&FetchLabels {
-                credential: credential.to_owned(),
-                result,
-            })
-            .inc();
-    }
-
-    /// Every metric in the OpenMetrics text format (serve it with [`CONTENT_TYPE`]).
-    pub fn encode(&self) -> String {
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry)
-            .expect("writing to a String cannot fail");
-        text
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::token::NoToken;
+    use http::StatusCode;
+    use std::time::Duration;
 
     /// The value of the sample `name{labels}` (labels as printed), if present.
     fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
@@ -435,8 +391,8 @@ mod tests {
     fn token_fetches_and_expiry_are_recorded() {
         let metrics = Metrics::new();
         let expires = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        metrics.token_minted("zitadel", Some(expires));
-        metrics.token_failed(
+        metrics.minted("zitadel", Some(expires));
+        metrics.failed(
             "zitadel",
             &TokenError::Rejected {
                 url: "http://issuer/oauth/v2/token".into(),
@@ -445,14 +401,14 @@ mod tests {
                 description: None,
             },
         );
-        metrics.token_failed(
+        metrics.failed(
             "zitadel",
             &TokenError::Transport {
                 url: "http://issuer/oauth/v2/token".into(),
                 reason: "connection refused".into(),
             },
         );
-        metrics.token_failed(
+        metrics.failed(
             "zitadel",
             &TokenError::Rejected {
                 url: "http://issuer/oauth/v2/token".into(),
@@ -461,7 +417,7 @@ mod tests {
                 description: None,
             },
         );
-        metrics.token_minted("pat", None);
+        metrics.minted("pat", None);
         let text = metrics.encode();
         let at = |series: &str| sample(&text, series);
         assert_eq!(
@@ -489,19 +445,5 @@ mod tests {
             at(r#"mintproxy_token_expiry_timestamp_seconds{credential="pat"}"#),
             None
         );
-    }
-
-    #[test]
-    fn every_proxy_error_has_a_class() {
-        let no_token = ProxyError::NoToken(NoToken::Stopped);
-        assert_eq!(Failure::of(&no_token).kind(), Some("no_token"));
-        let timeout = ProxyError::UpstreamTimeout(Duration::from_secs(1));
-        assert_eq!(Failure::of(&timeout).kind(), Some("timeout"));
-        assert_eq!(
-            Failure::of(&ProxyError::BodyTooLarge(1)).kind(),
-            Some("body_too_large")
-        );
-        assert_eq!(Failure::of(&ProxyError::ConnectRefused).kind(), None);
-        assert_eq!(Failure::of(&ProxyError::NoRoute("/x".into())).kind(), None);
     }
 }

@@ -383,7 +383,7 @@ async fn a_streamed_response_goes_out_as_it_comes_with_trailers_for_who_takes_th
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_an_idle_kept_alive_connection_at_once() {
-    use mintproxy::server::{self, ServerOptions};
+    use mintproxy::server;
     let issued = support::issuer().await;
     let echo =
         mintproxy::demo::echo::Echo::start(support::local_listener().await, issued.issuer.clone()).unwrap();
@@ -394,7 +394,7 @@ async fn shutdown_closes_an_idle_kept_alive_connection_at_once() {
     let proxy =
         mintproxy::app::build_proxy(&config, Some(addr), support::fast_policy(), tokens.clone()).unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let options = ServerOptions::for_config(&config).unwrap();
+    let options = mintproxy::app::server_options(&config).unwrap();
     assert!(
         options.shutdown_timeout >= Duration::from_secs(5),
         "the default drain is long"

@@ -7,7 +7,7 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use mintproxy::demo::echo::Echo;
-use mintproxy::server::{self, Listener, ServerOptions};
+use mintproxy::server::{self, Listener};
 use support::local_listener;
 use tokio_util::sync::CancellationToken;
 
@@ -25,7 +25,7 @@ async fn requests_through_a_unix_socket_carry_the_bearer() {
     assert_eq!(mode & 0o777, 0o600, "only the owner may connect");
     let stop = CancellationToken::new();
     let proxy = mintproxy::app::build_proxy(&config, None, support::fast_policy(), stop.clone()).unwrap();
-    let options = ServerOptions::for_config(&config).unwrap();
+    let options = mintproxy::app::server_options(&config).unwrap();
     let serving = tokio::spawn(server::serve(
         listener,
         proxy,

@@ -16,6 +16,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+use crate::chain::{caused_by, Chain};
+
 /// How long connecting to an upstream may take before the request fails with 502.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -23,35 +25,61 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// ([`upload`]).
 pub type OutboundBody = Either<Full<Bytes>, Upload>;
 
-/// Why an upstream request got no response (the cause chain names the reason).
-pub type ForwardError = Box<dyn std::error::Error + Send + Sync>;
+/// Any error, boxed, as bodies report them.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why an upstream request got no response.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// No response head arrived within the upstream timeout.
+    #[error("no response within {0:?}")]
+    TimedOut(Duration),
+    /// The streamed request body passed the size limit.
+    #[error("the request body is larger than allowed")]
+    BodyTooLarge(#[source] hyper_util::client::legacy::Error),
+    /// The client's request body broke off while it streamed upstream: the client's
+    /// doing, not the upstream's.
+    #[error("the client's request body broke off: {}", Chain(.0))]
+    ClientAborted(#[source] hyper_util::client::legacy::Error),
+    /// The upstream could not be reached, refused the connection or the TLS handshake, or
+    /// broke off before its response head.
+    #[error("{}", Chain(.0))]
+    Upstream(#[source] hyper_util::client::legacy::Error),
+}
+
+impl From<hyper_util::client::legacy::Error> for ForwardError {
+    /// Sorts hyper's error by what its causes say: a body error is ours or the client's.
+    fn from(error: hyper_util::client::legacy::Error) -> Self {
+        if caused_by::<LengthLimitError>(&error) {
+            Self::BodyTooLarge(error)
+        } else if caused_by::<ClientAborted>(&error) {
+            Self::ClientAborted(error)
+        } else {
+            Self::Upstream(error)
+        }
+    }
+}
 
 /// The client's body streamed upstream: within the size limit, and its failures marked as
-/// [`ClientAborted`].
-pub type Upload = MapErr<Limited<Incoming>, fn(ForwardError) -> ForwardError>;
+/// the client's ([`ClientAborted`]).
+pub type Upload = MapErr<Limited<Incoming>, fn(BoxError) -> BoxError>;
 
-/// The client's request body broke off while it streamed upstream: the client's doing,
-/// not the upstream's.
+/// Marks a failure of the client's streamed body inside hyper's error.
 #[derive(Debug, thiserror::Error)]
-#[error("the client's request body broke off")]
-pub struct ClientAborted(#[source] pub ForwardError);
+#[error("reading the client's body failed")]
+struct ClientAborted(#[source] BoxError);
 
 /// `body` streamed upstream, cut off after `limit` bytes.
 pub fn upload(body: Incoming, limit: usize) -> Upload {
-    fn mark(error: ForwardError) -> ForwardError {
+    fn mark(error: BoxError) -> BoxError {
         if error.is::<LengthLimitError>() {
             error
         } else {
             Box::new(ClientAborted(error))
         }
     }
-    Limited::new(body, limit).map_err(mark as fn(ForwardError) -> ForwardError)
+    Limited::new(body, limit).map_err(mark as fn(BoxError) -> BoxError)
 }
-
-/// No response head arrived within the upstream timeout.
-#[derive(Debug, thiserror::Error)]
-#[error("no response within {0:?}")]
-pub struct TimedOut(pub Duration);
 
 /// A response body from the upstream.
 pub type UpstreamBody = Incoming;
@@ -106,7 +134,7 @@ impl UpstreamClient {
         }
     }
 
-    /// Sends `outbound` with `authorization`; [`TimedOut`] when no response head arrives
+    /// Sends `outbound` with `authorization`; [`ForwardError::TimedOut`] when no response head arrives
     /// within `timeout`. A request with a buffered body is sent once more when the first
     /// try was safe to repeat ([`resendable`]).
     pub async fn request(
@@ -125,7 +153,7 @@ impl UpstreamClient {
             self.through_hyper(outbound, authorization, body, timeout).await,
             again,
         ) {
-            (Err(error), Some(body)) if resendable(&outbound.method, &*error) => {
+            (Err(ForwardError::Upstream(error)), Some(body)) if resendable(&outbound.method, &error) => {
                 tracing::debug!(%error, "the upstream closed the connection before answering; sending the request again");
                 self.through_hyper(outbound, authorization, Either::Left(body), timeout)
                     .await
@@ -156,7 +184,7 @@ impl UpstreamClient {
         *request.version_mut() = version;
         match tokio::time::timeout(timeout, client.request(request)).await {
             Ok(response) => Ok(response?),
-            Err(_) => Err(Box::new(TimedOut(timeout))),
+            Err(_) => Err(ForwardError::TimedOut(timeout)),
         }
     }
 }

@@ -1,11 +1,13 @@
 //! The request path: from a plain client request to an authenticated upstream request
 //! and back.
 
+pub mod error;
 pub mod forward;
 pub mod guard;
 pub mod headers;
 pub mod policy;
 pub mod relay;
+pub mod report;
 pub mod routes;
 pub mod upstream;
 
@@ -16,18 +18,19 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body, Incoming};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
-use crate::error::{error_chain, ProxyError};
-use crate::metrics::{self, Metrics};
 use crate::token::{CachedToken, TokenCache};
-pub use forward::{ClientAborted, Outbound, OutboundBody, TimedOut, UpstreamBody, UpstreamClient};
+pub use error::ProxyError;
+pub use forward::{ForwardError, Outbound, OutboundBody, UpstreamBody, UpstreamClient};
 pub use guard::HostGuard;
 pub use policy::Policy;
 pub use relay::Relay;
+use report::Report;
+pub use report::{Failure, RequestObserver, RequestRecord};
 pub use routes::Router;
 pub use upstream::Upstream;
 
@@ -105,7 +108,7 @@ pub struct Proxy {
     client: UpstreamClient,
     guard: Arc<HostGuard>,
     limits: ForwardLimits,
-    metrics: Option<Arc<Metrics>>,
+    observer: Option<Arc<dyn RequestObserver>>,
 }
 
 impl Proxy {
@@ -116,13 +119,13 @@ impl Proxy {
             client,
             guard: Arc::new(guard),
             limits,
-            metrics: None,
+            observer: None,
         }
     }
 
-    /// Counts every request in `metrics`, when given.
-    pub fn with_metrics(mut self, metrics: Option<Arc<Metrics>>) -> Self {
-        self.metrics = metrics;
+    /// Reports every request to `observer` (the metrics), when given.
+    pub fn observed_by(mut self, observer: Option<Arc<dyn RequestObserver>>) -> Self {
+        self.observer = observer;
         self
     }
 
@@ -134,7 +137,7 @@ impl Proxy {
         let grpc = is_grpc(request.headers());
         let route = self.router.find(path);
         let mut report = Report {
-            proxy: self,
+            observer: self.observer.as_deref(),
             started: Instant::now(),
             method: request.method().clone(),
             path,
@@ -155,7 +158,7 @@ impl Proxy {
         let mut failure = None;
         let response = response.unwrap_or_else(|error| {
             tracing::debug!(%error, "request failed in the proxy");
-            failure = Some(metrics::Failure::of(&error));
+            failure = Some(Failure::of(&error));
             error.to_response(grpc)
         });
         report.answered = Some((response.status(), failure));
@@ -241,7 +244,7 @@ impl Proxy {
             _ => Ok(respond(route, response, scheme, client_host.as_ref())),
         }
         .map(|response| {
-            response.map(|body| Either::Left(Relay::new(body, route.clone(), self.metrics.clone())))
+            response.map(|body| Either::Left(Relay::new(body, route.clone(), self.observer.clone())))
         })
     }
 
@@ -257,8 +260,8 @@ impl Proxy {
         route.tokens.reject(token);
         let fresh = route.tokens.token().await?;
         tracing::debug!("replaying the request after 401 with a new token");
-        if let Some(metrics) = &self.metrics {
-            metrics.retried(&route.name);
+        if let Some(observer) = &self.observer {
+            observer.retried(&route.name);
         }
         self.send(outbound, &fresh, Either::Left(body)).await
     }
@@ -272,53 +275,12 @@ impl Proxy {
         let timeout = self.limits.upstream_timeout;
         match self.client.request(outbound, token.header(), body, timeout).await {
             Ok(response) => Ok(response),
-            Err(error) if error.is::<TimedOut>() => Err(ProxyError::UpstreamTimeout(timeout)),
-            Err(error) if caused_by::<LengthLimitError>(&*error) => Err(ProxyError::BodyTooLarge(
+            Err(ForwardError::TimedOut(timeout)) => Err(ProxyError::UpstreamTimeout(timeout)),
+            Err(ForwardError::BodyTooLarge(_)) => Err(ProxyError::BodyTooLarge(
                 self.limits.max_body_size.unwrap_or_default(),
             )),
-            Err(error) if caused_by::<ClientAborted>(&*error) => {
-                Err(ProxyError::ClientBody(error_chain(&*error)))
-            }
-            Err(error) => Err(ProxyError::UpstreamUnreachable(error_chain(&*error))),
-        }
-    }
-}
-
-/// One request's access-log line and metrics, written when it is dropped: at the end of
-/// [`Proxy::handle`], or earlier when the client went away and hyper dropped the request
-/// (an HTTP/2 stream reset, say), then as [`CLIENT_CLOSED`].
-struct Report<'a> {
-    proxy: &'a Proxy,
-    started: Instant,
-    method: Method,
-    path: &'a str,
-    route: Option<&'a str>,
-    client_authorization: bool,
-    /// The status sent, and why the proxy answered itself if it did; `None` until then.
-    answered: Option<(StatusCode, Option<metrics::Failure>)>,
-}
-
-impl Drop for Report<'_> {
-    fn drop(&mut self) {
-        let (status, failure) = self.answered.unwrap_or((CLIENT_CLOSED, None));
-        let route = self.route.unwrap_or("-");
-        tracing::info!(
-            target: "mintproxy::access",
-            method = %self.method,
-            path = self.path,
-            status = status.as_u16(),
-            duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
-            route,
-        );
-        if let Some(recorder) = &self.proxy.metrics {
-            recorder.request(&metrics::RequestRecord {
-                route,
-                method: &self.method,
-                status,
-                duration: self.started.elapsed(),
-                failure,
-                client_authorization: self.client_authorization,
-            });
+            Err(ForwardError::ClientAborted(error)) => Err(ProxyError::ClientBody(Box::new(error))),
+            Err(ForwardError::Upstream(error)) => Err(ProxyError::UpstreamUnreachable(error)),
         }
     }
 }
@@ -389,7 +351,7 @@ async fn buffer_if_small(
             let collected = Limited::new(body, replay_limit)
                 .collect()
                 .await
-                .map_err(|e| ProxyError::ClientBody(e.to_string()))?;
+                .map_err(ProxyError::ClientBody)?;
             Ok(Either::Left(Full::new(collected.to_bytes())))
         }
         _ => {
@@ -397,19 +359,6 @@ async fn buffer_if_small(
             Ok(Either::Right(forward::upload(body, limit)))
         }
     }
-}
-
-/// Whether an upstream call failed because of an `E` somewhere in its causes: the
-/// streamed body passed `max_body_size`, or the client broke off its upload.
-fn caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause = Some(error);
-    while let Some(error) = cause {
-        if error.is::<E>() {
-            return true;
-        }
-        cause = error.source();
-    }
-    false
 }
 
 fn is_grpc(headers: &HeaderMap) -> bool {

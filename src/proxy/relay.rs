@@ -11,14 +11,13 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 
-use super::{Route, UpstreamBody};
-use crate::metrics::Metrics;
+use super::{RequestObserver, Route, UpstreamBody};
 
 /// An upstream response body, watched for breaking off.
 pub struct Relay {
     body: UpstreamBody,
     route: Arc<Route>,
-    metrics: Option<Arc<Metrics>>,
+    observer: Option<Arc<dyn RequestObserver>>,
 }
 
 /// Shows the route, never the bytes: a response may carry a token.
@@ -31,9 +30,17 @@ impl std::fmt::Debug for Relay {
 }
 
 impl Relay {
-    /// `body`, answering a request of `route`; a break-off is counted in `metrics`.
-    pub(super) fn new(body: UpstreamBody, route: Arc<Route>, metrics: Option<Arc<Metrics>>) -> Self {
-        Self { body, route, metrics }
+    /// `body`, answering a request of `route`; a break-off is reported to `observer`.
+    pub(super) fn new(
+        body: UpstreamBody,
+        route: Arc<Route>,
+        observer: Option<Arc<dyn RequestObserver>>,
+    ) -> Self {
+        Self {
+            body,
+            route,
+            observer,
+        }
     }
 }
 
@@ -48,8 +55,8 @@ impl Body for Relay {
         let polled = Pin::new(&mut self.body).poll_frame(cx);
         if let Poll::Ready(Some(Err(error))) = &polled {
             tracing::warn!(route = %self.route.name, %error, "the upstream's response broke off");
-            if let Some(metrics) = &self.metrics {
-                metrics.truncated(&self.route.name);
+            if let Some(observer) = &self.observer {
+                observer.truncated(&self.route.name);
             }
         }
         polled

@@ -24,9 +24,6 @@ use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
-use crate::tls::{self, TlsError};
-
 use crate::proxy::{ArrivedOverTls, Peer, Proxy};
 use http::Request;
 use hyper::body::{Body, Incoming};
@@ -173,25 +170,6 @@ pub struct ServerOptions {
     pub shutdown_timeout: Duration,
     /// Serve TLS with this configuration.
     pub tls: Option<Arc<rustls::ServerConfig>>,
-}
-
-impl ServerOptions {
-    /// The listener settings of `config`: its limits, and TLS when configured.
-    pub fn for_config(config: &Config) -> Result<Self, TlsError> {
-        let limits = &config.limits;
-        Ok(Self {
-            header_read_timeout: limits.header_read_timeout,
-            max_header_size: limits.max_header_size,
-            max_connections: limits.max_connections,
-            shutdown_timeout: limits.shutdown_timeout,
-            tls: config
-                .inbound_tls
-                .as_ref()
-                .map(tls::server_config)
-                .transpose()?
-                .map(Arc::new),
-        })
-    }
 }
 
 /// How a drain ended.

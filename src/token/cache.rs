@@ -27,7 +27,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{Token, TokenError, TokenSource};
-use crate::metrics::Metrics;
 
 /// When to refresh and how to retry.
 #[derive(Debug, Clone)]
@@ -204,7 +203,17 @@ struct Shared {
     held: AtomicBool,
     restarts: AtomicU64,
     policy: RefreshPolicy,
-    metrics: Option<Arc<Metrics>>,
+    observer: Option<Arc<dyn CacheObserver>>,
+}
+
+/// Told of every fetch's outcome, per credential: how metrics count fetches and expiry
+/// without the cache depending on them.
+pub trait CacheObserver: Send + Sync + 'static {
+    /// A token was minted for `credential`, expiring at `expires_at` (`None`: it does not
+    /// expire by time).
+    fn minted(&self, credential: &str, expires_at: Option<SystemTime>);
+    /// A fetch for `credential` failed with `error`.
+    fn failed(&self, credential: &str, error: &TokenError);
 }
 
 /// A cached, self-refreshing token for one credential. Cheap to clone.
@@ -232,17 +241,17 @@ impl TokenCache {
         policy: RefreshPolicy,
         stop: CancellationToken,
     ) -> Self {
-        Self::spawn_with_metrics(name, source, policy, stop, None)
+        Self::spawn_observed(name, source, policy, stop, None)
     }
 
-    /// Like [`TokenCache::spawn`], and counts every fetch and records each token's expiry
-    /// in `metrics` (under the credential `name`), when given.
-    pub fn spawn_with_metrics(
+    /// Like [`TokenCache::spawn`], and tells `observer` (the metrics, say) of every
+    /// fetch's outcome, when given.
+    pub fn spawn_observed(
         name: impl Into<String>,
         source: impl TokenSource,
         policy: RefreshPolicy,
         stop: CancellationToken,
-        metrics: Option<Arc<Metrics>>,
+        observer: Option<Arc<dyn CacheObserver>>,
     ) -> Self {
         let shared = Arc::new(Shared {
             name: name.into(),
@@ -257,7 +266,7 @@ impl TokenCache {
             held: AtomicBool::new(false),
             restarts: AtomicU64::new(0),
             policy,
-            metrics,
+            observer,
         });
         tokio::spawn(supervise(shared.clone(), Arc::new(source), stop));
         Self { shared }
@@ -404,8 +413,8 @@ impl Shared {
                     scope = token.scope.as_deref().unwrap_or(""),
                     "minted a new token"
                 );
-                if let Some(metrics) = &self.metrics {
-                    metrics.token_minted(&self.name, token.expires_at);
+                if let Some(observer) = &self.observer {
+                    observer.minted(&self.name, token.expires_at);
                 }
                 self.current.store(Some(token));
                 self.held.store(true, Ordering::SeqCst);
@@ -423,8 +432,8 @@ impl Shared {
                     retry_in_ms = retry_in.as_millis() as u64,
                     "token fetch failed"
                 );
-                if let Some(metrics) = &self.metrics {
-                    metrics.token_failed(&self.name, &error);
+                if let Some(observer) = &self.observer {
+                    observer.failed(&self.name, &error);
                 }
                 self.status.send_replace(Status::Failed(Arc::new(error)));
                 Some(retry_in)

@@ -10,7 +10,7 @@ use tokio::sync::OnceCell;
 use url::Url;
 
 use super::Token;
-use crate::error::error_chain;
+use crate::chain::Chain;
 use crate::secret::AccessToken;
 
 /// How long connecting to the token endpoint may take.
@@ -90,7 +90,7 @@ impl Endpoint {
             .get(&url)
             .send()
             .await
-            .map_err(|e| fail(error_chain(&e)))?;
+            .map_err(|e| fail(Chain(&e).to_string()))?;
         let status = response.status();
         if !status.is_success() {
             return Err(fail(format!("status {status}")));
@@ -130,7 +130,7 @@ impl Endpoint {
         }
         let response = request.send().await.map_err(|e| TokenError::Transport {
             url: url.to_string(),
-            reason: error_chain(&e),
+            reason: Chain(&e).to_string(),
         })?;
         let status = response.status();
         let body: Option<Value> = response.json().await.ok();

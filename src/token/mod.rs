@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use crate::secret::AccessToken;
 
-pub use cache::{CachedToken, NoToken, RefreshPolicy, TokenCache};
+pub use cache::{CacheObserver, CachedToken, NoToken, RefreshPolicy, TokenCache};
 pub use client_credentials::{ClientAuth, ClientCredentialsSource};
 pub use endpoint::{Endpoint, TokenError};
 pub use jwt_profile::JwtProfileSource;

@@ -19,7 +19,7 @@ use mintproxy::config::Config;
 use mintproxy::demo::echo::Echo;
 use mintproxy::demo::issuer::Issuer;
 use mintproxy::demo::keygen::GeneratedKey;
-use mintproxy::server::{self, ServerOptions};
+use mintproxy::server;
 use mintproxy::token::RefreshPolicy;
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -117,7 +117,7 @@ pub async fn start(config: &Config, policy: RefreshPolicy) -> Proxy {
     let stop = CancellationToken::new();
     let proxy = mintproxy::app::build_proxy(config, Some(addr), policy, stop.clone()).unwrap();
     let shutdown = stop.clone().cancelled_owned();
-    let options = ServerOptions::for_config(config).unwrap();
+    let options = mintproxy::app::server_options(config).unwrap();
     tokio::spawn(server::serve(listener.into(), proxy, options, shutdown));
     Proxy { addr, stop }
 }
@@ -278,7 +278,7 @@ pub async fn start_operated(config: &Config, policy: RefreshPolicy) -> Operated 
         admin,
         stop.clone().cancelled_owned(),
     ));
-    let options = ServerOptions::for_config(config).unwrap();
+    let options = mintproxy::app::server_options(config).unwrap();
     tokio::spawn(server::serve(
         listener.into(),
         built.proxy,

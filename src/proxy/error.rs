@@ -6,7 +6,9 @@ use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::{Either, Full};
 use serde_json::{json, Map, Value};
 
-use crate::proxy::ProxyBody;
+use super::forward::BoxError;
+use super::ProxyBody;
+use crate::chain::Chain;
 use crate::token::NoToken;
 
 /// Every way the proxy itself can fail a request.
@@ -16,17 +18,17 @@ pub enum ProxyError {
     #[error(transparent)]
     NoToken(#[from] NoToken),
     /// The upstream could not be reached, or broke off.
-    #[error("upstream unreachable: {0}")]
-    UpstreamUnreachable(String),
+    #[error("upstream unreachable: {}", Chain(.0))]
+    UpstreamUnreachable(#[source] hyper_util::client::legacy::Error),
     /// No route serves the path.
     #[error("no route for path {0}")]
     NoRoute(String),
     /// The route's allowlists refuse the request.
     #[error("refused by policy: {0}")]
-    Forbidden(#[from] crate::proxy::policy::Refusal),
+    Forbidden(#[from] super::policy::Refusal),
     /// The client's request body broke off or was not what it announced.
-    #[error("cannot read the request body: {0}")]
-    ClientBody(String),
+    #[error("cannot read the request body: {}", Chain(&**.0))]
+    ClientBody(#[source] BoxError),
     /// The upstream did not answer in time.
     #[error("upstream did not answer within {0:?}")]
     UpstreamTimeout(std::time::Duration),
@@ -147,18 +149,6 @@ impl ProxyError {
         }
         response
     }
-}
-
-/// An error and its causes on one line: the top message of a client error alone says little.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Text fit for a structured-field string (RFC 8941): printable ASCII, `"` and `\` escaped.
