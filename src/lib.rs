@@ -3,7 +3,18 @@
 //! key (RFC 7523 JWT profile), cached, and refreshed before it expires.
 //!
 //! The request path: [`server`] accepts, [`proxy`] cleans headers and forwards, the
-//! [`token`] cache supplies the bearer, [`proxy::error`] turns failures into responses.
+//! [`token`] cache supplies the bearer, and one table in the proxy turns failures into
+//! responses. Modules depend one way: `token` on nothing of the proxy, `proxy` on `token`,
+//! `server` on `proxy`, and [`metrics`] observes both from outside; [`app`] wires them.
+//!
+//! For embedders:
+//! - [`token`]: the [`token::TokenSource`] trait, the ZITADEL key, client-credentials and
+//!   static-file sources, and [`token::TokenCache`] (single flight, refresh ahead);
+//! - [`layer::BearerLayer`]: the bearer on any tower/hyper client's requests;
+//! - [`config`] and [`app::run_proxy`] (or [`app::build`] and [`server::serve`]): the whole
+//!   proxy on a listener of your own.
+//!
+//! [`demo`], [`cli`], [`check`] and [`admin`] are public for the binary and the tests.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -1,15 +1,15 @@
 //! The request path: from a plain client request to an authenticated upstream request
 //! and back.
 
-pub mod error;
-pub mod forward;
-pub mod guard;
+pub(crate) mod error;
+pub(crate) mod forward;
+pub(crate) mod guard;
 pub mod headers;
-pub mod policy;
-pub mod relay;
-pub mod report;
-pub mod routes;
-pub mod upstream;
+pub(crate) mod policy;
+pub(crate) mod relay;
+pub(crate) mod report;
+pub(crate) mod routes;
+pub(crate) mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,13 +25,13 @@ use hyper_util::rt::TokioIo;
 
 use crate::token::{CachedToken, TokenCache};
 pub use error::ProxyError;
-pub use forward::{ForwardError, Outbound, OutboundBody, UpstreamBody, UpstreamClient};
-pub use guard::HostGuard;
+pub(crate) use forward::{ForwardError, Outbound, OutboundBody, UpstreamBody, UpstreamClient};
+pub(crate) use guard::HostGuard;
 pub use policy::Policy;
 pub use relay::Relay;
 use report::Report;
 pub use report::{Failure, RequestObserver, RequestRecord};
-pub use routes::Router;
+pub(crate) use routes::Router;
 pub use upstream::Upstream;
 
 /// Marks a request that arrived over TLS (set by the server), for `X-Forwarded-Proto`
@@ -113,7 +113,12 @@ pub struct Proxy {
 
 impl Proxy {
     /// A proxy sending requests that pass `guard` through `router` with `client`.
-    pub fn new(router: Router, client: UpstreamClient, guard: HostGuard, limits: ForwardLimits) -> Self {
+    pub(crate) fn new(
+        router: Router,
+        client: UpstreamClient,
+        guard: HostGuard,
+        limits: ForwardLimits,
+    ) -> Self {
         Self {
             router: Arc::new(router),
             client,

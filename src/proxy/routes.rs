@@ -27,11 +27,6 @@ impl Router {
     pub fn find(&self, path: &str) -> Option<&Arc<Route>> {
         self.routes.iter().find(|route| under_prefix(path, &route.prefix))
     }
-
-    /// Every route.
-    pub fn routes(&self) -> &[Arc<Route>] {
-        &self.routes
-    }
 }
 
 impl Route {
