@@ -149,6 +149,7 @@ pub fn build(
     let limits = ForwardLimits {
         upstream_timeout: config.limits.upstream_timeout,
         max_body_size: config.limits.max_body_size,
+        max_header_size: config.limits.max_header_size,
     };
     let proxy = Proxy::new(
         Router::new(routes),

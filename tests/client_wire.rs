@@ -318,33 +318,38 @@ async fn the_proxys_own_refusal_is_framed_and_dated_and_keeps_the_connection() {
     assert_eq!(targets(&stack.echo), ["/allowed"]);
 }
 
-/// An upstream that answers every request on its first connection with a chunked body:
-/// `hello`, then, once `go` fires, `world` and an `x-checksum` trailer it declares.
+/// An upstream that answers every request with a chunked body: `hello`, then, once `go`
+/// fires, `world` and an `x-checksum` trailer it declares. (Every connection is served:
+/// hyper's pool may open a new one while the last is on its way back.)
 async fn streaming_upstream(go: tokio::sync::mpsc::Receiver<()>) -> String {
     let listener = support::local_listener().await;
     let url = format!("http://{}", listener.local_addr().unwrap());
+    let go = std::sync::Arc::new(tokio::sync::Mutex::new(go));
     tokio::spawn(async move {
-        let (mut stream, _) = listener.accept().await.unwrap();
-        let mut go = go;
-        let mut buf = Vec::new();
-        loop {
-            let mut chunk = [0u8; 4096];
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-            if !buf.ends_with(b"\r\n\r\n") {
-                continue;
-            }
-            buf.clear();
-            let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-checksum\r\n\r\n";
-            stream
-                .write_all(format!("{head}5\r\nhello\r\n").as_bytes())
-                .await
-                .unwrap();
-            go.recv().await;
-            let rest = "5\r\nworld\r\n0\r\nx-checksum: 42\r\n\r\n";
-            stream.write_all(rest.as_bytes()).await.unwrap();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let go = go.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let mut chunk = [0u8; 4096];
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                    if !buf.ends_with(b"\r\n\r\n") {
+                        continue;
+                    }
+                    buf.clear();
+                    let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-checksum\r\n\r\n";
+                    stream
+                        .write_all(format!("{head}5\r\nhello\r\n").as_bytes())
+                        .await
+                        .unwrap();
+                    go.lock().await.recv().await;
+                    let rest = "5\r\nworld\r\n0\r\nx-checksum: 42\r\n\r\n";
+                    stream.write_all(rest.as_bytes()).await.unwrap();
+                }
+            });
         }
     });
     url

@@ -38,6 +38,30 @@ pub enum ProxyError {
     /// `CONNECT` would make this an open proxy.
     #[error("CONNECT is not supported: mintproxy forwards only to its configured upstream")]
     ConnectRefused,
+    /// `TRACE` or `TRACK`: an upstream that echoes the request would hand the bearer to
+    /// the caller.
+    #[error("{0} is refused: an upstream echoing it would hand the bearer to the caller")]
+    TraceRefused(http::Method),
+    /// The request's header section is larger than `--max-header-size`.
+    #[error("request header section larger than {0} bytes")]
+    RequestHeadTooLarge(usize),
+    /// The upstream's response header section is larger than the proxy takes.
+    #[error("upstream response header section larger than {0} bytes")]
+    UpstreamHeadTooLarge(usize),
+    /// The request is not one the proxy can forward unambiguously.
+    #[error("bad request: {0}")]
+    Malformed(#[from] Malformed),
+}
+
+/// A request whose meaning depends on who reads it (RFC 9112 §3.2, RFC 9113 §8.3.1).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Malformed {
+    /// More than one `Host` field: which one the upstream reads is anyone's guess.
+    #[error("more than one Host field")]
+    DuplicateHost,
+    /// `Host` disagrees with the absolute-form target or `:authority`.
+    #[error("Host disagrees with the request's authority")]
+    HostMismatch,
 }
 
 /// gRPC status codes used here (grpc/doc/statuscodes.md).
@@ -97,11 +121,29 @@ impl ProxyError {
                 "http_request_error",
                 grpc::INVALID_ARGUMENT,
             ),
-            Self::ConnectRefused => (
+            Self::ConnectRefused | Self::TraceRefused(_) => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 "http_request_denied",
                 grpc::UNIMPLEMENTED,
+            ),
+            Self::RequestHeadTooLarge(_) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request_head_too_large",
+                "http_request_error",
+                grpc::RESOURCE_EXHAUSTED,
+            ),
+            Self::UpstreamHeadTooLarge(_) => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_head_too_large",
+                "http_response_header_section_size",
+                grpc::UNAVAILABLE,
+            ),
+            Self::Malformed(_) => (
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "http_request_error",
+                grpc::INVALID_ARGUMENT,
             ),
         }
     }

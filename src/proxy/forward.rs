@@ -7,10 +7,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, Uri, Version};
-use http_body_util::combinators::MapErr;
+use http_body_util::combinators::{MapErr, MapFrame};
 use http_body_util::BodyExt;
 use http_body_util::{Either, Full, LengthLimitError, Limited};
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -20,6 +20,10 @@ use crate::chain::{caused_by, Chain};
 
 /// How long connecting to an upstream may take before the request fails with 502.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest response header section an upstream may send (502 above): checked on the
+/// parsed fields, and on HTTP/2 also as the header list size hyper accepts.
+pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
 /// A request body on its way upstream: buffered (replayable) or streamed as it arrives
 /// ([`upload`]).
@@ -60,9 +64,10 @@ impl From<hyper_util::client::legacy::Error> for ForwardError {
     }
 }
 
-/// The client's body streamed upstream: within the size limit, and its failures marked as
-/// the client's ([`ClientAborted`]).
-pub type Upload = MapErr<Limited<Incoming>, fn(BoxError) -> BoxError>;
+/// The client's body streamed upstream: within the size limit, its failures marked as the
+/// client's ([`ClientAborted`]), its trailers cleaned ([`super::headers::clean_trailers`]).
+pub type Upload =
+    MapFrame<MapErr<Limited<Incoming>, fn(BoxError) -> BoxError>, fn(Frame<Bytes>) -> Frame<Bytes>>;
 
 /// Marks a failure of the client's streamed body inside hyper's error.
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +83,20 @@ pub fn upload(body: Incoming, limit: usize) -> Upload {
             Box::new(ClientAborted(error))
         }
     }
-    Limited::new(body, limit).map_err(mark as fn(BoxError) -> BoxError)
+    Limited::new(body, limit)
+        .map_err(mark as fn(BoxError) -> BoxError)
+        .map_frame(clean as fn(Frame<Bytes>) -> Frame<Bytes>)
+}
+
+/// A frame with its trailers, if any, cleaned ([`super::headers::clean_trailers`]).
+pub(super) fn clean(frame: Frame<Bytes>) -> Frame<Bytes> {
+    match frame.into_trailers() {
+        Ok(mut trailers) => {
+            super::headers::clean_trailers(&mut trailers);
+            Frame::trailers(trailers)
+        }
+        Err(frame) => frame,
+    }
 }
 
 /// A response body from the upstream.
@@ -126,11 +144,15 @@ impl UpstreamClient {
             .https_or_http()
             .enable_http2()
             .wrap_connector(http_connector());
-        let mut h2 = Client::builder(TokioExecutor::new());
-        h2.http2_only(true);
+        let mut builder = Client::builder(TokioExecutor::new());
+        // (Not `http1_max_buf_size`: set, it makes hyper hold back a streamed response's
+        // first pieces. The limit is checked on the parsed head instead.)
+        builder.http2_max_header_list_size(MAX_RESPONSE_HEAD as u32);
+        let negotiated = builder.build(negotiated);
+        builder.http2_only(true);
         Self {
-            negotiated: Client::builder(TokioExecutor::new()).build(negotiated),
-            prior_knowledge: h2.build(prior_knowledge),
+            negotiated,
+            prior_knowledge: builder.build(prior_knowledge),
         }
     }
 

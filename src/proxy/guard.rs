@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 
 use http::{header, HeaderMap, Uri};
 
+use super::error::{Malformed, ProxyError};
 use super::policy::Refusal;
 
 const SEC_FETCH_SITE: header::HeaderName = header::HeaderName::from_static("sec-fetch-site");
@@ -53,12 +54,16 @@ impl HostGuard {
     }
 
     /// Refuses a foreign `Host` (or HTTP/2 `:authority`), a cross-site fetch, and an
-    /// `Origin` that is not an accepted host.
-    pub fn check(&self, uri: &Uri, headers: &HeaderMap) -> Result<(), Refusal> {
+    /// `Origin` that is not an accepted host (403); and two `Host` fields, or one that
+    /// disagrees with an absolute-form target or `:authority` (400).
+    pub fn check(&self, uri: &Uri, headers: &HeaderMap) -> Result<(), ProxyError> {
         // One pass over the few fields a request has costs less than three lookups.
         let (mut host, mut site, mut origin) = (None, None, None);
         for (name, value) in headers {
             let seen = if name == header::HOST {
+                if host.is_some() {
+                    return Err(Malformed::DuplicateHost.into());
+                }
                 &mut host
             } else if name == header::ORIGIN {
                 &mut origin
@@ -69,23 +74,32 @@ impl HostGuard {
             };
             seen.get_or_insert(value);
         }
+        if let (Some(authority), Some(host)) = (uri.authority(), host) {
+            if !authority
+                .as_str()
+                .as_bytes()
+                .eq_ignore_ascii_case(host.as_bytes())
+            {
+                return Err(Malformed::HostMismatch.into());
+            }
+        }
         let host = uri
             .authority()
             .map(|a| a.as_str())
             .or_else(|| host.and_then(|h| h.to_str().ok()))
             .ok_or_else(|| Refusal::Host("(none)".to_owned()))?;
         if !self.accepts(host, 80) {
-            return Err(Refusal::Host(host.to_owned()));
+            return Err(Refusal::Host(host.to_owned()).into());
         }
         if site.is_some_and(|site| site == "cross-site") {
-            return Err(Refusal::CrossSite("Sec-Fetch-Site: cross-site".to_owned()));
+            return Err(Refusal::CrossSite("Sec-Fetch-Site: cross-site".to_owned()).into());
         }
         if let Some(origin) = origin {
             let text = origin.to_str().unwrap_or("(not text)");
             let accepted = origin_authority(text)
                 .is_some_and(|(authority, default_port)| self.accepts(authority, default_port));
             if !accepted {
-                return Err(Refusal::CrossSite(format!("Origin: {text}")));
+                return Err(Refusal::CrossSite(format!("Origin: {text}")).into());
             }
         }
         Ok(())
@@ -144,7 +158,31 @@ mod tests {
                 HeaderValue::from_str(value).unwrap(),
             );
         }
-        guard.check(&Uri::from_static("/"), &headers)
+        guard
+            .check(&Uri::from_static("/"), &headers)
+            .map_err(|error| match error {
+                ProxyError::Forbidden(refusal) => refusal,
+                other => panic!("not a refusal: {other}"),
+            })
+    }
+
+    #[test]
+    fn two_hosts_or_a_host_against_the_authority_are_malformed() {
+        let guard = HostGuard::new(Some("127.0.0.1:8080".parse().unwrap()), &[]);
+        let mut headers = HeaderMap::new();
+        headers.append(header::HOST, HeaderValue::from_static("localhost:8080"));
+        headers.append(header::HOST, HeaderValue::from_static("evil.example"));
+        let malformed = |result| matches!(result, Err(ProxyError::Malformed(_)));
+        assert!(malformed(guard.check(&Uri::from_static("/"), &headers)));
+        let mut one = HeaderMap::new();
+        one.insert(header::HOST, HeaderValue::from_static("evil.example"));
+        let absolute = Uri::from_static("http://localhost:8080/x");
+        assert!(malformed(guard.check(&absolute, &one)));
+        one.insert(header::HOST, HeaderValue::from_static("LOCALHOST:8080"));
+        assert!(
+            guard.check(&absolute, &one).is_ok(),
+            "the same authority, any case"
+        );
     }
 
     #[test]

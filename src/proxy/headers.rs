@@ -50,6 +50,112 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Names the proxy sets, replaces or strips, or that tell an upstream who the client is or
+/// how a message is framed. A client may not send them spelled with `_` for `-`
+/// (`x_forwarded_for`: CGI- and WSGI-style servers read `_` and `-` alike), nor as request
+/// trailers; `Forwarded` and `X-Real-IP`, which the proxy does not set, not at all.
+const CONTROLLED: [&str; 16] = [
+    "host",
+    "authorization",
+    "proxy-authorization",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "forwarded",
+    "x-real-ip",
+    "content-length",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "upgrade",
+];
+
+/// Whether `name` (lowercase, as [`HeaderName`] keeps it) is one of [`CONTROLLED`] in any
+/// spelling of `-` and `_`.
+fn controlled(name: &str) -> bool {
+    CONTROLLED.iter().any(|controlled| {
+        controlled.len() == name.len()
+            && controlled
+                .bytes()
+                .zip(name.bytes())
+                .all(|(c, n)| c == n || (c == b'-' && n == b'_'))
+    })
+}
+
+/// Drops the client's fields that would pass for ones the proxy controls: any of
+/// [`CONTROLLED`] spelled with `_`, and `Forwarded` and `X-Real-IP`. Run it on the
+/// client's fields after [`strip_hop_by_hop`].
+pub fn drop_impostors(headers: &mut HeaderMap) {
+    static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+    static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+    let impostors: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            **name == FORWARDED
+                || **name == X_REAL_IP
+                || (name.as_str().contains('_') && controlled(name.as_str()))
+        })
+        .cloned()
+        .collect();
+    for name in &impostors {
+        headers.remove(name);
+    }
+}
+
+/// Keeps only the trailer fields that may pass the proxy, either way: none of
+/// [`CONTROLLED`] in any spelling (a trailer must not forge `X-Forwarded-For` after the
+/// proxy's own, nor carry framing or credentials), none of the hop-by-hop ones.
+pub fn clean_trailers(trailers: &mut HeaderMap) {
+    let refused: Vec<HeaderName> = trailers
+        .keys()
+        .filter(|name| controlled(name.as_str()) || HOP_BY_HOP.contains(name))
+        .cloned()
+        .collect();
+    for name in &refused {
+        trailers.remove(name);
+    }
+}
+
+/// Folds a `Content-Length` sent as a list or in several fields (`5, 5`) into one field.
+/// hyper's client read the body by it, having refused values that differ; should they
+/// differ all the same, the field goes and the body is framed anew.
+pub fn fold_content_length(headers: &mut HeaderMap) {
+    let fields = headers.get_all(header::CONTENT_LENGTH).iter().count();
+    let listed = headers
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|value| value.as_bytes().contains(&b','));
+    if fields <= 1 && !listed {
+        return;
+    }
+    let single = {
+        let mut values = tokens(headers, &header::CONTENT_LENGTH);
+        let first = values.next();
+        first
+            .filter(|first| values.all(|value| value == *first))
+            .and_then(|length| HeaderValue::from_bytes(length).ok())
+    };
+    match single {
+        Some(length) => {
+            headers.insert(header::CONTENT_LENGTH, length);
+        }
+        None => {
+            headers.remove(header::CONTENT_LENGTH);
+        }
+    }
+}
+
+/// The size of a header section as HTTP/1.1 writes it (`name: value` and CRLF per field),
+/// for limits that hold whatever hyper's read buffer happened to take in.
+pub fn section_size(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum()
+}
+
 /// The comma-separated tokens of every `name` header, trimmed. Bytes, not text: a value
 /// with one odd byte (obs-text) must not hide the names next to it (found by fuzzing).
 pub(super) fn tokens<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'a [u8]> {
@@ -207,6 +313,61 @@ mod tests {
         let mut map = headers(&[("connection", "TE"), ("te", "trailers")]);
         strip_hop_by_hop(&mut map);
         assert_eq!(map["te"], "trailers");
+    }
+
+    #[test]
+    fn impostors_of_the_proxy_s_fields_are_dropped() {
+        let mut map = headers(&[
+            ("x_forwarded_for", "6.6.6.6"),
+            ("x_forwarded_host", "evil"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("forwarded", "for=6.6.6.6"),
+            ("x-real-ip", "6.6.6.6"),
+            ("authori_zation", "x"),
+            ("x_custom_thing", "kept"),
+            ("accept", "*/*"),
+        ]);
+        drop_impostors(&mut map);
+        let mut names: Vec<&str> = map.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            ["accept", "authori_zation", "x-forwarded-for", "x_custom_thing"]
+        );
+    }
+
+    #[test]
+    fn trailers_keep_only_what_may_pass() {
+        let mut trailers = headers(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x_forwarded_for", "6.6.6.6"),
+            ("authorization", "Bearer stolen"),
+            ("content-length", "5"),
+            ("connection", "close"),
+            ("grpc-status", "0"),
+            ("x-checksum", "42"),
+        ]);
+        clean_trailers(&mut trailers);
+        let mut names: Vec<&str> = trailers.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["grpc-status", "x-checksum"]);
+    }
+
+    #[test]
+    fn content_length_lists_fold_into_one_field() {
+        let mut list = headers(&[("content-length", "5, 5")]);
+        fold_content_length(&mut list);
+        assert_eq!(list.get_all("content-length").iter().count(), 1);
+        assert_eq!(list["content-length"], "5");
+        let mut twice = headers(&[("content-length", "5"), ("content-length", "5")]);
+        fold_content_length(&mut twice);
+        assert_eq!(twice.get_all("content-length").iter().count(), 1);
+        let mut differing = headers(&[("content-length", "5, 6")]);
+        fold_content_length(&mut differing);
+        assert!(!differing.contains_key("content-length"));
+        let mut plain = headers(&[("content-length", "7")]);
+        fold_content_length(&mut plain);
+        assert_eq!(plain["content-length"], "7");
     }
 
     #[test]

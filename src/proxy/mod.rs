@@ -99,6 +99,9 @@ pub struct ForwardLimits {
     pub upstream_timeout: Duration,
     /// Largest request body (413 above), if limited.
     pub max_body_size: Option<u64>,
+    /// Largest request header section (431 above), checked on the parsed fields as well
+    /// as by hyper's read buffer, which may take in more in one read.
+    pub max_header_size: usize,
 }
 
 /// The proxy service. Cheap to clone: one per connection.
@@ -152,8 +155,12 @@ impl Proxy {
         };
         let response = if request.method() == Method::CONNECT {
             Err(ProxyError::ConnectRefused)
-        } else if let Err(refusal) = self.guard.check(request.uri(), request.headers()) {
-            Err(ProxyError::Forbidden(refusal))
+        } else if headers::section_size(request.headers()) > self.limits.max_header_size {
+            Err(ProxyError::RequestHeadTooLarge(self.limits.max_header_size))
+        } else if is_trace(request.method()) {
+            Err(ProxyError::TraceRefused(request.method().clone()))
+        } else if let Err(error) = self.guard.check(request.uri(), request.headers()) {
+            Err(error)
         } else {
             match route {
                 Some(route) => self.forward(route, request, peer).await,
@@ -177,7 +184,9 @@ impl Proxy {
         peer: &Peer,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let target = route.upstream_target(request.uri());
-        route.policy.check(request.method(), target.path())?;
+        route
+            .policy
+            .check(request.method(), target.path(), request.headers())?;
         let uri = route.upstream.uri_for(target);
         if let (Some(limit), Some(len)) = (self.limits.max_body_size, request.body().size_hint().exact()) {
             if len > limit {
@@ -199,6 +208,7 @@ impl Proxy {
             .and_then(|_| parts.extensions.remove::<OnUpgrade>());
         let mut headers = parts.headers;
         headers::strip_hop_by_hop(&mut headers);
+        headers::drop_impostors(&mut headers);
         if let Some(protocol) = upgrade {
             headers::restore_upgrade(&mut headers, protocol);
         }
@@ -279,6 +289,9 @@ impl Proxy {
     ) -> Result<Response<UpstreamBody>, ProxyError> {
         let timeout = self.limits.upstream_timeout;
         match self.client.request(outbound, token.header(), body, timeout).await {
+            Ok(response) if headers::section_size(response.headers()) > forward::MAX_RESPONSE_HEAD => {
+                Err(ProxyError::UpstreamHeadTooLarge(forward::MAX_RESPONSE_HEAD))
+            }
             Ok(response) => Ok(response),
             Err(ForwardError::TimedOut(timeout)) => Err(ProxyError::UpstreamTimeout(timeout)),
             Err(ForwardError::BodyTooLarge(_)) => Err(ProxyError::BodyTooLarge(
@@ -320,6 +333,8 @@ fn respond(
         // The body was read by Transfer-Encoding; a Content-Length beside it is wrong and
         // would make hyper cut the body for the client (RFC 9112 §6.3).
         parts.headers.remove(header::CONTENT_LENGTH);
+    } else {
+        headers::fold_content_length(&mut parts.headers);
     }
     headers::strip_hop_by_hop(&mut parts.headers);
     if let (Some(location), Some(host)) = (parts.headers.get(header::LOCATION), client_host) {
@@ -364,6 +379,11 @@ async fn buffer_if_small(
             Ok(Either::Right(forward::upload(body, limit)))
         }
     }
+}
+
+/// `TRACE`, or `TRACK` (its Microsoft twin).
+fn is_trace(method: &Method) -> bool {
+    *method == Method::TRACE || method.as_str() == "TRACK"
 }
 
 fn is_grpc(headers: &HeaderMap) -> bool {

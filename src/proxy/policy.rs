@@ -1,7 +1,11 @@
 //! Per-route allowlists: which methods and paths a route forwards. Refusals never reach
 //! the upstream.
 
-use http::Method;
+use http::{HeaderMap, Method};
+
+/// Fields that ask an upstream to treat a request as another method (Rails, Spring, many
+/// API gateways honour them): while a route lists methods, they must name one of those.
+const METHOD_OVERRIDES: [&str; 3] = ["x-http-method-override", "x-http-method", "x-method-override"];
 
 /// The allowlists of one route. Empty lists allow everything.
 #[derive(Debug, Clone, Default)]
@@ -49,10 +53,20 @@ impl Policy {
         }
     }
 
-    /// Checks a request's method and path (as the upstream will see it, without query).
-    pub fn check(&self, method: &Method, path: &str) -> Result<(), Refusal> {
-        if !self.methods.is_empty() && !self.methods.contains(method) {
-            return Err(Refusal::Method(method.clone()));
+    /// Checks a request's method (and the methods its `headers` ask the upstream to use
+    /// instead) and its path (as the upstream will see it, without query).
+    pub fn check(&self, method: &Method, path: &str, headers: &HeaderMap) -> Result<(), Refusal> {
+        if !self.methods.is_empty() {
+            if !self.methods.contains(method) {
+                return Err(Refusal::Method(method.clone()));
+            }
+            for value in METHOD_OVERRIDES.iter().flat_map(|name| headers.get_all(*name)) {
+                match Method::from_bytes(value.as_bytes()) {
+                    Ok(asked) if self.methods.contains(&asked) => {}
+                    Ok(asked) => return Err(Refusal::Method(asked)),
+                    Err(_) => return Err(Refusal::Method(method.clone())),
+                }
+            }
         }
         if self.allow_paths.is_empty() && self.deny_paths.is_empty() {
             return Ok(());
@@ -90,6 +104,36 @@ fn is_ambiguous(path: &str) -> bool {
 mod tests {
     use super::*;
 
+    impl Policy {
+        fn check_plain(&self, method: &Method, path: &str) -> Result<(), Refusal> {
+            self.check(method, path, &HeaderMap::new())
+        }
+    }
+
+    #[test]
+    fn method_overrides_must_name_an_allowed_method() {
+        let get_only = policy(&["GET"], &[], &[]);
+        let with = |name: &'static str, value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(name, http::HeaderValue::from_static(value));
+            headers
+        };
+        for name in METHOD_OVERRIDES {
+            assert_eq!(
+                get_only.check(&Method::GET, "/x", &with(name, "DELETE")),
+                Err(Refusal::Method(Method::DELETE)),
+                "{name}"
+            );
+            assert_eq!(get_only.check(&Method::GET, "/x", &with(name, "GET")), Ok(()));
+        }
+        let open = policy(&[], &[], &[]);
+        assert_eq!(
+            open.check(&Method::GET, "/x", &with("x-http-method-override", "DELETE")),
+            Ok(()),
+            "without method rules the upstream decides"
+        );
+    }
+
     fn policy(methods: &[&str], allow: &[&str], deny: &[&str]) -> Policy {
         let strings = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect();
         Policy::new(
@@ -101,15 +145,18 @@ mod tests {
 
     #[test]
     fn empty_policy_allows_everything() {
-        assert_eq!(policy(&[], &[], &[]).check(&Method::DELETE, "/a/../b"), Ok(()));
+        assert_eq!(
+            policy(&[], &[], &[]).check_plain(&Method::DELETE, "/a/../b"),
+            Ok(())
+        );
     }
 
     #[test]
     fn methods_are_allowlisted() {
         let get_only = policy(&["GET"], &[], &[]);
-        assert_eq!(get_only.check(&Method::GET, "/x"), Ok(()));
+        assert_eq!(get_only.check_plain(&Method::GET, "/x"), Ok(()));
         assert_eq!(
-            get_only.check(&Method::POST, "/x"),
+            get_only.check_plain(&Method::POST, "/x"),
             Err(Refusal::Method(Method::POST))
         );
     }
@@ -117,12 +164,12 @@ mod tests {
     #[test]
     fn paths_match_whole_segments_and_deny_wins() {
         let p = policy(&[], &["/management/v1/"], &["/management/v1/iam/"]);
-        assert_eq!(p.check(&Method::GET, "/management/v1"), Ok(()));
-        assert_eq!(p.check(&Method::GET, "/management/v1/users"), Ok(()));
-        assert!(p.check(&Method::GET, "/management/v1x").is_err());
-        assert!(p.check(&Method::GET, "/management/v1/iam").is_err());
-        assert!(p.check(&Method::GET, "/management/v1/iam/members").is_err());
-        assert!(p.check(&Method::GET, "/admin/v1").is_err());
+        assert_eq!(p.check_plain(&Method::GET, "/management/v1"), Ok(()));
+        assert_eq!(p.check_plain(&Method::GET, "/management/v1/users"), Ok(()));
+        assert!(p.check_plain(&Method::GET, "/management/v1x").is_err());
+        assert!(p.check_plain(&Method::GET, "/management/v1/iam").is_err());
+        assert!(p.check_plain(&Method::GET, "/management/v1/iam/members").is_err());
+        assert!(p.check_plain(&Method::GET, "/admin/v1").is_err());
     }
 
     #[test]
@@ -137,7 +184,7 @@ mod tests {
             "/x\\admin",
         ] {
             assert!(
-                matches!(p.check(&Method::GET, path), Err(Refusal::AmbiguousPath(_))),
+                matches!(p.check_plain(&Method::GET, path), Err(Refusal::AmbiguousPath(_))),
                 "{path}"
             );
         }

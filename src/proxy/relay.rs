@@ -1,4 +1,5 @@
-//! The upstream's response body on its way back to the client.
+//! The upstream's response body on its way back to the client, its trailers cleaned as a
+//! request's are ([`super::headers::clean_trailers`]).
 //!
 //! A body that breaks off after its status was sent (the upstream closed early or sent
 //! bad framing) is logged and counted as `truncated`: the client already holds a `200`,
@@ -52,7 +53,9 @@ impl Body for Relay {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        let polled = Pin::new(&mut self.body)
+            .poll_frame(cx)
+            .map_ok(super::forward::clean);
         if let Poll::Ready(Some(Err(error))) = &polled {
             tracing::warn!(route = %self.route.name, %error, "the upstream's response broke off");
             if let Some(observer) = &self.observer {

@@ -59,11 +59,16 @@ impl Failure {
     pub fn of(error: &ProxyError) -> Self {
         match error {
             ProxyError::NoToken(_) => Self::NoToken,
-            ProxyError::UpstreamUnreachable(_) => Self::Unreachable,
+            ProxyError::UpstreamUnreachable(_) | ProxyError::UpstreamHeadTooLarge(_) => Self::Unreachable,
             ProxyError::UpstreamTimeout(_) => Self::Timeout,
             ProxyError::BodyTooLarge(_) => Self::BodyTooLarge,
             ProxyError::ClientBody(_) => Self::ClientBody,
-            ProxyError::NoRoute(_) | ProxyError::Forbidden(_) | ProxyError::ConnectRefused => Self::Refused,
+            ProxyError::NoRoute(_)
+            | ProxyError::Forbidden(_)
+            | ProxyError::ConnectRefused
+            | ProxyError::TraceRefused(_)
+            | ProxyError::Malformed(_)
+            | ProxyError::RequestHeadTooLarge(_) => Self::Refused,
         }
     }
 }
