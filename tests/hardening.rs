@@ -298,3 +298,55 @@ async fn head_size_limits_hold_both_ways() {
         &answer[..answer.len().min(100)]
     );
 }
+
+#[tokio::test]
+async fn path_rules_see_the_normalized_path_and_the_upstream_gets_it() {
+    let upstream = Recorder::start(OK).await;
+    let (_issued, proxy, host) = proxied(&upstream, &["--deny-path", "/admin"]).await;
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    // Spellings of /admin: refused by the rule they would have slipped past.
+    for path in [
+        "/%61dmin/users",
+        "/x/../admin",
+        "/x/%2e%2E/admin",
+        "//admin",
+        "/./admin",
+    ] {
+        let answer = exchange(&proxy, &get(path)).await;
+        assert!(answer.starts_with("HTTP/1.1 403"), "{path}: {answer}");
+    }
+    // No single reading: refused outright.
+    for path in [
+        "/admin;x/users",
+        "/x/..;/admin",
+        "/x%2Fadmin",
+        "/x%5Cadmin",
+        "/x%00",
+    ] {
+        let answer = exchange(&proxy, &get(path)).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");
+    }
+    assert!(upstream.requests().is_empty(), "{:?}", upstream.requests());
+    // What passes is forwarded in the form that was checked, query untouched.
+    let answer = exchange(&proxy, &get("/%75sers/./me/../42?q=%2e%2e")).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let requests = upstream.requests();
+    assert!(
+        requests[0].starts_with("GET /users/42?q=%2e%2e HTTP/1.1\r\n"),
+        "{}",
+        requests[0]
+    );
+}
+
+#[tokio::test]
+async fn without_path_rules_the_path_is_forwarded_as_sent() {
+    let upstream = Recorder::start(OK).await;
+    let (_issued, proxy, host) = proxied(&upstream, &[]).await;
+    let answer = exchange(
+        &proxy,
+        &format!("GET /a;v=1/%61 HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(upstream.requests()[0].starts_with("GET /a;v=1/%61 HTTP/1.1\r\n"));
+}

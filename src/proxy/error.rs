@@ -62,6 +62,9 @@ pub enum Malformed {
     /// `Host` disagrees with the absolute-form target or `:authority`.
     #[error("Host disagrees with the request's authority")]
     HostMismatch,
+    /// A path with no unambiguous normal form, while path rules apply.
+    #[error("the path has {0}; send it normalized")]
+    Path(#[from] super::normalize::Ambiguous),
 }
 
 /// gRPC status codes used here (grpc/doc/statuscodes.md).

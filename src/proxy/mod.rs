@@ -5,6 +5,7 @@ pub(crate) mod error;
 pub(crate) mod forward;
 pub(crate) mod guard;
 pub mod headers;
+pub mod normalize;
 pub(crate) mod policy;
 pub(crate) mod relay;
 pub(crate) mod report;
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body, Incoming};
 use hyper::upgrade::OnUpgrade;
@@ -138,7 +139,8 @@ impl Proxy {
     }
 
     /// Handles one request from `peer`; failures become JSON error responses.
-    pub async fn handle(&self, request: Request<Incoming>, peer: &Peer) -> Response<ProxyBody> {
+    pub async fn handle(&self, mut request: Request<Incoming>, peer: &Peer) -> Response<ProxyBody> {
+        let normalized = self.normalize_path(&mut request);
         // Shares the request's bytes; a copy of the path would cost an allocation.
         let uri = request.uri().clone();
         let path = uri.path();
@@ -153,7 +155,9 @@ impl Proxy {
             client_authorization: request.headers().contains_key(header::AUTHORIZATION),
             answered: None,
         };
-        let response = if request.method() == Method::CONNECT {
+        let response = if let Err(ambiguous) = normalized {
+            Err(ProxyError::Malformed(ambiguous.into()))
+        } else if request.method() == Method::CONNECT {
             Err(ProxyError::ConnectRefused)
         } else if headers::section_size(request.headers()) > self.limits.max_header_size {
             Err(ProxyError::RequestHeadTooLarge(self.limits.max_header_size))
@@ -175,6 +179,28 @@ impl Proxy {
         });
         report.answered = Some((response.status(), failure));
         response
+    }
+
+    /// While some route lists paths, routes and rules see, and the upstream gets, the
+    /// path in its normal form ([`normalize`]); a path without one is refused.
+    fn normalize_path(&self, request: &mut Request<Incoming>) -> Result<(), normalize::Ambiguous> {
+        if !self.router.has_path_rules() {
+            return Ok(());
+        }
+        let uri = request.uri();
+        let path = normalize::normalize(uri.path())?;
+        if path != uri.path() {
+            let target = match uri.query() {
+                Some(query) => format!("{path}?{query}"),
+                None => path,
+            };
+            let mut parts = uri.clone().into_parts();
+            // The normal form is a valid path by construction; should it not parse, the
+            // request is refused rather than forwarded unnormalized.
+            parts.path_and_query = Some(target.parse().map_err(|_| normalize::Ambiguous::NotAbsolute)?);
+            *request.uri_mut() = Uri::from_parts(parts).map_err(|_| normalize::Ambiguous::NotAbsolute)?;
+        }
+        Ok(())
     }
 
     async fn forward(

@@ -13,6 +13,8 @@ use super::Route;
 #[derive(Debug)]
 pub struct Router {
     routes: Vec<Arc<Route>>,
+    /// Some route lists paths: every request's path is normalized before routing.
+    path_rules: bool,
 }
 
 impl Router {
@@ -20,7 +22,13 @@ impl Router {
     pub fn new(routes: Vec<Route>) -> Self {
         let mut routes: Vec<Arc<Route>> = routes.into_iter().map(Arc::new).collect();
         routes.sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
-        Self { routes }
+        let path_rules = routes.iter().any(|route| route.policy.has_path_rules());
+        Self { routes, path_rules }
+    }
+
+    /// Whether some route lists paths, so paths must be normalized before routing.
+    pub fn has_path_rules(&self) -> bool {
+        self.path_rules
     }
 
     /// The route serving `path`, if any.
