@@ -22,7 +22,7 @@ fi
 if [[ $# -gt 0 ]]; then
     targets=("$@")
 else
-    targets=(keyfile config headers normalize)
+    targets=(keyfile config headers fields normalize)
 fi
 
 export RUSTC_BOOTSTRAP=1

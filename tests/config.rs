@@ -465,6 +465,20 @@ fn allow_and_deny_paths_without_leading_slash_are_refused() {
     );
 }
 
+/// Requests are checked in their normal form, so rules must be written in it.
+#[test]
+fn paths_not_in_normal_form_are_refused() {
+    let dir = ConfigDir::new();
+    assert_eq!(
+        dir.error(&route_with("deny_paths = [\"/%61dmin\"]")),
+        "routes[0].deny_paths: \"/%61dmin\" is not in normal form (requests are checked as \"/admin\"); write it so"
+    );
+    assert_eq!(
+        dir.error(&route_with("allow_paths = [\"/v1;x\"]")),
+        "routes[0].allow_paths: \"/v1;x\" has a `;` path parameter"
+    );
+}
+
 /// `Authorization` (and `Host`) are mintproxy's to set; the value is not quoted back.
 #[test]
 fn authorization_and_host_headers_are_refused() {

@@ -505,10 +505,19 @@ fn validate_route(
     let paths = |key: &str, list: &[String]| {
         list.iter()
             .map(|p| {
-                if p.starts_with('/') {
-                    Ok(p.clone())
-                } else {
-                    Err(at.error(key, format!("{p:?} must start with /")))
+                if !p.starts_with('/') {
+                    return Err(at.error(key, format!("{p:?} must start with /")));
+                }
+                // Requests are checked in their normal form, so a rule must be written in it.
+                match crate::proxy::normalize::normalize(p) {
+                    Ok(normal) if normal == *p => Ok(p.clone()),
+                    Ok(normal) => Err(at.error(
+                        key,
+                        format!(
+                            "{p:?} is not in normal form (requests are checked as {normal:?}); write it so"
+                        ),
+                    )),
+                    Err(ambiguous) => Err(at.error(key, format!("{p:?} has {ambiguous}"))),
                 }
             })
             .collect::<Result<Vec<_>, _>>()

@@ -155,14 +155,14 @@ impl Proxy {
             client_authorization: request.headers().contains_key(header::AUTHORIZATION),
             answered: None,
         };
-        let response = if let Err(ambiguous) = normalized {
-            Err(ProxyError::Malformed(ambiguous.into()))
-        } else if request.method() == Method::CONNECT {
+        let response = if request.method() == Method::CONNECT {
             Err(ProxyError::ConnectRefused)
-        } else if headers::section_size(request.headers()) > self.limits.max_header_size {
-            Err(ProxyError::RequestHeadTooLarge(self.limits.max_header_size))
         } else if is_trace(request.method()) {
             Err(ProxyError::TraceRefused(request.method().clone()))
+        } else if headers::section_size(request.headers()) > self.limits.max_header_size {
+            Err(ProxyError::RequestHeadTooLarge(self.limits.max_header_size))
+        } else if let Err(ambiguous) = normalized {
+            Err(ProxyError::Malformed(ambiguous.into()))
         } else if let Err(error) = self.guard.check(request.uri(), request.headers()) {
             Err(error)
         } else {

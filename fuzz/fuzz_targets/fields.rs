@@ -1,0 +1,128 @@
+//! Field hygiene beyond hop-by-hop: `drop_impostors` on a client's fields,
+//! `clean_trailers` on trailers either way, and `fold_content_length` on an upstream's
+//! response fields, each on a header map built from arbitrary bytes (one `name: value` per
+//! line, as in the `headers` target).
+//!
+//! Invariants:
+//! - no field survives `drop_impostors` whose name, `_` read as `-`, is one the proxy sets
+//!   or strips, except under its own spelling; nor `forwarded` or `x-real-ip`; every other
+//!   field is kept with the same values;
+//! - no field survives `clean_trailers` whose name, `_` read as `-`, is a forwarding,
+//!   framing, credential or hop-by-hop one; every other field is kept;
+//! - after `fold_content_length` there is at most one `content-length`, holding no list:
+//!   the one value all the original elements agreed on, or none when they did not agree.
+
+#![no_main]
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use libfuzzer_sys::fuzz_target;
+use mintproxy::proxy::headers::{clean_trailers, drop_impostors, fold_content_length};
+
+/// The names of `src/proxy/headers.rs`'s `CONTROLLED`, written out again so the target
+/// checks the rule rather than repeating the code.
+const CONTROLLED: [&str; 16] = [
+    "host",
+    "authorization",
+    "proxy-authorization",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "forwarded",
+    "x-real-ip",
+    "content-length",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "upgrade",
+];
+
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fuzz_target!(|data: &[u8]| {
+    let original = header_block(data);
+    let dashed = |name: &HeaderName| name.as_str().replace('_', "-");
+
+    let mut client = original.clone();
+    drop_impostors(&mut client);
+    for name in original.keys() {
+        let impostor = (name.as_str().contains('_') && CONTROLLED.contains(&dashed(name).as_str()))
+            || name == "forwarded"
+            || name == "x-real-ip";
+        if impostor {
+            assert!(!client.contains_key(name), "{name} passed for the proxy's field");
+        } else {
+            assert_same(&original, &client, name);
+        }
+    }
+
+    let mut trailers = original.clone();
+    clean_trailers(&mut trailers);
+    for name in original.keys() {
+        if CONTROLLED.contains(&dashed(name).as_str()) || HOP_BY_HOP.contains(&name.as_str()) {
+            assert!(!trailers.contains_key(name), "trailer {name} passed");
+        } else {
+            assert_same(&original, &trailers, name);
+        }
+    }
+
+    let mut response = original.clone();
+    fold_content_length(&mut response);
+    let before: Vec<&[u8]> = original
+        .get_all("content-length")
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|element| !element.is_empty())
+        .collect();
+    let after: Vec<&HeaderValue> = response.get_all("content-length").iter().collect();
+    let fields: Vec<&HeaderValue> = original.get_all("content-length").iter().collect();
+    match fields.as_slice() {
+        [] => assert!(after.is_empty(), "a Content-Length appeared"),
+        [one] if !one.as_bytes().contains(&b',') => assert_eq!(after, fields, "a plain length changed"),
+        _ => {
+            let agreed = before.first().filter(|first| before.iter().all(|e| e == *first));
+            match (agreed, after.as_slice()) {
+                (Some(first), [value]) => assert_eq!(value.as_bytes(), *first, "folded to another value"),
+                (None, []) => {}
+                (agreed, after) => panic!("{fields:?} folded into {after:?} (agreed: {agreed:?})"),
+            }
+        }
+    }
+    for name in original.keys().filter(|name| *name != "content-length") {
+        assert_same(&original, &response, name);
+    }
+});
+
+fn assert_same(before: &HeaderMap, after: &HeaderMap, name: &HeaderName) {
+    let before: Vec<&HeaderValue> = before.get_all(name).iter().collect();
+    let after: Vec<&HeaderValue> = after.get_all(name).iter().collect();
+    assert_eq!(before, after, "{name} changed");
+}
+
+/// One `name: value` per line; invalid names or values are skipped.
+fn header_block(data: &[u8]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for line in data.split(|&b| b == b'\n') {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let name = line[..colon].trim_ascii();
+        let value = line[colon + 1..].trim_ascii();
+        let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) else {
+            continue;
+        };
+        map.append(name, value);
+    }
+    map
+}
