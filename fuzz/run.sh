@@ -5,7 +5,7 @@
 #   fuzz/run.sh 300             # 300 s per target
 #   FUZZ_SECONDS=10 fuzz/run.sh headers config
 #
-# Not part of CI. Needs cargo-fuzz (installed here if missing) and nightly features, which
+# CI runs it with FUZZ_SECONDS=15 (.ci/run). Needs cargo-fuzz (installed here if missing) and nightly features, which
 # the stable toolchain allows with RUSTC_BOOTSTRAP=1.
 set -euo pipefail
 cd "$(dirname "$0")"
