@@ -15,12 +15,18 @@
 # --rps: CPU per request, user and system, at the same offered load below every proxy's
 # saturation), HTTP/2 over h2c with prior knowledge at saturation (h2load; each proxy speaks
 # HTTP/1.1 to the backend), memory (idle RSS, RSS with IDLE_CONNS idle keep-alive connections,
-# peak RSS while UPLOAD_BYTES stream through mintproxy).
+# peak RSS while UPLOAD_BYTES stream through mintproxy), and with HTTPS=1 (the default) the
+# HTTPS upstream: the same backend also listens with TLS, a certificate for `localhost` signed by a
+# CA made at the start of the run (bench/tls_certs.sh), and nginx, HAProxy and mintproxy proxy to
+# it, each verifying that certificate against the CA and keeping its upstream connections alive;
+# HTTP/1.1 at saturation (wrk) and at the fixed rate (no Caddy). Before the rounds, each of the
+# three is shown to refuse a certificate for `localhost` signed by another CA.
 #
 # Knobs (environment): DURATION=10s WARMUP=5s CONNS=64 ROUNDS=2 H2=1 (0 skips HTTP/2)
 #   H2_STREAMS=10 (h2load -m) RATE=30000 (requests/s in total, spread over the CONNS
 #   connections, for the fixed-rate section; 0 skips it) IDLE_CONNS=1000
 #   UPLOAD_BYTES=268435456 BASE_PORT=18090 (uses BASE_PORT..BASE_PORT+4)
+#   HTTPS=1 (0 skips the HTTPS upstream section; it uses BASE_PORT+5 and BASE_PORT+6)
 #   RESULTS=bench/results.md KEEP=1 (keep the work dir)
 #   REV=HEAD (build that commit from a git archive export instead of the working tree)
 #   QUIET_WAIT=15 (wait up to this long for both cores to be idle before each measurement;
@@ -35,7 +41,7 @@ set -euo pipefail
 
 # the command as given, with the knobs that were set, for the results file
 CMDLINE=""
-for knob in DURATION WARMUP CONNS ROUNDS H2 H2_STREAMS RATE IDLE_CONNS UPLOAD_BYTES BASE_PORT RESULTS KEEP REV QUIET_WAIT CLEAN_MAX NICE SCHED; do
+for knob in DURATION WARMUP CONNS ROUNDS H2 H2_STREAMS RATE HTTPS IDLE_CONNS UPLOAD_BYTES BASE_PORT RESULTS KEEP REV QUIET_WAIT CLEAN_MAX NICE SCHED; do
     if [ -n "${!knob+x}" ]; then CMDLINE+="$knob=${!knob} "; fi
 done
 CMDLINE+="bash bench/run.sh"
@@ -49,6 +55,7 @@ ROUNDS=${ROUNDS:-2}
 H2=${H2:-1}
 H2_STREAMS=${H2_STREAMS:-10}
 RATE=${RATE:-30000} # fixed-rate section: requests/s offered in total; 0 skips the section
+HTTPS=${HTTPS:-1} # 1: also measure with an HTTPS upstream (HTTP/1.1, saturation and fixed rate)
 IDLE_CONNS=${IDLE_CONNS:-1000}
 UPLOAD_BYTES=${UPLOAD_BYTES:-268435456}
 BASE_PORT=${BASE_PORT:-18090}
@@ -71,6 +78,8 @@ PROXY_PORT=$((BASE_PORT + 1))      # the proxy under test: HTTP/1.1 (and h2c for
 SINK_PORT=$((BASE_PORT + 2))       # upload sink
 BACKEND_H2_PORT=$((BASE_PORT + 3)) # backend, h2c (for the direct HTTP/2 baseline)
 PROXY_H2_PORT=$((BASE_PORT + 4))   # h2c listener of nginx and HAProxy (their h2c ports take only h2c)
+BACKEND_TLS_PORT=$((BASE_PORT + 5))  # backend, HTTPS (HTTP/1.1 over TLS, the CA-signed certificate for localhost)
+BACKEND_ROGUE_PORT=$((BASE_PORT + 6)) # backend, HTTPS with a certificate no proxy trusts (the verification check)
 # A fake token: the backend only checks that the proxy sent exactly this.
 TOKEN="bench-fake-token-0123456789abcdef0123456789abcdef"
 AUTH="Bearer $TOKEN"
@@ -89,6 +98,7 @@ secs_of() { # a wrk/h2load duration (10s, 500ms, 2m, 1h, 10) -> whole seconds, r
         s = v * m; printf "%d", (s == int(s)) ? s : int(s) + 1 }'
 }
 case "$H2" in 0 | 1) ;; *) die "H2 must be 0 or 1" ;; esac
+case "$HTTPS" in 0 | 1) ;; *) die "HTTPS must be 0 or 1" ;; esac
 case "$RATE" in '' | *[!0-9]*) die "RATE must be a whole number of requests per second (0 skips the section)" ;; esac
 case "$CONNS" in '' | *[!0-9]* | 0) die "CONNS must be a positive whole number" ;; esac
 # h2load's --rps is per connection: RATE/CONNS rounded (at least 1); the offered total is that
@@ -115,6 +125,7 @@ command -v curl >/dev/null || need_pkgs+=(curl)
 command -v ss >/dev/null || need_pkgs+=(iproute2)
 command -v python3 >/dev/null || need_pkgs+=(python3)
 command -v pgrep >/dev/null || need_pkgs+=(procps)
+[ "$HTTPS" = 0 ] || command -v openssl >/dev/null || need_pkgs+=(openssl)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO=sudo
@@ -140,6 +151,10 @@ WORK=$(mktemp -d /tmp/mintproxy-bench.XXXXXX)
 chmod 755 "$WORK" # nginx workers run as www-data and need to reach their temp dirs
 printf '%s\n' "$TOKEN" >"$WORK/token"
 chmod 600 "$WORK/token"
+if [ "$HTTPS" = 1 ]; then
+    # the CA, the backend's certificate for localhost signed by it, and a rogue one
+    bash "$HERE/tls_certs.sh" "$WORK/tls" || die "could not make the certificates (bench/tls_certs.sh)"
+fi
 
 alive() { # pid: running (not gone, not a zombie waiting to be reaped)
     [ -r "/proc/$1/stat" ] && [ "$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)" != Z ]
@@ -179,7 +194,10 @@ else
     REV_SHA=$(cd "$ROOT" && git rev-parse --verify "$REV^{commit}")
     SRC=$WORK/src # removed with the work dir, also when the build fails
     mkdir -p "$SRC"
-    (cd "$ROOT" && git archive "$REV_SHA" | tar -x -C "$SRC")
+    # tar -m: the files get the time of extraction, not the commit's. Cargo judges a crate fresh
+    # when its sources are older than its last build in this target dir, so with the commit's
+    # times a commit made before the last build would silently reuse that build's binary.
+    (cd "$ROOT" && git archive "$REV_SHA" | tar -x -m -C "$SRC")
     log "cargo build --release (commit ${REV_SHA:0:12}, exported with git archive)"
     (cd "$SRC" && CARGO_TARGET_DIR=$ROOT/target/bench-rev cargo build --release --quiet)
     BIN=$ROOT/target/bench-rev/release/mintproxy
@@ -196,7 +214,9 @@ if grep -q -- '--threads' <<<"$MP_HELP"; then MP_THREADS=(--threads 1); fi
 MP_MAXCONN=()
 if [ "$IDLE_CONNS" -gt 1000 ]; then MP_MAXCONN=(--max-connections "$((IDLE_CONNS + 64))"); fi
 
-for port in "$BACKEND_PORT" "$PROXY_PORT" "$SINK_PORT" "$BACKEND_H2_PORT" "$PROXY_H2_PORT"; do
+TLS_PORTS=()
+[ "$HTTPS" = 0 ] || TLS_PORTS=("$BACKEND_TLS_PORT" "$BACKEND_ROGUE_PORT")
+for port in "$BACKEND_PORT" "$PROXY_PORT" "$SINK_PORT" "$BACKEND_H2_PORT" "$PROXY_H2_PORT" ${TLS_PORTS[@]+"${TLS_PORTS[@]}"}; do
     if ss -Hltn "sport = :$port" | grep -q .; then die "port $port is taken; set BASE_PORT"; fi
 done
 
@@ -232,6 +252,35 @@ nginx_temp_paths() { # dir
 EOC
 }
 
+backend_tls_servers() { # with HTTPS=1: the backend's TLS listeners (nothing otherwise)
+    [ "$HTTPS" = 1 ] || return 0
+    cat <<EOC
+    # HTTPS upstream: HTTP/1.1 over TLS (no http2 here, so ALPN can only pick http/1.1), the
+    # certificate for localhost signed by the run's CA
+    server {
+        listen 127.0.0.1:$BACKEND_TLS_PORT ssl;
+        ssl_certificate $WORK/tls/server.pem;
+        ssl_certificate_key $WORK/tls/server.key;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        default_type text/plain;
+        # what a proxy negotiated, asked once per proxy through the proxy (bench/run.sh tls_info)
+        location = /bench-tls-info { return 200 "\$ssl_protocol \$ssl_cipher\n"; }
+        location / {
+            if (\$http_authorization != "$AUTH") { return 401 "no bearer\n"; }
+            return 200 "ok\n";
+        }
+    }
+    # a certificate for localhost signed by a CA no proxy trusts: every proxy must refuse it
+    server {
+        listen 127.0.0.1:$BACKEND_ROGUE_PORT ssl;
+        ssl_certificate $WORK/tls/rogue.pem;
+        ssl_certificate_key $WORK/tls/rogue.key;
+        default_type text/plain;
+        location / { return 200 "ok\n"; }
+    }
+EOC
+}
+
 mkdir -p "$WORK/backend/tmp" "$WORK/nginx-proxy/tmp"
 {
     nginx_common "$WORK/backend"
@@ -256,6 +305,7 @@ $(nginx_temp_paths "$WORK/backend")
             return 200 "ok\n";
         }
     }
+$(backend_tls_servers)
 }
 EOC
 } >"$WORK/backend/nginx.conf"
@@ -297,8 +347,58 @@ $(nginx_temp_paths "$WORK/nginx-proxy")
 EOC
 } >"$WORK/nginx-proxy/nginx.conf"
 
+nginx_proxy_tls_conf() { # dir upstream-port: nginx proxying to the backend over verified TLS
+    nginx_common "$1"
+    cat <<EOC
+http {
+    access_log off;
+$(nginx_temp_paths "$1")
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+    upstream backend_tls {
+        server 127.0.0.1:$2;
+        keepalive $((CONNS * H2_STREAMS + 64));
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$PROXY_PORT;
+        location / {
+            proxy_pass https://backend_tls;
+            # verify the backend's certificate against the run's CA, for the name localhost
+            proxy_ssl_verify on;
+            proxy_ssl_trusted_certificate $WORK/tls/ca.pem;
+            proxy_ssl_name localhost;
+            proxy_ssl_server_name on;
+            # nginx 1.22 offers only TLS 1.0 to 1.2 by default; the other proxies speak 1.3
+            proxy_ssl_protocols TLSv1.2 TLSv1.3;
+            proxy_ssl_session_reuse on;
+            # keep the upstream connections alive, as for the plain upstream
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            # the same upstream request mintproxy builds for https://localhost:$2
+            proxy_set_header Host localhost:$2;
+            proxy_set_header Authorization "$AUTH";
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$http_host;
+        }
+    }
+}
+EOC
+}
+if [ "$HTTPS" = 1 ]; then
+    mkdir -p "$WORK/nginx-proxy-tls/tmp" "$WORK/nginx-proxy-rogue/tmp"
+    nginx_proxy_tls_conf "$WORK/nginx-proxy-tls" "$BACKEND_TLS_PORT" >"$WORK/nginx-proxy-tls/nginx.conf"
+    nginx_proxy_tls_conf "$WORK/nginx-proxy-rogue" "$BACKEND_ROGUE_PORT" >"$WORK/nginx-proxy-rogue/nginx.conf"
+fi
+
 "$NGINX" -t -q -p "$WORK/backend/" -e "$WORK/backend/error.log" -c "$WORK/backend/nginx.conf"
 "$NGINX" -t -q -p "$WORK/nginx-proxy/" -e "$WORK/nginx-proxy/error.log" -c "$WORK/nginx-proxy/nginx.conf"
+if [ "$HTTPS" = 1 ]; then
+    for d in nginx-proxy-tls nginx-proxy-rogue; do
+        "$NGINX" -t -q -p "$WORK/$d/" -e "$WORK/$d/error.log" -c "$WORK/$d/nginx.conf"
+    done
+fi
 
 # ---------------------------------------------------------------- HAProxy config
 mkdir -p "$WORK/haproxy"
@@ -335,6 +435,46 @@ backend backend
     server backend 127.0.0.1:$BACKEND_PORT
 EOC
 "$HAPROXY" -c -q -f "$WORK/haproxy/haproxy.cfg"
+haproxy_tls_cfg() { # upstream-port: HAProxy proxying to the backend over verified TLS
+    cat <<EOC
+global
+    nbthread 1
+    maxconn $PROXY_MAXCONN
+
+defaults
+    mode http
+    maxconn $PROXY_MAXCONN
+    option http-keep-alive
+    http-reuse always
+    timeout connect 5s
+    timeout client 75s
+    timeout server 30s
+    timeout http-request 10s
+    timeout http-keep-alive 75s
+
+frontend bench
+    bind 127.0.0.1:$PROXY_PORT
+    # the same upstream request mintproxy builds for https://localhost:$1
+    option forwardfor
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    http-request set-header Host localhost:$1
+    http-request set-header Authorization "$AUTH"
+    default_backend backend
+
+backend backend
+    # TLS to the backend, its certificate verified against the run's CA and, with sni set and
+    # no verifyhost, for the name sent as SNI (localhost); http-reuse always keeps the
+    # connections alive and shared
+    server backend 127.0.0.1:$1 ssl verify required ca-file $WORK/tls/ca.pem sni str(localhost)
+EOC
+}
+if [ "$HTTPS" = 1 ]; then
+    haproxy_tls_cfg "$BACKEND_TLS_PORT" >"$WORK/haproxy/haproxy-tls.cfg"
+    haproxy_tls_cfg "$BACKEND_ROGUE_PORT" >"$WORK/haproxy/haproxy-rogue.cfg"
+    "$HAPROXY" -c -q -f "$WORK/haproxy/haproxy-tls.cfg"
+    "$HAPROXY" -c -q -f "$WORK/haproxy/haproxy-rogue.cfg"
+fi
 
 # ---------------------------------------------------------------- Caddy config
 mkdir -p "$WORK/caddy/home" "$WORK/caddy/config" "$WORK/caddy/data"
@@ -426,19 +566,21 @@ start_backend() {
     PIDS+=("$BACKEND_PID")
     wait_http "http://127.0.0.1:$BACKEND_PORT/" -H "Authorization: $AUTH"
 }
-start_nginx_proxy() {
-    "${PRIO[@]}" taskset -c 0 "$NGINX" -p "$WORK/nginx-proxy/" -e "$WORK/nginx-proxy/error.log" -c "$WORK/nginx-proxy/nginx.conf" &
+start_nginx_proxy() { # [config dir (default: the plain upstream's) [no-wait]]
+    local dir=${1:-$WORK/nginx-proxy}
+    "${PRIO[@]}" taskset -c 0 "$NGINX" -p "$dir/" -e "$dir/error.log" -c "$dir/nginx.conf" &
     PROXY_PID=$!
     PIDS+=("$PROXY_PID")
-    wait_http "http://127.0.0.1:$PROXY_PORT/"
+    [ -n "${2:-}" ] || wait_http "http://127.0.0.1:$PROXY_PORT/"
 }
-start_haproxy() {
+start_haproxy() { # [config file (default: the plain upstream's) [no-wait]]
+    local cfg=${1:-$WORK/haproxy/haproxy.cfg}
     # -db: stay in the foreground, one process (no master-worker)
-    "${PRIO[@]}" taskset -c 0 "$HAPROXY" -db -f "$WORK/haproxy/haproxy.cfg" \
+    "${PRIO[@]}" taskset -c 0 "$HAPROXY" -db -f "$cfg" \
         >"$WORK/haproxy/out.log" 2>"$WORK/haproxy/err.log" &
     PROXY_PID=$!
     PIDS+=("$PROXY_PID")
-    wait_http "http://127.0.0.1:$PROXY_PORT/"
+    [ -n "${2:-}" ] || wait_http "http://127.0.0.1:$PROXY_PORT/"
 }
 start_caddy() {
     env "${CADDY_ENV[@]}" "${PRIO[@]}" taskset -c 0 "$CADDY" run --config "$WORK/caddy/Caddyfile" --adapter caddyfile \
@@ -447,17 +589,19 @@ start_caddy() {
     PIDS+=("$PROXY_PID")
     wait_http "http://127.0.0.1:$PROXY_PORT/"
 }
-start_mintproxy() { # log-mode (warn|info) upstream-port stderr-file [more serve args...]
+start_mintproxy() { # log-mode (warn|info) upstream-port-or-URL stderr-file [more serve args...]
     local mode=$1 upstream=$2 errfile=$3 logenv
     shift 3
+    # a bare port is the plain backend on 127.0.0.1
+    case "$upstream" in *://*) ;; *) upstream="http://127.0.0.1:$upstream" ;; esac
     # warn: RUST_LOG=warn. info: RUST_LOG unset, the default `info`, one access line per request
     if [ "$mode" = warn ]; then logenv=(RUST_LOG=warn); else logenv=(-u RUST_LOG); fi
     env "${logenv[@]}" "${PRIO[@]}" taskset -c 0 "$BIN" serve --listen "127.0.0.1:$PROXY_PORT" \
-        --upstream "http://127.0.0.1:$upstream" --token-file "$WORK/token" ${MP_THREADS[@]+"${MP_THREADS[@]}"} "$@" \
+        --upstream "$upstream" --token-file "$WORK/token" ${MP_THREADS[@]+"${MP_THREADS[@]}"} "$@" \
         >"$WORK/mintproxy.out" 2>"$errfile" &
     PROXY_PID=$!
     PIDS+=("$PROXY_PID")
-    wait_http "http://127.0.0.1:$PROXY_PORT/"
+    [ -n "${MP_NO_WAIT:-}" ] || wait_http "http://127.0.0.1:$PROXY_PORT/"
 }
 
 to_ms() { # wrk duration (850.00us, 1.23ms, 1.02s, 2.00m) -> milliseconds
@@ -478,9 +622,14 @@ h2_percentiles() { # h2load --log-file -> "p50 p99" in ms (nearest rank over eve
 RUNS="$WORK/runs.tsv" # one line per HTTP/1.1 measurement, for the tables
 RUNS_H2="$WORK/runs-h2.tsv" # the same for HTTP/2
 RUNS_RATE="$WORK/runs-rate.tsv" # the same for HTTP/1.1 at a fixed rate
+RUNS_TLS="$WORK/runs-tls.tsv" # HTTPS upstream: HTTP/1.1 at saturation
+RUNS_TLS_RATE="$WORK/runs-tls-rate.tsv" # HTTPS upstream: HTTP/1.1 at a fixed rate
 : >"$RUNS"
 : >"$RUNS_H2"
 : >"$RUNS_RATE"
+: >"$RUNS_TLS"
+: >"$RUNS_TLS_RATE"
+UPSTREAM_TLS=0 # 1 while the HTTPS upstream section runs: bench_one records into the RUNS_TLS* files
 RAW="$WORK/raw.txt"
 : >"$RAW"
 
@@ -523,6 +672,13 @@ bench_one() { # tool(wrk|h2load|h1rate) name url proxy-pid-or-empty [load genera
         h2load) runs=$RUNS_H2 extra=(--log-file="$h2log") ;;
         h1rate) runs=$RUNS_RATE extra=(--log-file="$h2log") desc="h2load --h1, $RATE_OFFERED req/s" ;;
     esac
+    if [ "$UPSTREAM_TLS" = 1 ]; then
+        case "$tool" in
+            wrk) runs=$RUNS_TLS ;;
+            h1rate) runs=$RUNS_TLS_RATE ;;
+            *) die "bench_one: no $tool with the HTTPS upstream" ;;
+        esac
+    fi
     wait_quiet
     log "$name: warm-up $WARMUP ($desc)"
     load "$tool" "$WARMUP" "$WORK/warmup.txt" "$@" "$url"
@@ -617,6 +773,49 @@ bench_one() { # tool(wrk|h2load|h1rate) name url proxy-pid-or-empty [load genera
 start_backend
 log "backend nginx on 127.0.0.1:$BACKEND_PORT (HTTP/1.1) and :$BACKEND_H2_PORT (h2c) (core 1), pid $BACKEND_PID"
 
+MP_TLS_UPSTREAM="https://localhost:$BACKEND_TLS_PORT"
+join_by() { # separator words...: the words joined by the separator
+    local sep=$1 out="" w
+    shift
+    for w in "$@"; do out+="${out:+$sep}$w"; done
+    printf '%s' "$out"
+}
+TLS_CHECKS=()
+TLS_INFO=()
+tls_info() { # label: once per label, the TLS version and cipher the proxy just started uses to the backend
+    local label=$1 seen info
+    for seen in ${TLS_INFO[@]+"${TLS_INFO[@]}"}; do [ "${seen%%:*}" != "$label" ] || return 0; done
+    info=$(curl -s --max-time 5 "http://127.0.0.1:$PROXY_PORT/bench-tls-info" || true)
+    TLS_INFO+=("$label: ${info:-?}")
+}
+refuses_rogue() { # label: the proxy just started (PROXY_PID) must answer 5xx, not 200, through the rogue upstream
+    local label=$1 code=000 _
+    for _ in $(seq 100); do # wait up to 10 s for it to listen
+        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$PROXY_PORT/" || true)
+        [ "$code" = 000 ] || break
+        sleep 0.1
+    done
+    stop "$PROXY_PID"
+    case "$code" in
+        5??) TLS_CHECKS+=("$label HTTP $code") ;;
+        *) die "$label answered HTTP $code through an upstream whose certificate is signed by an untrusted CA: it does not verify" ;;
+    esac
+}
+if [ "$HTTPS" = 1 ]; then
+    log "backend nginx also on 127.0.0.1:$BACKEND_TLS_PORT (HTTPS, CA-signed certificate for localhost) and :$BACKEND_ROGUE_PORT (HTTPS, untrusted CA)"
+    # the certificate itself: curl checks the chain and the name
+    [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 --cacert "$WORK/tls/ca.pem" -H "Authorization: $AUTH" \
+        "https://localhost:$BACKEND_TLS_PORT/" || true)" = 200 ] || die "the HTTPS backend does not answer 200 to curl --cacert ca.pem"
+    # every proxy must refuse the rogue certificate: proof that each one verifies the upstream
+    start_nginx_proxy "$WORK/nginx-proxy-rogue" no-wait
+    refuses_rogue "nginx"
+    start_haproxy "$WORK/haproxy/haproxy-rogue.cfg" no-wait
+    refuses_rogue "HAProxy"
+    MP_NO_WAIT=1 start_mintproxy warn "https://localhost:$BACKEND_ROGUE_PORT" "$WORK/mintproxy-rogue.log" --upstream-ca "$WORK/tls/ca.pem"
+    refuses_rogue "mintproxy"
+    log "verification check, answers through an upstream with an untrusted certificate: $(join_by ', ' "${TLS_CHECKS[@]}")"
+fi
+
 H1_URL="http://127.0.0.1:$PROXY_PORT/"
 for round in $(seq "$ROUNDS"); do
     # HTTP/1.1 keep-alive, wrk
@@ -663,25 +862,51 @@ for round in $(seq "$ROUNDS"); do
         stop "$PROXY_PID"
     fi
 
-    [ "$H2" = 1 ] || continue
-    # HTTP/2 over h2c with prior knowledge, h2load; every proxy speaks HTTP/1.1 to the backend
-    bench_one h2load "backend direct (r$round)" "http://127.0.0.1:$BACKEND_H2_PORT/" "" -H "Authorization: $AUTH"
+    if [ "$H2" = 1 ]; then
+        # HTTP/2 over h2c with prior knowledge, h2load; every proxy speaks HTTP/1.1 to the backend
+        bench_one h2load "backend direct (r$round)" "http://127.0.0.1:$BACKEND_H2_PORT/" "" -H "Authorization: $AUTH"
 
-    start_nginx_proxy
-    bench_one h2load "nginx proxy (r$round)" "http://127.0.0.1:$PROXY_H2_PORT/" "$PROXY_PID"
-    stop "$PROXY_PID"
+        start_nginx_proxy
+        bench_one h2load "nginx proxy (r$round)" "http://127.0.0.1:$PROXY_H2_PORT/" "$PROXY_PID"
+        stop "$PROXY_PID"
 
-    start_haproxy
-    bench_one h2load "HAProxy proxy (r$round)" "http://127.0.0.1:$PROXY_H2_PORT/" "$PROXY_PID"
-    stop "$PROXY_PID"
+        start_haproxy
+        bench_one h2load "HAProxy proxy (r$round)" "http://127.0.0.1:$PROXY_H2_PORT/" "$PROXY_PID"
+        stop "$PROXY_PID"
 
-    start_caddy
-    bench_one h2load "Caddy proxy (r$round)" "$H1_URL" "$PROXY_PID"
-    stop "$PROXY_PID"
+        start_caddy
+        bench_one h2load "Caddy proxy (r$round)" "$H1_URL" "$PROXY_PID"
+        stop "$PROXY_PID"
 
-    start_mintproxy warn "$BACKEND_PORT" "$WORK/mintproxy-warn.log"
-    bench_one h2load "mintproxy RUST_LOG=warn (r$round)" "$H1_URL" "$PROXY_PID"
-    stop "$PROXY_PID"
+        start_mintproxy warn "$BACKEND_PORT" "$WORK/mintproxy-warn.log"
+        bench_one h2load "mintproxy RUST_LOG=warn (r$round)" "$H1_URL" "$PROXY_PID"
+        stop "$PROXY_PID"
+    fi
+
+    if [ "$HTTPS" = 1 ]; then
+        # HTTPS upstream: HTTP/1.1 from the client, HTTP/1.1 over verified TLS to the backend,
+        # upstream connections kept alive. No Caddy, no backend direct (the client side is the
+        # same plain HTTP/1.1 as above).
+        UPSTREAM_TLS=1
+        for tool in wrk h1rate; do
+            [ "$tool" = wrk ] || [ "$RATE" -gt 0 ] || continue
+            start_nginx_proxy "$WORK/nginx-proxy-tls"
+            tls_info nginx
+            bench_one "$tool" "nginx proxy, HTTPS upstream (r$round)" "$H1_URL" "$PROXY_PID"
+            stop "$PROXY_PID"
+
+            start_haproxy "$WORK/haproxy/haproxy-tls.cfg"
+            tls_info HAProxy
+            bench_one "$tool" "HAProxy proxy, HTTPS upstream (r$round)" "$H1_URL" "$PROXY_PID"
+            stop "$PROXY_PID"
+
+            start_mintproxy warn "$MP_TLS_UPSTREAM" "$WORK/mintproxy-warn.log" --upstream-ca "$WORK/tls/ca.pem"
+            tls_info mintproxy
+            bench_one "$tool" "mintproxy RUST_LOG=warn, HTTPS upstream (r$round)" "$H1_URL" "$PROXY_PID"
+            stop "$PROXY_PID"
+        done
+        UPSTREAM_TLS=0
+    fi
 done
 
 # ---------------------------------------------------------------- memory with idle keep-alive connections
@@ -897,6 +1122,9 @@ reached directly; \"median vs nginx\" divides the medians:"
     echo "  connections alive on both sides and logs no requests (except mintproxy's \"default log\" row);"
     printf '%s\n' "  backend nginx (\`return 200 \"ok\\n\"\` if the bearer is there, else 401) and the load generator on core 1;"
     echo "  every benchmark process at $PRIO_DESC; measurements that began while other work was running: $BUSY_WARNINGS"
+    if [ "$HTTPS" = 1 ]; then
+        echo "- HTTPS upstream: the backend's TLS listener with a CA-signed certificate for localhost, every proxy verifying it; $(openssl version | awk '{print "OpenSSL " $2}') (nginx, HAProxy), rustls with aws-lc-rs (mintproxy)"
+    fi
     echo
     echo "## HTTP/1.1 keep-alive"
     echo
@@ -967,6 +1195,54 @@ reached directly; \"median vs nginx\" divides the medians:"
         echo
         every_table "$RUNS_H2"
         echo
+    fi
+    if [ "$HTTPS" = 1 ]; then
+        echo "## HTTPS upstream"
+        echo
+        echo "The same backend nginx also listens with TLS (HTTP/1.1 only, TLS 1.2 and 1.3) with a certificate"
+        echo "for \`localhost\` (ECDSA P-256, subjectAltName DNS:localhost) signed by a CA made at the start of"
+        echo "the run (\`bench/tls_certs.sh\`). Clients still speak plain HTTP/1.1 to the proxy; each proxy"
+        echo "speaks HTTP/1.1 over TLS to the backend, verifies its certificate against that CA for the"
+        echo "name localhost and keeps its upstream connections alive: nginx \`proxy_pass https://\` to an"
+        echo "upstream block with \`keepalive\`, \`proxy_ssl_verify on\`, \`proxy_ssl_trusted_certificate ca.pem\`,"
+        echo "\`proxy_ssl_name localhost\`, \`proxy_ssl_server_name on\`, \`proxy_ssl_protocols TLSv1.2 TLSv1.3\`,"
+        echo "\`proxy_http_version 1.1\`; HAProxy \`server ... ssl verify required ca-file ca.pem sni str(localhost)\`"
+        echo "with \`http-reuse always\`; mintproxy \`--upstream $MP_TLS_UPSTREAM --upstream-ca ca.pem\`. Each sends"
+        echo "\`Host: localhost:$BACKEND_TLS_PORT\`. No Caddy, no \"backend direct\" row. What each negotiated with the backend"
+        echo "(\`\$ssl_protocol \$ssl_cipher\` of a request through it): $(join_by '; ' ${TLS_INFO[@]+"${TLS_INFO[@]}"})."
+        echo
+        echo "Verification check before the rounds: each proxy, pointed at a backend port whose certificate"
+        echo "for localhost is signed by another CA, answered: $(join_by ', ' "${TLS_CHECKS[@]}") (a 200 would have stopped the run)."
+        echo
+        echo "### HTTPS upstream: HTTP/1.1 keep-alive"
+        echo
+        echo "Load as for the plain upstream: \`taskset -c 1 wrk -t1 -c$CONNS -d$DURATION --latency\` after a $WARMUP warm-up."
+        echo "Best run and median as above:"
+        echo
+        best_table "$RUNS_TLS"
+        echo
+        echo "Every run (backend connections opened: TLS connections the proxy opened to the backend during"
+        echo "the measurement; near zero when it keeps them alive):"
+        echo
+        every_table "$RUNS_TLS"
+        echo
+        if [ "$RATE" -gt 0 ]; then
+            echo "### HTTPS upstream: HTTP/1.1 at a fixed rate ($RATE_OFFERED req/s)"
+            echo
+            echo "Load and figures as for the plain upstream's fixed-rate section (\`h2load --h1 -t1 -c$CONNS --rps=$RATE_PER_CONN\`)."
+            echo "Median of each target over its clean runs that kept up with the rate; \"µs/req vs nginx\" divides"
+            echo "the median CPU µs/req by nginx's (with the HTTPS upstream):"
+            echo
+            rate_summary_table "$RUNS_TLS_RATE"
+            echo
+            SHORT_RUNS=$(awk -F'\t' -v o="$RATE_OFFERED" '$2 * 100 < o * 98 { printf "%s%s (%s req/s)", sep, $1, $2; sep = ", " }' "$RUNS_TLS_RATE")
+            echo "Runs more than 2 % short of the offered rate: ${SHORT_RUNS:-none}."
+            echo
+            echo "Every run:"
+            echo
+            rate_every_table "$RUNS_TLS_RATE"
+            echo
+        fi
     fi
     echo "## Memory: $IDLE_CONNS idle keep-alive connections"
     echo
