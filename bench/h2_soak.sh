@@ -103,7 +103,7 @@ if [ -z "$REV" ]; then
 else
     REV_SHA=$(cd "$ROOT" && git rev-parse --verify "$REV^{commit}")
     mkdir -p "$WORK/src"
-    (cd "$ROOT" && git archive "$REV_SHA" | tar -x -C "$WORK/src")
+    (cd "$ROOT" && git archive "$REV_SHA" | tar -x -m -C "$WORK/src")
     log "nice -n 19 cargo build --release --locked (commit ${REV_SHA:0:12}, exported with git archive)"
     (cd "$WORK/src" && CARGO_TARGET_DIR=$ROOT/target/bench-rev "${NICE[@]}" cargo build --release --locked --quiet)
     rm -rf "$WORK/src"
