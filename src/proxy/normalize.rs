@@ -213,6 +213,19 @@ mod tests {
         }
     }
 
+    /// Found by the fuzz target: literal non-ASCII and other bytes that may not stand in a
+    /// path are encoded, as the reference does it too.
+    #[test]
+    fn literal_bytes_outside_a_path_keep_the_invariants() {
+        for path in [
+            "/%2A\u{FFFD}\u{FFFD}/~us\u{FFFD}",
+            "/caf\u{e9} au lait",
+            "/a\"b<c>{d}|^`",
+        ] {
+            super::invariants::check(path);
+        }
+    }
+
     #[test]
     fn normal_forms_are_their_own_normal_form() {
         for &(path, _) in NORMAL {

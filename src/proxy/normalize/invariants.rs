@@ -64,21 +64,31 @@ fn assert_well_formed(normal: &str) {
 }
 
 /// RFC 3986 as written: decode unreserved escapes and upper-case the rest (§6.2.2),
-/// merge slashes, then §5.2.4's loop. Only for paths `normalize` accepts.
+/// encode literal bytes that may not stand in a path (§3.3), merge slashes, then §5.2.4's
+/// loop. Only for paths `normalize` accepts.
 fn reference(path: &str) -> String {
+    let bytes = path.as_bytes();
     let mut decoded = String::new();
-    let mut rest = path;
-    while let Some(at) = rest.find('%') {
-        decoded.push_str(&rest[..at]);
-        let byte = u8::from_str_radix(&rest[at + 1..at + 3], 16).unwrap();
-        if is_unreserved(byte) {
-            decoded.push(char::from(byte));
+    let mut at = 0;
+    while at < bytes.len() {
+        let byte = bytes[at];
+        if byte == b'%' {
+            let escaped = u8::from_str_radix(&path[at + 1..at + 3], 16).unwrap();
+            if is_unreserved(escaped) {
+                decoded.push(char::from(escaped));
+            } else {
+                decoded.push_str(&path[at..at + 3].to_ascii_uppercase());
+            }
+            at += 3;
         } else {
-            decoded.push_str(&rest[at..at + 3].to_ascii_uppercase());
+            if byte == b'/' || is_pchar(byte) {
+                decoded.push(char::from(byte));
+            } else {
+                decoded.push_str(&format!("%{byte:02X}"));
+            }
+            at += 1;
         }
-        rest = &rest[at + 3..];
     }
-    decoded.push_str(rest);
     while decoded.contains("//") {
         decoded = decoded.replace("//", "/");
     }
