@@ -4,6 +4,7 @@
 #   fuzz/run.sh                 # 60 s per target
 #   fuzz/run.sh 300             # 300 s per target
 #   FUZZ_SECONDS=10 fuzz/run.sh headers config
+#   FUZZ_SEED=1 fuzz/run.sh     # libFuzzer's seed: the same inputs in the same order (CI)
 #
 # CI runs it with FUZZ_SECONDS=15 (.ci/run). Needs cargo-fuzz (installed here if missing) and nightly features, which
 # the stable toolchain allows with RUSTC_BOOTSTRAP=1.
@@ -64,7 +65,7 @@ for target in "${targets[@]}"; do
     status=0
     # -timeout: one input taking over 25 s is a finding (a hang); -rss_limit_mb the default.
     cargo fuzz run -a "$target" -- -max_total_time="$seconds" -timeout=25 -print_final_stats=1 \
-        >"$log" 2>&1 || status=$?
+        ${FUZZ_SEED:+-seed="$FUZZ_SEED"} >"$log" 2>&1 || status=$?
     runs="$(grep -Eo '^stat::number_of_executed_units: *[0-9]+' "$log" | grep -Eo '[0-9]+$' | tail -n1 || true)"
     corpus="$(find "corpus/$target" -type f | wc -l | tr -d ' ')"
     if [[ $status -ne 0 ]]; then
