@@ -49,6 +49,10 @@ const HOP_BY_HOP: [&str; 7] = [
     "upgrade",
 ];
 
+#[path = "shared/header_block.rs"]
+mod shared;
+use shared::header_block;
+
 fuzz_target!(|data: &[u8]| {
     let original = header_block(data);
     let dashed = |name: &HeaderName| name.as_str().replace('_', "-");
@@ -108,21 +112,4 @@ fn assert_same(before: &HeaderMap, after: &HeaderMap, name: &HeaderName) {
     let before: Vec<&HeaderValue> = before.get_all(name).iter().collect();
     let after: Vec<&HeaderValue> = after.get_all(name).iter().collect();
     assert_eq!(before, after, "{name} changed");
-}
-
-/// One `name: value` per line; invalid names or values are skipped.
-fn header_block(data: &[u8]) -> HeaderMap {
-    let mut map = HeaderMap::new();
-    for line in data.split(|&b| b == b'\n') {
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            continue;
-        };
-        let name = line[..colon].trim_ascii();
-        let value = line[colon + 1..].trim_ascii();
-        let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) else {
-            continue;
-        };
-        map.append(name, value);
-    }
-    map
 }

@@ -28,6 +28,10 @@ const HOP_BY_HOP: [&str; 7] = [
     "upgrade",
 ];
 
+#[path = "shared/header_block.rs"]
+mod shared;
+use shared::header_block;
+
 fuzz_target!(|data: &[u8]| {
     let original = header_block(data);
     let mut map = original.clone();
@@ -70,23 +74,6 @@ fuzz_target!(|data: &[u8]| {
         assert!(original.contains_key(name), "header {name} appeared from nowhere");
     }
 });
-
-/// One `name: value` per line; invalid names or values are skipped.
-fn header_block(data: &[u8]) -> HeaderMap {
-    let mut map = HeaderMap::new();
-    for line in data.split(|&b| b == b'\n') {
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            continue;
-        };
-        let name = line[..colon].trim_ascii();
-        let value = line[colon + 1..].trim_ascii();
-        let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) else {
-            continue;
-        };
-        map.append(name, value);
-    }
-    map
-}
 
 /// The comma-separated elements of every value of `name`, trimmed, as bytes.
 fn elements<'a>(map: &'a HeaderMap, name: &str) -> impl Iterator<Item = &'a [u8]> {
