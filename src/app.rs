@@ -127,6 +127,7 @@ pub fn build(
             (name.as_str(), cache)
         })
         .collect();
+    let client = UpstreamClient::new(outbound_tls);
     let routes = config
         .routes
         .iter()
@@ -143,7 +144,7 @@ pub fn build(
             headers: route.headers.clone(),
             policy: route.policy.clone(),
             replay_limit: proxy::DEFAULT_REPLAY_LIMIT,
-            http2: route.http2,
+            origin: client.origin(&route.upstream, route.http2),
         })
         .collect();
     let limits = ForwardLimits {
@@ -153,7 +154,6 @@ pub fn build(
     };
     let proxy = Proxy::new(
         Router::new(routes),
-        UpstreamClient::new(outbound_tls),
         HostGuard::new(bound, &config.allow_hosts),
         limits,
     )

@@ -1,6 +1,7 @@
-//! The HTTP/1.1 exchange with plain-HTTP upstreams (hyper's client, src/proxy/forward.rs),
-//! against a raw TCP upstream that answers with exactly the bytes each test scripts:
-//! framings hyper's servers would never send, connection reuse, and upstreams that close.
+//! The exchange with plain-HTTP upstreams (hyper's `client::conn` over the proxy's pool,
+//! src/proxy/pool.rs), mostly against a raw TCP upstream that answers with exactly the
+//! bytes each test scripts: framings hyper's servers would never send, connection reuse,
+//! and upstreams that close; and the one HTTP/2 connection that requests share.
 
 mod support;
 
@@ -324,6 +325,43 @@ async fn transfer_encoding_beside_content_length_is_read_by_chunks() {
         assert_eq!(answer.body, "hello", "not cut to the Content-Length");
         assert!(!answer.headers.contains_key("content-length"));
     }
+    // Where such a response ended is in doubt (RFC 9112 §6.3): its connection is not
+    // trusted with another request.
+    assert_eq!(*upstream.connections.lock().unwrap(), 2);
+}
+
+#[tokio::test]
+async fn http2_requests_share_one_upstream_connection() {
+    use hyper::server::conn::http2;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    // An h2c upstream that counts its connections and answers after a pause, so that the
+    // requests overlap.
+    let listener = support::local_listener().await;
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let connections = Arc::new(Mutex::new(0));
+    let accepted = connections.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            *accepted.lock().unwrap() += 1;
+            let service = hyper::service::service_fn(|_request| async {
+                tokio::task::yield_now().await;
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"ok"))))
+            });
+            tokio::spawn(
+                http2::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    let issued = support::issuer().await;
+    let proxy = support::proxy(&issued, &url, &["--upstream-http2"]).await;
+    let answers = futures_util::future::join_all((0..20).map(|_| support::get(proxy.addr, "/"))).await;
+    for answer in answers {
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.body, "ok");
+    }
+    assert_eq!(*connections.lock().unwrap(), 1, "one connection, opened once");
 }
 
 #[tokio::test]

@@ -19,7 +19,7 @@ pub enum ProxyError {
     NoToken(#[from] NoToken),
     /// The upstream could not be reached, or broke off.
     #[error("upstream unreachable: {}", Chain(.0))]
-    UpstreamUnreachable(#[source] hyper_util::client::legacy::Error),
+    UpstreamUnreachable(#[source] super::pool::SendError),
     /// No route serves the path.
     #[error("no route for path {0}")]
     NoRoute(String),

@@ -1,28 +1,30 @@
-//! The outbound HTTP client: hyper-util's pooled client over rustls for every upstream,
-//! plain or TLS, HTTP/1.1 or HTTP/2, so that every request is framed, limited and retried
-//! by one implementation.
+//! Sending a prepared request upstream: every upstream, plain or TLS, HTTP/1.1 or HTTP/2,
+//! goes through one pool of hyper `client::conn` connections ([`super::pool`]), so every
+//! request is framed, limited and retried by one implementation.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Request, Response, Uri, Version};
-use http_body_util::combinators::{MapErr, MapFrame};
-use http_body_util::BodyExt;
-use http_body_util::{Either, Full, LengthLimitError, Limited};
-use hyper::body::{Frame, Incoming};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http::{Method, Request, Response, Uri};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use crate::chain::{caused_by, Chain};
+use http_body_util::{Either, Full, LengthLimitError, Limited};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper_rustls::HttpsConnectorBuilder;
+use hyper_util::client::legacy::connect::HttpConnector;
+
+use super::pool::{Connector, Origin, PooledBody, SendError};
+use super::Upstream;
+use crate::chain::caused_by;
 
 /// How long connecting to an upstream may take before the request fails with 502.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The largest response header section an upstream may send (502 above): checked on the
-/// parsed fields, and on HTTP/2 also as the header list size hyper accepts.
+/// The largest response header section an upstream may send (502 above): hyper's limit on
+/// an HTTP/1.1 head and on an HTTP/2 header list, and checked on the parsed fields.
 pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
 /// A request body on its way upstream: buffered (replayable) or streamed as it arrives
@@ -40,53 +42,80 @@ pub enum ForwardError {
     TimedOut(Duration),
     /// The streamed request body passed the size limit.
     #[error("the request body is larger than allowed")]
-    BodyTooLarge(#[source] hyper_util::client::legacy::Error),
+    BodyTooLarge(#[source] hyper::Error),
     /// The client's request body broke off while it streamed upstream: the client's
     /// doing, not the upstream's.
-    #[error("the client's request body broke off: {}", Chain(.0))]
-    ClientAborted(#[source] hyper_util::client::legacy::Error),
+    #[error("the client's request body broke off")]
+    ClientAborted(#[source] hyper::Error),
+    /// The upstream's response head is larger than [`MAX_RESPONSE_HEAD`].
+    #[error("the response head is larger than allowed")]
+    HeadTooLarge(#[source] hyper::Error),
     /// The upstream could not be reached, refused the connection or the TLS handshake, or
     /// broke off before its response head.
-    #[error("{}", Chain(.0))]
-    Upstream(#[source] hyper_util::client::legacy::Error),
+    #[error(transparent)]
+    Upstream(SendError),
 }
 
-impl From<hyper_util::client::legacy::Error> for ForwardError {
+impl From<SendError> for ForwardError {
     /// Sorts hyper's error by what its causes say: a body error is ours or the client's.
-    fn from(error: hyper_util::client::legacy::Error) -> Self {
-        if caused_by::<LengthLimitError>(&error) {
-            Self::BodyTooLarge(error)
-        } else if caused_by::<ClientAborted>(&error) {
-            Self::ClientAborted(error)
-        } else {
-            Self::Upstream(error)
+    fn from(error: SendError) -> Self {
+        match error {
+            SendError::Http(error) if caused_by::<LengthLimitError>(&error) => Self::BodyTooLarge(error),
+            SendError::Http(error) if caused_by::<ClientAborted>(&error) => Self::ClientAborted(error),
+            SendError::Http(error) if error.is_parse_too_large() => Self::HeadTooLarge(error),
+            error => Self::Upstream(error),
         }
     }
 }
 
 /// The client's body streamed upstream: within the size limit, its failures marked as the
 /// client's ([`ClientAborted`]), its trailers cleaned ([`super::headers::clean_trailers`]).
-pub type Upload =
-    MapFrame<MapErr<Limited<Incoming>, fn(BoxError) -> BoxError>, fn(Frame<Bytes>) -> Frame<Bytes>>;
+#[derive(Debug)]
+pub struct Upload {
+    body: Limited<Incoming>,
+}
+
+/// `body` streamed upstream, cut off after `limit` bytes.
+pub fn upload(body: Incoming, limit: usize) -> Upload {
+    Upload {
+        body: Limited::new(body, limit),
+    }
+}
+
+impl Body for Upload {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.body).poll_frame(cx).map(|polled| {
+            polled.map(|frame| {
+                frame.map(clean).map_err(|error| {
+                    if error.is::<LengthLimitError>() {
+                        error
+                    } else {
+                        Box::new(ClientAborted(error))
+                    }
+                })
+            })
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
 
 /// Marks a failure of the client's streamed body inside hyper's error.
 #[derive(Debug, thiserror::Error)]
 #[error("reading the client's body failed")]
 struct ClientAborted(#[source] BoxError);
-
-/// `body` streamed upstream, cut off after `limit` bytes.
-pub fn upload(body: Incoming, limit: usize) -> Upload {
-    fn mark(error: BoxError) -> BoxError {
-        if error.is::<LengthLimitError>() {
-            error
-        } else {
-            Box::new(ClientAborted(error))
-        }
-    }
-    Limited::new(body, limit)
-        .map_err(mark as fn(BoxError) -> BoxError)
-        .map_frame(clean as fn(Frame<Bytes>) -> Frame<Bytes>)
-}
 
 /// A frame with its trailers, if any, cleaned ([`super::headers::clean_trailers`]).
 pub(super) fn clean(frame: Frame<Bytes>) -> Frame<Bytes> {
@@ -100,7 +129,7 @@ pub(super) fn clean(frame: Frame<Bytes>) -> Frame<Bytes> {
 }
 
 /// A response body from the upstream.
-pub type UpstreamBody = Incoming;
+pub type UpstreamBody = PooledBody;
 
 /// An upstream request, prepared once, without its credential: every send (the first, a
 /// replay after 401 with a fresh token, a resend after an HTTP/2 refusal) copies it and
@@ -112,26 +141,21 @@ pub struct Outbound {
     /// Absolute: the upstream's origin and the target.
     pub uri: Uri,
     /// The client's end-to-end fields and the proxy's own (`X-Forwarded-*`, the route's);
-    /// not `Host`, which hyper's client writes from `uri` on HTTP/1.1 only.
+    /// not `Host`, which the pool writes on HTTP/1.1 only ([`Origin::send`]).
     pub headers: HeaderMap,
-    /// HTTP/2 with prior knowledge.
-    pub http2: bool,
 }
 
-/// One pooled client.
-type Pool = Client<HttpsConnector<HttpConnector>, OutboundBody>;
-
-/// The pooled upstream clients: HTTP/1.1 over plain TCP, HTTP/2 or HTTP/1.1 negotiated by
-/// ALPN over TLS; and HTTP/2 with prior knowledge (h2c, for plaintext gRPC servers) for
-/// routes that ask for it.
+/// Makes the origins the routes send to, all dialling with one TLS configuration.
 #[derive(Debug, Clone)]
 pub struct UpstreamClient {
-    negotiated: Pool,
-    prior_knowledge: Pool,
+    /// HTTP/1.1 over plain TCP; over TLS, HTTP/2 or HTTP/1.1 as ALPN decides.
+    negotiated: Connector,
+    /// HTTP/2 with prior knowledge (h2c, for plaintext gRPC servers), for routes that ask.
+    prior_knowledge: Connector,
 }
 
 impl UpstreamClient {
-    /// Builds both pools; `tls` must have no ALPN set (the connector sets it).
+    /// Both connectors; `tls` must have no ALPN set (the connector sets it).
     pub fn new(tls: rustls::ClientConfig) -> Self {
         let negotiated = HttpsConnectorBuilder::new()
             .with_tls_config(tls.clone())
@@ -144,70 +168,76 @@ impl UpstreamClient {
             .https_or_http()
             .enable_http2()
             .wrap_connector(http_connector());
-        let mut builder = Client::builder(TokioExecutor::new());
-        // (Not `http1_max_buf_size`: set, it makes hyper hold back a streamed response's
-        // first pieces. The limit is checked on the parsed head instead.)
-        builder.http2_max_header_list_size(MAX_RESPONSE_HEAD as u32);
-        let negotiated = builder.build(negotiated);
-        builder.http2_only(true);
         Self {
             negotiated,
-            prior_knowledge: builder.build(prior_knowledge),
+            prior_knowledge,
         }
     }
 
-    /// Sends `outbound` with `authorization`; [`ForwardError::TimedOut`] when no response head arrives
-    /// within `timeout`. A request with a buffered body is sent once more when the first
-    /// try was safe to repeat ([`resendable`]).
-    pub async fn request(
-        &self,
-        outbound: &Outbound,
-        authorization: &HeaderValue,
-        body: OutboundBody,
-        timeout: Duration,
-    ) -> Result<Response<UpstreamBody>, ForwardError> {
-        // A buffered body can go again should the upstream refuse it unread.
-        let again = match &body {
-            Either::Left(buffered) => Some(buffered.clone()),
-            Either::Right(_) => None,
-        };
-        match (
-            self.through_hyper(outbound, authorization, body, timeout).await,
-            again,
-        ) {
-            (Err(ForwardError::Upstream(error)), Some(body)) if resendable(&outbound.method, &error) => {
-                tracing::debug!(%error, "the upstream closed the connection before answering; sending the request again");
-                self.through_hyper(outbound, authorization, Either::Left(body), timeout)
-                    .await
-            }
-            (result, _) => result,
-        }
-    }
-
-    /// Sends a copy of `outbound` through hyper's pooled client.
-    async fn through_hyper(
-        &self,
-        outbound: &Outbound,
-        authorization: &HeaderValue,
-        body: OutboundBody,
-        timeout: Duration,
-    ) -> Result<Response<UpstreamBody>, ForwardError> {
-        let mut request = Request::new(body);
-        *request.method_mut() = outbound.method.clone();
-        *request.uri_mut() = outbound.uri.clone();
-        let headers = request.headers_mut();
-        *headers = outbound.headers.clone();
-        headers.insert(header::AUTHORIZATION, authorization.clone());
-        let (version, client) = if outbound.http2 {
-            (Version::HTTP_2, &self.prior_knowledge)
+    /// The connections of one route to `upstream`, HTTP/2 with prior knowledge when
+    /// `http2`.
+    pub fn origin(&self, upstream: &Upstream, http2: bool) -> Arc<Origin> {
+        let connector = if http2 {
+            &self.prior_knowledge
         } else {
-            (Version::HTTP_11, &self.negotiated)
+            &self.negotiated
         };
-        *request.version_mut() = version;
-        match tokio::time::timeout(timeout, client.request(request)).await {
-            Ok(response) => Ok(response?),
-            Err(_) => Err(ForwardError::TimedOut(timeout)),
+        Arc::new(Origin::new(
+            upstream.scheme(),
+            upstream.authority(),
+            connector.clone(),
+            http2,
+        ))
+    }
+}
+
+/// Sends `outbound` to `origin` with `authorization`; [`ForwardError::TimedOut`] when no
+/// response head arrives within `timeout`. A request with a buffered body is sent once more
+/// when the first try was safe to repeat ([`resendable`]).
+pub async fn send(
+    origin: &Arc<Origin>,
+    outbound: &Outbound,
+    authorization: &HeaderValue,
+    body: OutboundBody,
+    timeout: Duration,
+) -> Result<Response<UpstreamBody>, ForwardError> {
+    // A buffered body can go again should the upstream refuse it unread.
+    let again = match &body {
+        Either::Left(buffered) => Some(buffered.clone()),
+        Either::Right(_) => None,
+    };
+    match (
+        send_once(origin, outbound, authorization, body, timeout).await,
+        again,
+    ) {
+        (Err(ForwardError::Upstream(SendError::Http(error))), Some(body))
+            if resendable(&outbound.method, &error) =>
+        {
+            tracing::debug!(%error, "the upstream closed the connection before answering; sending the request again");
+            origin.forget_http2();
+            send_once(origin, outbound, authorization, Either::Left(body), timeout).await
         }
+        (result, _) => result,
+    }
+}
+
+/// Sends a copy of `outbound` with `authorization`.
+async fn send_once(
+    origin: &Arc<Origin>,
+    outbound: &Outbound,
+    authorization: &HeaderValue,
+    body: OutboundBody,
+    timeout: Duration,
+) -> Result<Response<UpstreamBody>, ForwardError> {
+    let mut request = Request::new(body);
+    *request.method_mut() = outbound.method.clone();
+    *request.uri_mut() = outbound.uri.clone();
+    let headers = request.headers_mut();
+    *headers = outbound.headers.clone();
+    headers.insert(header::AUTHORIZATION, authorization.clone());
+    match tokio::time::timeout(timeout, origin.send(request)).await {
+        Ok(response) => Ok(response?),
+        Err(_) => Err(ForwardError::TimedOut(timeout)),
     }
 }
 

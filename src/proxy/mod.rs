@@ -7,6 +7,7 @@ pub(crate) mod guard;
 pub mod headers;
 pub mod normalize;
 pub(crate) mod policy;
+pub(crate) mod pool;
 pub(crate) mod relay;
 pub(crate) mod report;
 pub(crate) mod routes;
@@ -29,6 +30,7 @@ pub use error::ProxyError;
 pub(crate) use forward::{ForwardError, Outbound, OutboundBody, UpstreamBody, UpstreamClient};
 pub(crate) use guard::HostGuard;
 pub use policy::Policy;
+pub(crate) use pool::Origin;
 pub use relay::Relay;
 use report::Report;
 pub use report::{Failure, RequestObserver, RequestRecord};
@@ -89,8 +91,8 @@ pub struct Route {
     pub policy: Policy,
     /// Largest request body kept for a replay after 401.
     pub replay_limit: usize,
-    /// Speak HTTP/2 with prior knowledge (h2c) to the upstream.
-    pub http2: bool,
+    /// The upstream's connections ([`UpstreamClient::origin`]).
+    pub origin: Arc<Origin>,
 }
 
 /// Limits on forwarding.
@@ -109,23 +111,16 @@ pub struct ForwardLimits {
 #[derive(Debug, Clone)]
 pub struct Proxy {
     router: Arc<Router>,
-    client: UpstreamClient,
     guard: Arc<HostGuard>,
     limits: ForwardLimits,
     observer: Option<Arc<dyn RequestObserver>>,
 }
 
 impl Proxy {
-    /// A proxy sending requests that pass `guard` through `router` with `client`.
-    pub(crate) fn new(
-        router: Router,
-        client: UpstreamClient,
-        guard: HostGuard,
-        limits: ForwardLimits,
-    ) -> Self {
+    /// A proxy sending requests that pass `guard` through `router`.
+    pub(crate) fn new(router: Router, guard: HostGuard, limits: ForwardLimits) -> Self {
         Self {
             router: Arc::new(router),
-            client,
             guard: Arc::new(guard),
             limits,
             observer: None,
@@ -258,13 +253,12 @@ impl Proxy {
             method: parts.method,
             uri,
             headers,
-            http2: route.http2,
         };
         let body = buffer_if_small(body, route.replay_limit, self.limits.max_body_size).await?;
         let response = match body {
             Either::Left(buffered) => {
                 let first = self
-                    .send(&outbound, &token, Either::Left(buffered.clone()))
+                    .send(route, &outbound, &token, Either::Left(buffered.clone()))
                     .await?;
                 if first.status() != StatusCode::UNAUTHORIZED {
                     first
@@ -276,7 +270,7 @@ impl Proxy {
                     Box::pin(self.replay(route, &outbound, &token, buffered)).await?
                 }
             }
-            streaming => self.send(&outbound, &token, streaming).await?,
+            streaming => self.send(route, &outbound, &token, streaming).await?,
         };
         match client_upgrade {
             Some(client) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
@@ -304,17 +298,18 @@ impl Proxy {
         if let Some(observer) = &self.observer {
             observer.retried(&route.name);
         }
-        self.send(outbound, &fresh, Either::Left(body)).await
+        self.send(route, outbound, &fresh, Either::Left(body)).await
     }
 
     async fn send(
         &self,
+        route: &Route,
         outbound: &Outbound,
         token: &CachedToken,
         body: OutboundBody,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
         let timeout = self.limits.upstream_timeout;
-        match self.client.request(outbound, token.header(), body, timeout).await {
+        match forward::send(&route.origin, outbound, token.header(), body, timeout).await {
             Ok(response) if headers::section_size(response.headers()) > forward::MAX_RESPONSE_HEAD => {
                 Err(ProxyError::UpstreamHeadTooLarge(forward::MAX_RESPONSE_HEAD))
             }
@@ -324,6 +319,9 @@ impl Proxy {
                 self.limits.max_body_size.unwrap_or_default(),
             )),
             Err(ForwardError::ClientAborted(error)) => Err(ProxyError::ClientBody(Box::new(error))),
+            Err(ForwardError::HeadTooLarge(_)) => {
+                Err(ProxyError::UpstreamHeadTooLarge(forward::MAX_RESPONSE_HEAD))
+            }
             Err(ForwardError::Upstream(error)) => Err(ProxyError::UpstreamUnreachable(error)),
         }
     }

@@ -63,7 +63,7 @@ impl Route {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::{Policy, Upstream};
+    use crate::proxy::{Policy, Upstream, UpstreamClient};
     use crate::token::{RefreshPolicy, StaticTokenSource, TokenCache};
     use tokio_util::sync::CancellationToken;
 
@@ -74,16 +74,18 @@ mod tests {
             RefreshPolicy::default(),
             CancellationToken::new(),
         );
+        let upstream = Upstream::parse("http://127.0.0.1:1").unwrap();
+        let client = UpstreamClient::new(crate::tls::client_config(&Default::default()).unwrap());
         Route {
             name: prefix.to_owned(),
             prefix: prefix.trim_end_matches('/').to_owned(),
             strip_prefix,
-            upstream: Upstream::parse("http://127.0.0.1:1").unwrap(),
+            origin: client.origin(&upstream, false),
+            upstream,
             tokens,
             headers: Vec::new(),
             policy: Policy::default(),
             replay_limit: 0,
-            http2: false,
         }
     }
 

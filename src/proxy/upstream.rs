@@ -66,6 +66,16 @@ impl Upstream {
         Uri::from_parts(parts).expect("scheme, authority and path were each validated")
     }
 
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &Scheme {
+        &self.scheme
+    }
+
+    /// Host and port, as given.
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
     /// `scheme://authority`: the default issuer when flags name one upstream.
     pub fn origin(&self) -> String {
         format!("{}://{}", self.scheme, self.authority)
