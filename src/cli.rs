@@ -339,16 +339,12 @@ pub struct TokenArgs {
     #[command(flatten)]
     pub credential: CredentialArgs,
 
-    /// Take the credential from this config file instead, e.g. --config mintproxy.toml --credential zitadel.
-    #[arg(
-        long,
-        env = "MINTPROXY_CONFIG",
-        value_name = "FILE",
-        requires = "credential_name"
-    )]
+    /// Take the credential from this config file instead, e.g. --config mintproxy.toml
+    /// (its only credential) or --config mintproxy.toml --credential zitadel.
+    #[arg(long, env = "MINTPROXY_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// The credential's name in the config file.
+    /// The credential's name in the config file (needed when it holds several).
     #[arg(
         long = "credential",
         env = "MINTPROXY_CREDENTIAL",

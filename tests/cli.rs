@@ -17,7 +17,9 @@ use base64::Engine;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
+use mintproxy::config::DEFAULT_SCOPES;
 use mintproxy::demo::echo::Echo;
+use mintproxy::demo::issuer::Behaviour;
 use mintproxy::demo::keygen::GeneratedKey;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -187,9 +189,98 @@ async fn token_format_json() {
     assert_eq!(issued.issuer.token_user(token).as_deref(), Some("test-user"));
     assert_eq!(json["token_type"], "Bearer");
     assert_eq!(json["expires_in"], DEFAULT_EXPIRES_IN);
-    let scope = json["scope"].as_str().expect("scope");
-    assert!(scope.split(' ').any(|s| s == "openid"), "{scope}");
+    // The stand-in, like ZITADEL, does not state the scopes: the requested ones show, so marked.
+    assert_eq!(json["scope"], DEFAULT_SCOPES.join(" "));
+    assert_eq!(json["scope_source"], "requested");
     assert_eq!(issued.issuer.token_requests(), 1);
+}
+
+/// When the issuer states the scopes it granted, those show, marked as granted.
+#[tokio::test(flavor = "multi_thread")]
+async fn token_format_json_shows_the_scopes_an_issuer_states() {
+    let issued = support::issuer().await;
+    issued.issuer.set_behaviour(Behaviour {
+        states_scope: true,
+        ..Behaviour::default()
+    });
+    let run = token(
+        &issued.key_file,
+        issued.issuer.url(),
+        &["--format", "json", "--scope", "openid profile"],
+    )
+    .await;
+    assert_success(&run, "token --format json");
+    let json: serde_json::Value =
+        serde_json::from_str(&run.stdout).unwrap_or_else(|_| panic!("not JSON: {run:#?}"));
+    assert_eq!(json["scope"], "openid profile");
+    assert_eq!(json["scope_source"], "granted");
+}
+
+/// `token --config FILE` takes the file's only credential without `--credential`; with
+/// several, it names them and asks for one; `--credential` picks one.
+#[tokio::test(flavor = "multi_thread")]
+async fn token_config_uses_the_only_credential() {
+    let issued = support::issuer().await;
+    let config = issued.dir.path().join("one.toml");
+    let credential = format!(
+        "[credentials.zitadel]\nkey_file = \"service-user.json\"\nissuer = \"{}\"\n",
+        issued.issuer.url()
+    );
+    std::fs::write(&config, &credential).unwrap();
+    let config = config.to_str().unwrap();
+    let only = run(&["token", "--config", config], &[]).await;
+    assert_success(&only, "token --config with one credential");
+    assert_eq!(
+        issued.issuer.token_user(only.stdout.trim_end()).as_deref(),
+        Some("test-user")
+    );
+
+    let two = issued.dir.path().join("two.toml");
+    std::fs::write(
+        &two,
+        format!("{credential}\n[credentials.pat]\ntoken_file = \"service-user.json\"\n"),
+    )
+    .unwrap();
+    let two = two.to_str().unwrap();
+    let ambiguous = run(&["token", "--config", two], &[]).await;
+    assert_clean_failure(&ambiguous, "token --config with two credentials");
+    assert_eq!(
+        ambiguous.stderr,
+        format!(
+            "mintproxy: --credential: {two} holds 2 credentials ([\"pat\", \"zitadel\"]): name one, e.g. --credential pat\n"
+        )
+    );
+    let named = run(&["token", "--config", two, "--credential", "zitadel"], &[]).await;
+    assert_success(&named, "token --config --credential");
+    assert_eq!(issued.issuer.token_requests(), 2);
+}
+
+/// `token` warns about a key file others can read, in the same words as `check` and
+/// `serve` (which share the validation), and stays quiet about an owner-only one.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn token_warns_about_a_key_file_others_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    const WARNING: &str = "credential file is readable by group or others; restrict it: chmod 600";
+    let issued = support::issuer().await;
+    let key_file = &issued.key_file;
+    std::fs::set_permissions(key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let open = token(key_file, issued.issuer.url(), &[]).await;
+    assert_success(&open, "token with a 644 key file");
+    assert!(open.stderr.contains(WARNING), "{open:#?}");
+    assert!(open.stderr.contains("mode=\"644\""), "{open:#?}");
+    let key = key_file.to_str().unwrap();
+    let check = run(
+        &["check", "--upstream", issued.issuer.url(), "--key-file", key],
+        &[],
+    )
+    .await;
+    assert!(check.stderr.contains(WARNING), "{check:#?}");
+
+    std::fs::set_permissions(key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let private = token(key_file, issued.issuer.url(), &[]).await;
+    assert_success(&private, "token with a 600 key file");
+    assert_eq!(private.stderr, "", "no warning for an owner-only key file");
 }
 
 /// Every flag has a `MINTPROXY_*` twin; a script can configure `token` through the

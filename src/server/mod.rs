@@ -284,7 +284,7 @@ pub async fn serve(
     tracing::info!(
         in_flight = slots.in_flight(),
         deadline_s = options.shutdown_timeout.as_secs_f64(),
-        "shutting down: draining in-flight requests"
+        "shutting down: draining in-flight requests (a second Ctrl-C stops at once)"
     );
     stop.cancel();
     serving.close();
@@ -390,23 +390,96 @@ impl<B: Body + Unpin> Body for InFlight<B> {
     }
 }
 
-/// Completes on SIGTERM or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(_) => {
-                let _ = interrupt.await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
+/// A shutdown signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGINT (Ctrl-C).
+    Interrupt,
+    /// SIGTERM.
+    Terminate,
+}
+
+impl Signal {
+    /// The exit status of a process this signal stopped short: 128 + its number, as shells
+    /// report it.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Self::Interrupt => 130,
+            Self::Terminate => 143,
         }
     }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
+}
+
+impl fmt::Display for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Interrupt => "SIGINT",
+            Self::Terminate => "SIGTERM",
+        })
+    }
+}
+
+/// SIGTERM and SIGINT, subscribed to once, so a signal sent between two waits still counts.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn recv(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.interrupt.recv() => Signal::Interrupt,
+            _ = self.terminate.recv() => Signal::Terminate,
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    match Signals::new() {
+        Ok(mut signals) => {
+            signals.recv().await;
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Two futures over the process's signals: the first SIGTERM or SIGINT completes the first
+/// (begin the graceful drain), the next one the second (a caller who will not wait for the
+/// drain: stop now), with that signal.
+pub fn shutdown_signals() -> std::io::Result<(
+    impl Future<Output = ()> + Send,
+    impl Future<Output = Signal> + Send,
+)> {
+    let mut signals = Signals::new()?;
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel();
+    let (second_tx, second_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        signals.recv().await;
+        let _ = first_tx.send(());
+        let _ = second_tx.send(signals.recv().await);
+    });
+    // The listening task only ends with the runtime: a closed channel is no signal.
+    let first = async {
+        if first_rx.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let second = async {
+        match second_rx.await {
+            Ok(signal) => signal,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    Ok((first, second))
 }
