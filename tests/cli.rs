@@ -515,9 +515,14 @@ struct Served {
 /// Starts `mintproxy serve` on port 0 with `env` and waits for its "listening on" line,
 /// which carries the address it bound.
 async fn serve(args: &[&str], env: &[(&str, &str)]) -> Served {
+    serve_on("127.0.0.1:0", args, env).await
+}
+
+/// Like [`serve`], listening on `listen`.
+async fn serve_on(listen: &str, args: &[&str], env: &[(&str, &str)]) -> Served {
     let mut child = mintproxy()
         .arg("serve")
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", listen])
         .args(args)
         .envs(env.iter().copied())
         .stdin(Stdio::null())
@@ -608,6 +613,47 @@ async fn serve_logs_no_secret_at_trace_level() {
     assert!(!has_raw_bearer(&logs), "a bearer token leaked");
 }
 
+/// `--listen localhost:PORT` listens on 127.0.0.1 without `--allow-remote`, and
+/// `[::1]:PORT` on IPv6 loopback; each serves a request through.
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_listens_on_localhost_and_bracketed_ipv6_loopback() {
+    let issued = support::issuer().await;
+    let echo = Echo::start(support::local_listener().await, issued.issuer.clone()).unwrap();
+    for (listen, ip) in [("localhost:0", "127.0.0.1"), ("[::1]:0", "::1")] {
+        let served = serve_on(listen, &issued.flags(echo.url()), &[]).await;
+        assert_eq!(served.addr.ip().to_string(), ip, "--listen {listen}");
+        let answer = support::get(served.addr, "/through").await;
+        assert_eq!(answer.status, 200, "--listen {listen}: {:?}", answer.body);
+        let (status, _) = served.terminate().await;
+        assert!(status.success(), "--listen {listen}: {status}");
+    }
+}
+
+/// A listen address that is neither an address nor a name and port is refused before
+/// anything starts, saying what would do.
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_refuses_a_listen_address_without_a_port() {
+    let run = run(
+        &[
+            "serve",
+            "--listen",
+            "localhost",
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--token-file",
+            "Cargo.toml",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(run.status.code(), Some(2), "a usage error: {run:#?}");
+    assert!(
+        run.stderr
+            .contains("\"localhost\" is not an address like 127.0.0.1:8080, localhost:8080 or unix:/path"),
+        "{run:#?}"
+    );
+}
+
 /// An unusable `--upstream` stops `serve` before it listens, naming the flag.
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_rejects_a_bad_upstream() {
@@ -647,6 +693,79 @@ async fn demo_once_succeeds_and_shows_no_token() {
     assert!(run.stdout.contains("Bearer [redacted]"), "{run:#?}");
     assert!(!has_raw_bearer(&run.stdout), "{run:#?}");
     assert!(!has_raw_bearer(&run.stderr), "{run:#?}");
+}
+
+/// A lasting `demo` whose port 8080 is taken says so, and names the address it took
+/// instead, which serves; Ctrl-C then stops it cleanly.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_says_when_port_8080_is_taken_and_where_it_went() {
+    // Held for the test; if another process holds 8080 already, it is just as taken.
+    let _taken = std::net::TcpListener::bind("127.0.0.1:8080");
+    let mut child = mintproxy()
+        .arg("demo")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the mintproxy binary starts");
+    let stderr = drain(child.stderr.take().unwrap());
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut shown = Vec::new();
+    let ready = tokio::time::timeout(RUN_TIMEOUT, async {
+        while let Some(line) = stdout.next_line().await.unwrap() {
+            let done = line == "Ctrl-C stops it.";
+            shown.push(line);
+            if done {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .expect("the demo gets going");
+    assert!(ready, "the demo ended early: {shown:#?}");
+    let proxy_line = shown
+        .iter()
+        .find(|line| line.starts_with("4. Proxy at http://"))
+        .unwrap_or_else(|| panic!("{shown:#?}"));
+    let addr: std::net::SocketAddr = proxy_line["4. Proxy at http://".len()..]
+        .split(',')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_ne!(addr.port(), 8080);
+    let note = "   Note: not on 127.0.0.1:8080, which is not available (";
+    let noted = shown
+        .iter()
+        .find(|line| line.starts_with(note))
+        .unwrap_or_else(|| panic!("no note that 8080 is taken: {shown:#?}"));
+    assert!(noted.ends_with(&format!("; use http://{addr}.")), "{noted}");
+    assert!(
+        shown
+            .iter()
+            .any(|line| line.trim() == format!("curl -i http://{addr}/anything")),
+        "{shown:#?}"
+    );
+    assert_eq!(support::get(addr, "/anything").await.status, 200);
+
+    let pid = child.id().expect("still running").to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .await
+        .unwrap()
+        .success());
+    let status = tokio::time::timeout(RUN_TIMEOUT, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        status.success(),
+        "Ctrl-C ends the demo cleanly: {status}; {}",
+        stderr.await.unwrap()
+    );
 }
 
 /// The leak detector used above must itself detect a leak, or the tests relying on it
