@@ -165,7 +165,7 @@ pub struct PolicyArgs {
 /// What defines the proxy: a config file, or one upstream and its credential as flags.
 #[derive(Debug, Clone, Args)]
 pub struct ProxyArgs {
-    /// TOML config file with credentials and routes (see README), e.g. --config mintproxy.toml.
+    /// TOML config file with credentials and routes (see docs/configuration.md), e.g. --config mintproxy.toml.
     #[arg(long, env = "MINTPROXY_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
