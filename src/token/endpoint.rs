@@ -91,7 +91,7 @@ impl Endpoint {
             .get(&url)
             .send()
             .await
-            .map_err(|e| fail(Reason::of(&e, url.starts_with("https:"))))?;
+            .map_err(|e| fail(Reason::of(&e, url.to_ascii_lowercase().starts_with("https:"))))?;
         let status = response.status();
         if !status.is_success() {
             return Err(fail(format!("status {status}").into()));
@@ -532,6 +532,23 @@ mod tests {
         assert_eq!(lifetime(json!((10 * year).as_secs())), year);
         assert_eq!(lifetime(json!("40000000")), year);
         assert_eq!(lifetime(json!(1)), Duration::from_secs(1));
+    }
+
+    /// An issuer that accepts the connection and never answers: the likely cause is the
+    /// timeout, however the error text puts it.
+    #[tokio::test]
+    async fn a_silent_issuer_is_diagnosed_as_no_answer_in_time() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", silent.local_addr().unwrap());
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(200))
+            .build()
+            .unwrap();
+        let error = Endpoint::new(client, url, None).issuer().await.unwrap_err();
+        assert!(matches!(error, TokenError::Discovery { .. }), "{error}");
+        let diagnosis = error.diagnosis().unwrap_or_default();
+        assert!(diagnosis.starts_with("no answer in time"), "{diagnosis}");
+        drop(silent);
     }
 
     #[test]
