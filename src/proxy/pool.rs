@@ -32,6 +32,9 @@ use crate::chain::Chain;
 /// upstream may be closing it (nginx keeps idle connections 75 s, Go's servers 90 s).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// A request given back unsent goes on another connection at most this often in all.
+const MAX_TAKES: usize = 8;
+
 /// At most this many idle HTTP/1.1 connections per origin; more are closed.
 const MAX_IDLE: usize = 512;
 
@@ -85,7 +88,11 @@ enum Taken {
         /// Used before: it may have been closed by the upstream while it idled.
         reused: bool,
     },
-    Http2(http2::SendRequest<OutboundBody>),
+    Http2 {
+        sender: http2::SendRequest<OutboundBody>,
+        /// Shared with earlier requests: it may be going away.
+        reused: bool,
+    },
 }
 
 impl std::fmt::Debug for Origin {
@@ -129,23 +136,34 @@ impl Origin {
         }
     }
 
-    /// Sends `request` (its URI absolute) on a connection of this origin. A reused HTTP/1.1
-    /// connection that turns out closed before the request left gives it back unsent, and
-    /// it goes on another (RFC 9112 §9.3.1: nothing was sent, whatever the method).
+    /// Sends `request` (its URI absolute) on a connection of this origin. A reused
+    /// connection that turns out closed (or, on HTTP/2, going away) before the request left
+    /// gives it back unsent, and it goes on another (RFC 9112 §9.3.1, RFC 9113 §8.7:
+    /// nothing was sent, whatever the method), at most [`MAX_TAKES`] times.
     pub(crate) async fn send(
         self: &Arc<Self>,
         mut request: Request<OutboundBody>,
     ) -> Result<Response<PooledBody>, SendError> {
         let absolute = request.uri().clone();
+        let mut takes = 0;
         loop {
-            match self.take().await? {
-                Taken::Http2(mut sender) => {
+            takes += 1;
+            let (failed, reused) = match self.take().await? {
+                Taken::Http2 { mut sender, reused } => {
                     // The authority travels in `:authority`, from the absolute URI.
                     *request.uri_mut() = absolute.clone();
                     request.headers_mut().remove(header::HOST);
                     *request.version_mut() = Version::HTTP_2;
-                    let response = sender.send_request(request).await.map_err(SendError::Http)?;
-                    return Ok(response.map(PooledBody::unpooled));
+                    match sender.try_send_request(request).await {
+                        Ok(response) => return Ok(response.map(PooledBody::unpooled)),
+                        Err(failed) => {
+                            if failed.message().is_some() {
+                                // Unsent: the connection takes no more streams.
+                                self.forget_http2();
+                            }
+                            (failed, reused)
+                        }
+                    }
                 }
                 Taken::Http1 { mut sender, reused } => {
                     let target = absolute
@@ -157,18 +175,20 @@ impl Origin {
                     *request.version_mut() = Version::HTTP_11;
                     match sender.try_send_request(request).await {
                         Ok(response) => return Ok(self.watch(response, sender)),
-                        Err(mut failed) => match failed.take_message() {
-                            Some(unsent) if reused => request = unsent,
-                            _ => return Err(SendError::Http(failed.into_error())),
-                        },
+                        Err(failed) => (failed, reused),
                     }
                 }
+            };
+            let mut failed = failed;
+            match failed.take_message() {
+                Some(unsent) if reused && takes < MAX_TAKES => request = unsent,
+                _ => return Err(SendError::Http(failed.into_error())),
             }
         }
     }
 
-    /// Forgets the shared HTTP/2 connection after it refused a request (a GOAWAY), so the
-    /// next request opens a new one instead of trying the one going away.
+    /// Forgets the shared HTTP/2 connection after it refused a request (it is going away,
+    /// or sent GOAWAY), so the next request opens a new one instead.
     pub(crate) fn forget_http2(&self) {
         lock(&self.shared).take();
     }
@@ -177,7 +197,7 @@ impl Origin {
     /// new one.
     async fn take(&self) -> Result<Taken, SendError> {
         if let Some(sender) = self.live_http2() {
-            return Ok(Taken::Http2(sender));
+            return Ok(Taken::Http2 { sender, reused: true });
         }
         if !self.http2_only {
             while let Some(mut sender) = self.pop_idle() {
@@ -199,7 +219,7 @@ impl Origin {
         if self.http2_only || self.negotiated_h2.load(Ordering::Relaxed) {
             let _opening = self.opening.lock().await;
             if let Some(sender) = self.live_http2() {
-                return Ok(Taken::Http2(sender));
+                return Ok(Taken::Http2 { sender, reused: true });
             }
             return self.open().await;
         }
@@ -248,7 +268,10 @@ impl Origin {
             });
             self.negotiated_h2.store(true, Ordering::Relaxed);
             *lock(&self.shared) = Some(sender.clone());
-            return Ok(Taken::Http2(sender));
+            return Ok(Taken::Http2 {
+                sender,
+                reused: false,
+            });
         }
         let (sender, connection) = http1::Builder::new()
             .max_header_size(MAX_RESPONSE_HEAD)
