@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use mintproxy::cli::{Cli, Command, LogFormat, TokenFormat};
 use mintproxy::server::{shutdown_signal, Drained};
-use mintproxy::{app, check, config, demo};
+use mintproxy::{app, check, config, demo, exec, scripts};
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc instead of the system allocator: it makes hyper's per-message buffer and
@@ -40,7 +40,7 @@ fn main() -> ExitCode {
 /// Sets up logging, then runs the command.
 async fn start(cli: Cli) -> ExitCode {
     let default_level = match cli.command {
-        Command::Token(_) | Command::Demo(_) | Command::Check(_) => "warn",
+        Command::Token(_) | Command::Demo(_) | Command::Check(_) | Command::Exec(_) => "warn",
         Command::Serve(_) => "info",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
@@ -78,7 +78,8 @@ async fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 (Some(file), Some(name)) => config::credential_from_file(file, name)?,
                 _ => config::validate_credential_flags(&args.credential.to_raw())?,
             };
-            let token = app::mint_once(&credential, &args.trust.to_trust()).await?;
+            let obtained = scripts::token(&credential, &args.trust.to_trust(), !args.no_cache).await?;
+            let token = &obtained.token;
             let secret = token.access_token.expose();
             match args.format {
                 TokenFormat::Raw => println!("{secret}"),
@@ -92,6 +93,7 @@ async fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
                         "scope": token.scope,
                     })
                 ),
+                TokenFormat::ExecCredential => println!("{}", scripts::exec_credential(&obtained)),
             }
         }
         Command::Check(args) => {
@@ -103,6 +105,7 @@ async fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
             }
         }
         Command::Demo(args) => demo::run(args).await?,
+        Command::Exec(args) => return Ok(exec::run(args).await?),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -266,6 +266,21 @@ pub enum TokenError {
     /// The assertion could not be signed.
     #[error("cannot sign the assertion: {0}")]
     Sign(#[source] jsonwebtoken::errors::Error),
+    /// The issuer refused a grant signed with a key whose `expirationDate` has passed:
+    /// that is the likely reason, whatever words the issuer chose.
+    #[error(
+        "{refusal} (the key in {} expired at {})",
+        path.display(),
+        crate::rfc3339::format(*expired_at)
+    )]
+    KeyExpired {
+        /// The key file.
+        path: std::path::PathBuf,
+        /// Its `expirationDate`.
+        expired_at: std::time::SystemTime,
+        /// The issuer's refusal.
+        refusal: Box<TokenError>,
+    },
 }
 
 impl TokenError {
@@ -275,12 +290,16 @@ impl TokenError {
             Self::Rejected {
                 error, description, ..
             } => Some((error, description.as_deref())),
+            Self::KeyExpired { refusal, .. } => refusal.provider_error(),
             _ => None,
         }
     }
 
     /// The likely cause, in words a user can act on.
     pub fn diagnosis(&self) -> Option<&'static str> {
+        if let Self::KeyExpired { .. } = self {
+            return Some("expired key: the key file's expirationDate has passed; create a new key for the service user in ZITADEL and replace the file");
+        }
         let (error, description) = self.provider_error()?;
         let text = format!("{error} {}", description.unwrap_or_default()).to_ascii_lowercase();
         let has = |words: &[&str]| words.iter().any(|w| text.contains(w));

@@ -4,6 +4,7 @@
 pub mod assertion;
 pub mod cache;
 pub mod client_credentials;
+pub mod disk_cache;
 pub mod endpoint;
 pub mod file;
 pub mod jwt_profile;
