@@ -83,7 +83,8 @@ async fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, StartError> {
 }
 
 /// Builds the proxy for `config` listening on `bound` (`None`: a Unix socket): starts one
-/// token refresher per credential (stopped by `stop`) and the upstream client.
+/// token refresher per credential and the watch on key expiry (stopped by `stop`), and the
+/// upstream client.
 pub fn build_proxy(
     config: &Config,
     bound: Option<SocketAddr>,
@@ -127,11 +128,7 @@ pub fn build(
             (name.as_str(), cache)
         })
         .collect();
-    tokio::spawn(crate::key_expiry::watch(
-        crate::key_expiry::keys(config),
-        metrics.clone(),
-        stop.clone(),
-    ));
+    crate::key_expiry::watch(config, metrics.clone(), stop.clone());
     let client = UpstreamClient::new(outbound_tls);
     let routes = config
         .routes

@@ -108,60 +108,76 @@ pub fn report(credential: &Credential, now: SystemTime, report: &mut String) -> 
     !matches!(outlook, Outlook::Expired(_))
 }
 
-/// The credentials of `config` that sign with a key file, for [`watch`].
-pub fn keys(config: &Config) -> Vec<(String, PathBuf, KeyKind)> {
-    config
+/// For a running proxy: reads each key's expiry now (before the proxy serves) and every
+/// [`RECHECK_EVERY`] until `stop`, sets the metric, and warns while a key is within
+/// [`WARN_WITHIN`] of its end or past it: at start, then once a day, and at once when a
+/// new key file brings a new date.
+pub fn watch(config: &Config, metrics: Option<Arc<Metrics>>, stop: CancellationToken) {
+    let keys: Vec<Watched> = config
         .credentials
         .iter()
         .filter_map(|(name, credential)| {
-            key_file(credential).map(|(path, kind)| (name.clone(), path.to_path_buf(), kind))
+            let (path, kind) = key_file(credential)?;
+            Some(Watched {
+                credential: name.clone(),
+                path: path.to_path_buf(),
+                kind,
+                warned: None,
+            })
         })
-        .collect()
-}
-
-/// For a running proxy: reads each key's expiry now and every [`RECHECK_EVERY`], sets the
-/// metric, and warns while a key is within [`WARN_WITHIN`] of its end (or past it): at
-/// once, then once a day, and again at once when a new key brings a new date. Until `stop`.
-pub async fn watch(
-    keys: Vec<(String, PathBuf, KeyKind)>,
-    metrics: Option<Arc<Metrics>>,
-    stop: CancellationToken,
-) {
+        .collect();
     if keys.is_empty() {
         return;
     }
-    let mut warned: Vec<Option<Warned>> = vec![None; keys.len()];
-    loop {
-        for ((credential, path, kind), warned) in keys.iter().zip(&mut warned) {
+    let mut watcher = Watcher { keys, metrics };
+    watcher.look();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(RECHECK_EVERY) => watcher.look(),
+            }
+        }
+    });
+}
+
+struct Watcher {
+    keys: Vec<Watched>,
+    metrics: Option<Arc<Metrics>>,
+}
+
+/// One credential's key file, and the last warning about it.
+struct Watched {
+    credential: String,
+    path: PathBuf,
+    kind: KeyKind,
+    warned: Option<Warned>,
+}
+
+impl Watcher {
+    fn look(&mut self) {
+        for watched in &mut self.keys {
             // An unreadable file is the token source's to report; keep what was known.
-            let Ok(key) = SigningKey::from_file(path, *kind) else {
+            let Ok(key) = SigningKey::from_file(&watched.path, watched.kind) else {
                 continue;
             };
-            if let Some(metrics) = &metrics {
-                metrics.key_expiry(credential, key.expires_at);
+            if let Some(metrics) = &self.metrics {
+                metrics.key_expiry(&watched.credential, key.expires_at);
             }
             let Some(expires_at) = key.expires_at else {
                 continue;
             };
             let outlook = Outlook::at(expires_at, SystemTime::now());
-            if !matches!(outlook, Outlook::Fine(_))
-                && Warned::due(warned.as_ref(), expires_at, Instant::now())
-            {
+            let now = Instant::now();
+            if !matches!(outlook, Outlook::Fine(_)) && Warned::due(watched.warned.as_ref(), expires_at, now) {
                 tracing::warn!(
-                    credential = %credential,
-                    key_file = %path.display(),
+                    credential = %watched.credential,
+                    key_file = %watched.path.display(),
                     "{}",
                     outlook.advice(expires_at)
                 );
-                *warned = Some(Warned {
-                    expires_at,
-                    at: Instant::now(),
-                });
+                watched.warned = Some(Warned { expires_at, at: now });
             }
-        }
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(RECHECK_EVERY) => {}
         }
     }
 }
