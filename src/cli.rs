@@ -381,6 +381,10 @@ pub struct TokenArgs {
 
 /// Flags of `mintproxy exec`.
 #[derive(Debug, Clone, Args)]
+#[command(mut_arg("listen", |arg| arg.help(
+    "Address to listen on (default 127.0.0.1 with a free port, which MINTPROXY_URL names); \
+     `unix:/path` listens on a Unix socket"
+)))]
 pub struct ExecArgs {
     /// The proxy, as for `serve`; it listens on 127.0.0.1 with a free port unless --listen
     /// says otherwise (the config file's `listen` is not used).
