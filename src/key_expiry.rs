@@ -53,13 +53,13 @@ impl Outlook {
         match self {
             Self::Fine(left) => format!("key expires {date} (in {})", span(left)),
             Self::Soon(left) => format!(
-                "key expires {date}, in {}: create a new key for the service user in ZITADEL \
-                 and replace the file (no restart needed)",
+                "key expires {date}, in {}: create a new key in ZITADEL and replace the \
+                 file (no restart needed)",
                 span(left)
             ),
             Self::Expired(ago) => format!(
-                "key expired at {date}, {} ago: ZITADEL refuses it; create a new key for the \
-                 service user in ZITADEL and replace the file",
+                "key expired at {date}, {} ago: ZITADEL refuses it; create a new key in ZITADEL \
+                 and replace the file",
                 span(ago)
             ),
         }

@@ -298,7 +298,7 @@ impl TokenError {
     /// The likely cause, in words a user can act on.
     pub fn diagnosis(&self) -> Option<&'static str> {
         if let Self::KeyExpired { .. } = self {
-            return Some("expired key: the key file's expirationDate has passed; create a new key for the service user in ZITADEL and replace the file");
+            return Some("expired key: the key file's expirationDate has passed; create a new key in ZITADEL and replace the file");
         }
         let (error, description) = self.provider_error()?;
         let text = format!("{error} {}", description.unwrap_or_default()).to_ascii_lowercase();
