@@ -391,8 +391,9 @@ async fn exec_passes_signals_on() {
     assert_eq!(status.code(), Some(128 + 2), "killed by SIGINT: {stderr}");
 }
 
-/// Bad flags, a bad configuration, a key the issuer refuses and a missing program all fail
-/// before the command runs (it would create `ran`).
+/// Bad flags, a bad configuration, a key the issuer refuses, `--export-token` with two
+/// credentials and a missing program all fail before the command runs (it would create
+/// `ran`).
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_fails_before_the_command_starts() {
     let issued = support::issuer().await;
@@ -447,6 +448,31 @@ async fn exec_fails_before_the_command_starts() {
     );
     assert!(marker.exists());
     std::fs::remove_file(&marker).unwrap();
+
+    // Two credentials: which token would --export-token mean?
+    let config = issued.dir.path().join("two.toml");
+    let key_file = issued.key_file.display();
+    let issuer = issued.issuer.url();
+    std::fs::write(
+        &config,
+        format!(
+            "[credentials.a]\nkey_file = \"{key_file}\"\nissuer = \"{issuer}\"\n\
+             [credentials.b]\nkey_file = \"{key_file}\"\nissuer = \"{issuer}\"\n\
+             [[routes]]\nprefix = \"/a\"\nupstream = \"{upstream}\"\ncredential = \"a\"\n\
+             [[routes]]\nprefix = \"/b\"\nupstream = \"{upstream}\"\ncredential = \"b\"\n"
+        ),
+    )
+    .unwrap();
+    let (status, stderr) = run(with(
+        &["--config", config.to_str().unwrap(), "--export-token"],
+        &[],
+    ))
+    .await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--export-token needs exactly one credential; the configuration has 2"),
+        "{stderr}"
+    );
 
     let mut missing = vec!["exec".to_owned()];
     missing.extend(good.iter().map(|f| (*f).to_owned()));
