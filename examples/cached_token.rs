@@ -36,10 +36,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .and_then(|at| at.duration_since(SystemTime::now()).ok())
         .unwrap_or_default();
     println!(
-        "got a token ({} header bytes), valid for {}s, scopes {:?}",
+        "got a token ({} header bytes), valid for {}s, scopes: {}",
         token.header().len(),
         remaining.as_secs(),
-        token.scope.as_deref().unwrap_or("(not stated)")
+        token
+            .scope
+            .as_ref()
+            .map_or_else(|| "unknown".to_owned(), ToString::to_string)
     );
     stop.cancel();
     Ok(())

@@ -65,6 +65,12 @@ impl MintError {
             Self::Start(_) => None,
         }
     }
+
+    /// `likely cause: ...`: the line `check --online` and `token` print under a failure.
+    pub fn likely_cause(&self) -> Option<String> {
+        self.diagnosis()
+            .map(|diagnosis| format!("likely cause: {diagnosis}"))
+    }
 }
 
 /// Binds the listen address (TCP or Unix socket).

@@ -47,14 +47,17 @@ pub async fn check(config: &Config, online: bool) -> (String, bool) {
                         .lifetime
                         .map(|l| format!("valid for {}", human(l.as_secs())))
                         .unwrap_or_else(|| "no expiry stated".to_owned());
-                    let scope = token.scope.as_deref().unwrap_or("(not stated)");
+                    let scope = token.scope.map_or_else(
+                        || "(none stated: a ready token)".to_owned(),
+                        |scope| scope.to_string(),
+                    );
                     let _ = writeln!(report, "  {name}: ok, {expiry}, scopes: {scope}");
                 }
                 Err(error) => {
                     ok = false;
                     let _ = writeln!(report, "  {name}: FAILED: {error}");
-                    if let Some(diagnosis) = error.diagnosis() {
-                        let _ = writeln!(report, "    likely cause: {diagnosis}");
+                    if let Some(line) = error.likely_cause() {
+                        let _ = writeln!(report, "    {line}");
                     }
                 }
             }

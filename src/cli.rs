@@ -171,12 +171,13 @@ pub struct PolicyArgs {
 /// What defines the proxy: a config file, or one upstream and its credential as flags.
 #[derive(Debug, Clone, Args)]
 pub struct ProxyArgs {
-    /// TOML config file with credentials and routes (see README), e.g. --config mintproxy.toml.
+    /// TOML config file with credentials and routes (see docs/configuration.md), e.g. --config mintproxy.toml.
     #[arg(long, env = "MINTPROXY_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Address to listen on (default 127.0.0.1:8080); port 0 picks a free port and prints
-    /// it; `unix:/run/mintproxy.sock` listens on a Unix socket (created owner-only).
+    /// Address to listen on (default 127.0.0.1:8080), e.g. localhost:8080 or [::1]:8080; port
+    /// 0 picks a free port and prints it; `unix:/run/mintproxy.sock` listens on a Unix socket
+    /// (created owner-only).
     #[arg(long, env = "MINTPROXY_LISTEN", value_name = "ADDR")]
     pub listen: Option<ListenAddr>,
 
@@ -345,16 +346,12 @@ pub struct TokenArgs {
     #[command(flatten)]
     pub credential: CredentialArgs,
 
-    /// Take the credential from this config file instead, e.g. --config mintproxy.toml --credential zitadel.
-    #[arg(
-        long,
-        env = "MINTPROXY_CONFIG",
-        value_name = "FILE",
-        requires = "credential_name"
-    )]
+    /// Take the credential from this config file instead, e.g. --config mintproxy.toml
+    /// (its only credential) or --config mintproxy.toml --credential zitadel.
+    #[arg(long, env = "MINTPROXY_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// The credential's name in the config file.
+    /// The credential's name in the config file (needed when it holds several).
     #[arg(
         long = "credential",
         env = "MINTPROXY_CREDENTIAL",
@@ -436,8 +433,8 @@ pub struct DemoArgs {
     pub once: bool,
 
     /// Where the demo proxy listens (default 127.0.0.1:8080, or any free port with --once
-    /// or when 8080 is taken).
-    #[arg(long, env = "MINTPROXY_LISTEN", value_name = "ADDR")]
+    /// or when 8080 is taken), e.g. localhost:8081.
+    #[arg(long, env = "MINTPROXY_LISTEN", value_name = "ADDR", value_parser = crate::server::parse_tcp_addr)]
     pub listen: Option<SocketAddr>,
 }
 
@@ -446,7 +443,7 @@ pub struct DemoArgs {
 pub struct AdminArgs {
     /// Serve /healthz, /readyz and /metrics (Prometheus) on this address, e.g.
     /// --admin-listen 127.0.0.1:9090. A non-loopback address needs --allow-remote. Default: off.
-    #[arg(long, env = "MINTPROXY_ADMIN_LISTEN", value_name = "ADDR")]
+    #[arg(long, env = "MINTPROXY_ADMIN_LISTEN", value_name = "ADDR", value_parser = crate::server::parse_tcp_addr)]
     pub admin_listen: Option<SocketAddr>,
 }
 

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use mintproxy::cli::{Cli, Command, LogFormat, TokenFormat};
-use mintproxy::server::{shutdown_signal, Drained};
+use mintproxy::server::{shutdown_signals, Drained};
 use mintproxy::{app, check, config, demo, exec, scripts};
 use tracing_subscriber::EnvFilter;
 
@@ -68,17 +68,34 @@ async fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
             let config = args.load()?;
             let listener = app::bind(&config.listen).await?;
             println!("mintproxy listening on {}", listener.local_addr()?.url());
-            if let Drained::Cut(cut) = app::run_proxy(listener, &config, shutdown_signal()).await? {
+            let (drain, now) = shutdown_signals()?;
+            let drained = tokio::select! {
+                drained = app::run_proxy(listener, &config, drain) => drained?,
+                signal = now => {
+                    eprintln!("mintproxy: a second signal ({signal}): stopping now, without waiting for the requests in flight");
+                    return Ok(ExitCode::from(signal.exit_code()));
+                }
+            };
+            if let Drained::Cut(cut) = drained {
                 eprintln!("mintproxy: the drain deadline cut {cut} request(s) short");
                 return Ok(ExitCode::FAILURE);
             }
         }
         Command::Token(args) => {
-            let credential = match (&args.config, &args.credential_name) {
-                (Some(file), Some(name)) => config::credential_from_file(file, name)?,
-                _ => config::validate_credential_flags(&args.credential.to_raw())?,
+            let credential = match &args.config {
+                Some(file) => config::credential_from_file(file, args.credential_name.as_deref())?,
+                None => config::validate_credential_flags(&args.credential.to_raw())?,
             };
-            let obtained = scripts::token(&credential, &args.trust.to_trust(), !args.no_cache).await?;
+            let obtained = match scripts::token(&credential, &args.trust.to_trust(), !args.no_cache).await {
+                Ok(obtained) => obtained,
+                Err(error) => {
+                    eprintln!("mintproxy: {error}");
+                    if let Some(line) = error.likely_cause() {
+                        eprintln!("  {line}");
+                    }
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
             let token = &obtained.token;
             let secret = token.access_token.expose();
             match args.format {
@@ -90,7 +107,8 @@ async fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
                         "access_token": secret,
                         "token_type": "Bearer",
                         "expires_in": token.lifetime.map(|l| l.as_secs()),
-                        "scope": token.scope,
+                        "scope": token.scope.as_ref().map(|scope| &scope.list),
+                        "scope_source": token.scope.as_ref().map(|scope| scope.source.as_str()),
                     })
                 ),
                 TokenFormat::ExecCredential => println!("{}", scripts::exec_credential(&obtained)),

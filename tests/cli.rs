@@ -17,7 +17,9 @@ use base64::Engine;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
+use mintproxy::config::DEFAULT_SCOPES;
 use mintproxy::demo::echo::Echo;
+use mintproxy::demo::issuer::Behaviour;
 use mintproxy::demo::keygen::GeneratedKey;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -192,9 +194,98 @@ async fn token_format_json() {
     assert_eq!(issued.issuer.token_user(token).as_deref(), Some("test-user"));
     assert_eq!(json["token_type"], "Bearer");
     assert_eq!(json["expires_in"], DEFAULT_EXPIRES_IN);
-    let scope = json["scope"].as_str().expect("scope");
-    assert!(scope.split(' ').any(|s| s == "openid"), "{scope}");
+    // The stand-in, like ZITADEL, does not state the scopes: the requested ones show, so marked.
+    assert_eq!(json["scope"], DEFAULT_SCOPES.join(" "));
+    assert_eq!(json["scope_source"], "requested");
     assert_eq!(issued.issuer.token_requests(), 1);
+}
+
+/// When the issuer states the scopes it granted, those show, marked as granted.
+#[tokio::test(flavor = "multi_thread")]
+async fn token_format_json_shows_the_scopes_an_issuer_states() {
+    let issued = support::issuer().await;
+    issued.issuer.set_behaviour(Behaviour {
+        states_scope: true,
+        ..Behaviour::default()
+    });
+    let run = token(
+        &issued.key_file,
+        issued.issuer.url(),
+        &["--format", "json", "--scope", "openid profile"],
+    )
+    .await;
+    assert_success(&run, "token --format json");
+    let json: serde_json::Value =
+        serde_json::from_str(&run.stdout).unwrap_or_else(|_| panic!("not JSON: {run:#?}"));
+    assert_eq!(json["scope"], "openid profile");
+    assert_eq!(json["scope_source"], "granted");
+}
+
+/// `token --config FILE` takes the file's only credential without `--credential`; with
+/// several, it names them and asks for one; `--credential` picks one.
+#[tokio::test(flavor = "multi_thread")]
+async fn token_config_uses_the_only_credential() {
+    let issued = support::issuer().await;
+    let config = issued.dir.path().join("one.toml");
+    let credential = format!(
+        "[credentials.zitadel]\nkey_file = \"service-user.json\"\nissuer = \"{}\"\n",
+        issued.issuer.url()
+    );
+    std::fs::write(&config, &credential).unwrap();
+    let config = config.to_str().unwrap();
+    let only = run(&["token", "--config", config], &[]).await;
+    assert_success(&only, "token --config with one credential");
+    assert_eq!(
+        issued.issuer.token_user(only.stdout.trim_end()).as_deref(),
+        Some("test-user")
+    );
+
+    let two = issued.dir.path().join("two.toml");
+    std::fs::write(
+        &two,
+        format!("{credential}\n[credentials.pat]\ntoken_file = \"service-user.json\"\n"),
+    )
+    .unwrap();
+    let two = two.to_str().unwrap();
+    let ambiguous = run(&["token", "--config", two], &[]).await;
+    assert_clean_failure(&ambiguous, "token --config with two credentials");
+    assert_eq!(
+        ambiguous.stderr,
+        format!(
+            "mintproxy: --credential: {two} holds 2 credentials ([\"pat\", \"zitadel\"]): name one, e.g. --credential pat\n"
+        )
+    );
+    let named = run(&["token", "--config", two, "--credential", "zitadel"], &[]).await;
+    assert_success(&named, "token --config --credential");
+    assert_eq!(issued.issuer.token_requests(), 2);
+}
+
+/// `token` warns about a key file others can read, in the same words as `check` and
+/// `serve` (which share the validation), and stays quiet about an owner-only one.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn token_warns_about_a_key_file_others_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    const WARNING: &str = "credential file is readable by group or others; restrict it: chmod 600";
+    let issued = support::issuer().await;
+    let key_file = &issued.key_file;
+    std::fs::set_permissions(key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let open = token(key_file, issued.issuer.url(), &[]).await;
+    assert_success(&open, "token with a 644 key file");
+    assert!(open.stderr.contains(WARNING), "{open:#?}");
+    assert!(open.stderr.contains("mode=\"644\""), "{open:#?}");
+    let key = key_file.to_str().unwrap();
+    let check = run(
+        &["check", "--upstream", issued.issuer.url(), "--key-file", key],
+        &[],
+    )
+    .await;
+    assert!(check.stderr.contains(WARNING), "{check:#?}");
+
+    std::fs::set_permissions(key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let private = token(key_file, issued.issuer.url(), &[]).await;
+    assert_success(&private, "token with a 600 key file");
+    assert_eq!(private.stderr, "", "no warning for an owner-only key file");
 }
 
 /// Every flag has a `MINTPROXY_*` twin; a script can configure `token` through the
@@ -429,9 +520,14 @@ struct Served {
 /// Starts `mintproxy serve` on port 0 with `env` and waits for its "listening on" line,
 /// which carries the address it bound.
 async fn serve(args: &[&str], env: &[(&str, &str)]) -> Served {
+    serve_on("127.0.0.1:0", args, env).await
+}
+
+/// Like [`serve`], listening on `listen`.
+async fn serve_on(listen: &str, args: &[&str], env: &[(&str, &str)]) -> Served {
     let mut child = mintproxy()
         .arg("serve")
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", listen])
         .args(args)
         .envs(env.iter().copied())
         .stdin(Stdio::null())
@@ -522,6 +618,47 @@ async fn serve_logs_no_secret_at_trace_level() {
     assert!(!has_raw_bearer(&logs), "a bearer token leaked");
 }
 
+/// `--listen localhost:PORT` listens on 127.0.0.1 without `--allow-remote`, and
+/// `[::1]:PORT` on IPv6 loopback; each serves a request through.
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_listens_on_localhost_and_bracketed_ipv6_loopback() {
+    let issued = support::issuer().await;
+    let echo = Echo::start(support::local_listener().await, issued.issuer.clone()).unwrap();
+    for (listen, ip) in [("localhost:0", "127.0.0.1"), ("[::1]:0", "::1")] {
+        let served = serve_on(listen, &issued.flags(echo.url()), &[]).await;
+        assert_eq!(served.addr.ip().to_string(), ip, "--listen {listen}");
+        let answer = support::get(served.addr, "/through").await;
+        assert_eq!(answer.status, 200, "--listen {listen}: {:?}", answer.body);
+        let (status, _) = served.terminate().await;
+        assert!(status.success(), "--listen {listen}: {status}");
+    }
+}
+
+/// A listen address that is neither an address nor a name and port is refused before
+/// anything starts, saying what would do.
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_refuses_a_listen_address_without_a_port() {
+    let run = run(
+        &[
+            "serve",
+            "--listen",
+            "localhost",
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--token-file",
+            "Cargo.toml",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(run.status.code(), Some(2), "a usage error: {run:#?}");
+    assert!(
+        run.stderr
+            .contains("\"localhost\" is not an address like 127.0.0.1:8080, localhost:8080 or unix:/path"),
+        "{run:#?}"
+    );
+}
+
 /// An unusable `--upstream` stops `serve` before it listens, naming the flag.
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_rejects_a_bad_upstream() {
@@ -561,6 +698,79 @@ async fn demo_once_succeeds_and_shows_no_token() {
     assert!(run.stdout.contains("Bearer [redacted]"), "{run:#?}");
     assert!(!has_raw_bearer(&run.stdout), "{run:#?}");
     assert!(!has_raw_bearer(&run.stderr), "{run:#?}");
+}
+
+/// A lasting `demo` whose port 8080 is taken says so, and names the address it took
+/// instead, which serves; Ctrl-C then stops it cleanly.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_says_when_port_8080_is_taken_and_where_it_went() {
+    // Held for the test; if another process holds 8080 already, it is just as taken.
+    let _taken = std::net::TcpListener::bind("127.0.0.1:8080");
+    let mut child = mintproxy()
+        .arg("demo")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the mintproxy binary starts");
+    let stderr = drain(child.stderr.take().unwrap());
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut shown = Vec::new();
+    let ready = tokio::time::timeout(RUN_TIMEOUT, async {
+        while let Some(line) = stdout.next_line().await.unwrap() {
+            let done = line == "Ctrl-C stops it.";
+            shown.push(line);
+            if done {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .expect("the demo gets going");
+    assert!(ready, "the demo ended early: {shown:#?}");
+    let proxy_line = shown
+        .iter()
+        .find(|line| line.starts_with("4. Proxy at http://"))
+        .unwrap_or_else(|| panic!("{shown:#?}"));
+    let addr: std::net::SocketAddr = proxy_line["4. Proxy at http://".len()..]
+        .split(',')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_ne!(addr.port(), 8080);
+    let note = "   Note: not on 127.0.0.1:8080, which is not available (";
+    let noted = shown
+        .iter()
+        .find(|line| line.starts_with(note))
+        .unwrap_or_else(|| panic!("no note that 8080 is taken: {shown:#?}"));
+    assert!(noted.ends_with(&format!("; use http://{addr}.")), "{noted}");
+    assert!(
+        shown
+            .iter()
+            .any(|line| line.trim() == format!("curl -i http://{addr}/anything")),
+        "{shown:#?}"
+    );
+    assert_eq!(support::get(addr, "/anything").await.status, 200);
+
+    let pid = child.id().expect("still running").to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .await
+        .unwrap()
+        .success());
+    let status = tokio::time::timeout(RUN_TIMEOUT, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        status.success(),
+        "Ctrl-C ends the demo cleanly: {status}; {}",
+        stderr.await.unwrap()
+    );
 }
 
 /// The leak detector used above must itself detect a leak, or the tests relying on it

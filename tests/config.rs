@@ -200,15 +200,30 @@ fn no_routes_is_refused() {
     assert_eq!(dir.error(""), "routes: at least one [[routes]] table is needed");
 }
 
-/// A `listen` that is not an address.
+/// A `listen` that is not an address (a name without a port) is refused; `localhost` with
+/// a port is loopback.
 #[test]
 fn bad_listen_address_is_refused() {
     let dir = ConfigDir::new();
     let error = dir.error(&format!("listen = \"localhost\"\n{}", route_with("")));
     assert_eq!(
         error,
-        "listen: \"localhost\" is not an address like 127.0.0.1:8080 or unix:/path"
+        "listen: \"localhost\" is not an address like 127.0.0.1:8080, localhost:8080 or unix:/path"
     );
+    // Without --listen, so the file's own is used.
+    dir.write("pat.txt", "token");
+    let file = dir.config_file(&format!("listen = \"localhost:8080\"\n{}", route_with("")));
+    let cli = <mintproxy::cli::Cli as clap::Parser>::try_parse_from([
+        "mintproxy",
+        "serve",
+        "--config",
+        file.to_str().unwrap(),
+    ])
+    .unwrap();
+    let mintproxy::cli::Command::Serve(serve) = cli.command else {
+        unreachable!()
+    };
+    assert_eq!(serve.load().unwrap().listen.to_string(), "127.0.0.1:8080");
 }
 
 // ---------------------------------------------------------------------------------------

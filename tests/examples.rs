@@ -7,6 +7,10 @@
 //! pointed at the in-process stand-in issuer, must mint every credential with
 //! `check --online` without printing any token; and with its service user's key unknown
 //! to the issuer, `check --online` must fail and say why.
+//!
+//! The shipped examples cannot carry keys: each one's opening comment names the files to
+//! supply (and the check to run then), and each Kubernetes manifest's mintproxy container,
+//! with a generated key in place of its Secret's, passes `check --online`.
 
 mod support;
 
@@ -366,15 +370,16 @@ async fn mixed_example_mints_every_credential_online() {
         let line = minting_line(&run, name);
         if is_grant(credential) {
             grants += 1;
+            // The stand-in, like ZITADEL, does not state the scopes: the requested ones show.
             let expected = format!(
-                "  {name}: ok, {ISSUER_LIFETIME}, scopes: {}",
+                "  {name}: ok, {ISSUER_LIFETIME}, scopes: {} (requested)",
                 expected_scopes(credential)
             );
             assert_eq!(line, expected);
         } else {
             assert_eq!(
                 line,
-                format!("  {name}: ok, no expiry stated, scopes: (not stated)")
+                format!("  {name}: ok, no expiry stated, scopes: (none stated: a ready token)")
             );
         }
     }
@@ -412,4 +417,145 @@ async fn online_check_with_an_unregistered_key_fails_with_the_likely_cause() {
         }
     }
     assert_no_secrets(&run, issuer, &copy);
+}
+
+/// The keys of a credential that name a file to supply.
+const CREDENTIAL_FILE_KEYS: [&str; 4] = ["key_file", "client_key_file", "client_secret_file", "token_file"];
+
+/// The comment lines `text` opens with, joined.
+fn opening_comment(text: &str) -> String {
+    text.lines()
+        .take_while(|line| line.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Each example config's opening comment names every file its credentials reference, to
+/// be supplied beside it, and the `check --online` to run on it then.
+#[test]
+fn every_example_names_the_files_to_supply() {
+    for example in example_files() {
+        let text = std::fs::read_to_string(&example).unwrap();
+        let table: toml::Table = toml::from_str(&text).unwrap();
+        let comment = opening_comment(&text);
+        let what = example.display();
+        assert!(comment.contains("# Supply beside this file"), "{what}: {comment}");
+        for (name, credential) in credentials(&table) {
+            for key in CREDENTIAL_FILE_KEYS {
+                if let Some(file) = string(credential, key) {
+                    assert!(
+                        comment.contains(&format!("#   {file} ")),
+                        "{what}: credentials.{name}.{key} = {file:?} is not among the files to supply"
+                    );
+                }
+            }
+        }
+        let check = format!(
+            "mintproxy check --config examples/config/{} --online",
+            example.file_name().unwrap().to_string_lossy()
+        );
+        assert!(comment.contains(&check), "{what}: {check} missing");
+    }
+}
+
+/// The Kubernetes manifests with a mintproxy container, sorted.
+fn manifests() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/kubernetes");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no manifests in {}", dir.display());
+    files
+}
+
+/// Each manifest's mintproxy container, run as `mintproxy check ... --online` with its own
+/// arguments and environment, but a generated key where its Secret's is mounted and the
+/// stand-in issuer as its upstream (and so its issuer), mints a token; its opening comment
+/// names the Secret and the key inside it to supply.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_kubernetes_manifest_passes_check_online_with_a_generated_key() {
+    use serde_yaml_ng::Value;
+    for manifest in manifests() {
+        let what = manifest.file_name().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        let comment = opening_comment(&text);
+        let documents: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&text)
+            .map(|document| serde::Deserialize::deserialize(document).unwrap())
+            .collect();
+        let pod = documents
+            .iter()
+            .find(|d| d["kind"] == "Deployment")
+            .map(|d| &d["spec"]["template"]["spec"])
+            .unwrap_or_else(|| panic!("{what}: no Deployment"));
+        let container = pod["containers"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|c| c["image"].as_str().is_some_and(|i| i.contains("mintproxy")))
+            .unwrap_or_else(|| panic!("{what}: no mintproxy container"));
+        let text_of = |v: &Value| v.as_str().unwrap().to_owned();
+
+        // The mounted Secret, its key, and where the file lands.
+        let mount = &container["volumeMounts"][0];
+        let volume = pod["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == mount["name"])
+            .unwrap_or_else(|| panic!("{what}: the mount has no volume"));
+        let secret = text_of(&volume["secret"]["secretName"]);
+        let item = &volume["secret"]["items"][0];
+        let mounted = format!("{}/{}", text_of(&mount["mountPath"]), text_of(&item["path"]));
+        for named in [format!("`{secret}`"), format!("`{}`", text_of(&item["key"]))] {
+            assert!(
+                comment.contains(&named),
+                "{what}: the comment does not name {named}"
+            );
+        }
+
+        let issued = support::issuer().await;
+        let key_file = issued.dir.path().join("generated-key.json");
+        support::write_private(&key_file, &issued.key.key_json());
+        let mut env: Vec<(String, String)> = container["env"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|e| (text_of(&e["name"]), text_of(&e["value"])))
+            .collect();
+        for (name, value) in &mut env {
+            match name.as_str() {
+                "MINTPROXY_KEY_FILE" => {
+                    assert_eq!(
+                        *value, mounted,
+                        "{what}: the key file is where the Secret is mounted"
+                    );
+                    *value = key_file.to_str().unwrap().to_owned();
+                }
+                "MINTPROXY_UPSTREAM" => *value = issued.issuer.url().to_owned(),
+                _ => {}
+            }
+        }
+        let args: Vec<String> = container["args"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(text_of)
+            .collect();
+        assert_eq!(args[0], "serve", "{what}");
+        let mut check: Vec<&str> = vec!["check"];
+        check.extend(args[1..].iter().map(String::as_str));
+        check.push("--online");
+        let env: Vec<(&str, &str)> = env.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let run = support::run_binary(&check, &env).await;
+        assert!(run.status.success(), "{what}: {run:#?}");
+        assert!(
+            run.stdout
+                .contains(&format!("  default: ok, {ISSUER_LIFETIME}, scopes: ")),
+            "{what}: {run:#?}"
+        );
+        assert_eq!(issued.issuer.token_requests(), 1, "{what}");
+    }
 }

@@ -556,6 +556,8 @@ struct Served {
     admin: SocketAddr,
     first_line: String,
     stderr_lines: Arc<Mutex<Vec<String>>>,
+    /// Bumped on every new stderr line; closed when stderr ends.
+    stderr_grew: tokio::sync::watch::Receiver<()>,
     stderr_done: tokio::task::JoinHandle<()>,
 }
 
@@ -589,10 +591,12 @@ impl Served {
             .unwrap();
         let stderr_lines = Arc::new(Mutex::new(Vec::<String>::new()));
         let collecting = stderr_lines.clone();
+        let (grew, stderr_grew) = tokio::sync::watch::channel(());
         let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
         let stderr_done = tokio::spawn(async move {
             while let Ok(Some(line)) = stderr.next_line().await {
                 collecting.lock().unwrap().push(line);
+                grew.send_replace(());
             }
         });
         let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -626,18 +630,51 @@ impl Served {
             admin,
             first_line,
             stderr_lines,
+            stderr_grew,
             stderr_done,
         }
     }
 
     /// Sends SIGTERM.
     fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends the signal `name` (`TERM`, `INT`).
+    fn signal(&self, name: &str) {
         let pid = self.child.id().unwrap().to_string();
         let killed = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
+            .args([&format!("-{name}"), &pid])
             .status()
             .unwrap();
         assert!(killed.success());
+    }
+
+    /// The first JSON log event `find` picks, waiting (woken by each new line, up to 30 s)
+    /// until one is logged.
+    async fn log_event<T>(&self, what: &str, find: impl Fn(&serde_json::Value) -> Option<T>) -> T {
+        let mut grew = self.stderr_grew.clone();
+        let found = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                let lines = self.stderr_lines.lock().unwrap().clone();
+                let found = lines
+                    .iter()
+                    .filter_map(|line| serde_json::from_str(line).ok())
+                    .find_map(|event| find(&event));
+                if found.is_some() {
+                    return found;
+                }
+                if grew.changed().await.is_err() {
+                    return None;
+                }
+            }
+        })
+        .await;
+        match found {
+            Ok(Some(found)) => found,
+            Ok(None) => panic!("stderr ended before {what}"),
+            Err(_) => panic!("{what} was not logged within 30 s"),
+        }
     }
 
     /// Waits for the exit, and every stderr line.
@@ -714,10 +751,13 @@ async fn json_logs_parse_and_carry_no_secret() {
     assert_eq!(line["status"], 200);
     assert_eq!(line["route"], "/");
     assert!(line["duration_ms"].as_f64().unwrap() >= 0.0);
-    assert!(
-        events.iter().any(|e| e["message"] == "minted a new token"),
-        "{lines:?}"
-    );
+    let minted = events
+        .iter()
+        .find(|e| e["message"] == "minted a new token")
+        .unwrap_or_else(|| panic!("{lines:?}"));
+    // The stand-in, like ZITADEL, does not state the scopes: the requested ones are logged.
+    assert_eq!(minted["scope"], mintproxy::config::DEFAULT_SCOPES.join(" "));
+    assert_eq!(minted["scope_source"], "requested");
 
     let everything = format!("{first}\n{}", lines.join("\n"));
     let mut secrets = issued.issuer.secrets_seen();
@@ -793,6 +833,57 @@ async fn requests_cut_at_the_drain_deadline_are_counted_and_fail_the_exit() {
     });
     assert_eq!(cut, Some(1), "{lines:?}");
     let _ = stuck.await;
+}
+
+/// Ctrl-C starts the drain, whose log line says how many requests are in flight and the
+/// deadline; a second Ctrl-C during it stops the process at once with status 130 (128 +
+/// SIGINT), not after the 30 s drain.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_ctrl_c_during_the_drain_stops_at_once() {
+    let issued = support::issuer().await;
+    let (upstream, heads) = raw_upstream(None).await;
+    let served = Served::start(&flags(&issued, &upstream)).await;
+    let (proxy, admin) = (served.proxy, served.admin);
+    wait_ready(admin).await;
+    let held = tokio::spawn(async move {
+        support::raw(proxy, &format!("GET /held HTTP/1.1\r\nHost: {proxy}\r\n\r\n")).await
+    });
+    eventually(
+        Duration::from_secs(10),
+        "the upstream holds the request",
+        || async { (heads.load(Ordering::SeqCst) > 0).then_some(()) },
+    )
+    .await;
+
+    served.signal("INT");
+    let (in_flight, deadline_s) = served
+        .log_event("the drain line", |event| {
+            let message = event["message"].as_str()?;
+            message
+                .starts_with("shutting down: draining")
+                .then(|| (event["in_flight"].as_u64(), event["deadline_s"].as_f64()))
+        })
+        .await;
+    assert_eq!(in_flight, Some(1), "the drain line counts the held request");
+    assert_eq!(deadline_s, Some(30.0), "and names the drain deadline");
+
+    served.signal("INT");
+    let signalled = Instant::now();
+    let (status, lines) = served.exit().await;
+    assert!(
+        signalled.elapsed() < Duration::from_secs(10),
+        "stopped at once, not after the 30 s drain: {:?}",
+        signalled.elapsed()
+    );
+    assert_eq!(status.code(), Some(130), "{status}");
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.starts_with("mintproxy: a second signal (SIGINT): stopping now")),
+        "{lines:?}"
+    );
+    let _ = held.await;
 }
 
 /// `--flag` names and `MINTPROXY_*` variables that `mintproxy serve --help` documents.

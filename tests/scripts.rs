@@ -23,6 +23,14 @@ const PATIENCE: Duration = Duration::from_secs(30);
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
+/// The issuer with its key file owner-only, so no warning about the file's mode mixes
+/// with what the tests look for on stderr.
+async fn issuer() -> Issued {
+    let issued = support::issuer().await;
+    std::fs::set_permissions(&issued.key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    issued
+}
+
 // ---------------------------------------------------------------------------------------
 // The token cache
 // ---------------------------------------------------------------------------------------
@@ -58,7 +66,7 @@ fn cache_file(cache: &Path) -> PathBuf {
 /// is 0700, the file 0600, and it holds the token, its times and scope: no key material.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_token_run_uses_the_cached_token() {
-    let issued = support::issuer().await;
+    let issued = issuer().await;
     let cache = tempfile::tempdir().unwrap();
     let first = token(&issued, cache.path(), &[]).await;
     let second = token(&issued, cache.path(), &[]).await;
@@ -105,7 +113,7 @@ async fn a_second_token_run_uses_the_cached_token() {
 /// Without XDG_CACHE_HOME the cache lives in ~/.cache/mintproxy.
 #[tokio::test(flavor = "multi_thread")]
 async fn without_xdg_cache_home_the_cache_is_under_home() {
-    let issued = support::issuer().await;
+    let issued = issuer().await;
     let home = tempfile::tempdir().unwrap();
     let key_file = issued.key_file.to_str().unwrap();
     for _ in 0..2 {
@@ -127,7 +135,7 @@ async fn without_xdg_cache_home_the_cache_is_under_home() {
 /// it, a new token is minted, and the file is replaced by a good one.
 #[tokio::test(flavor = "multi_thread")]
 async fn unusable_cache_files_are_ignored_with_a_warning() {
-    let issued = support::issuer().await;
+    let issued = issuer().await;
     let cache = tempfile::tempdir().unwrap();
     token(&issued, cache.path(), &[]).await;
     let file = cache_file(cache.path());
@@ -181,7 +189,7 @@ fn running_as_root() -> bool {
 /// good file (renames are atomic), which the next run uses.
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_token_runs_are_safe() {
-    let issued = support::issuer().await;
+    let issued = issuer().await;
     let cache = tempfile::tempdir().unwrap();
     let (one, two) = tokio::join!(
         token(&issued, cache.path(), &[]),
@@ -206,7 +214,7 @@ async fn concurrent_token_runs_are_safe() {
 /// issued, and when it expires (RFC 3339, UTC).
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_credential_for_kubectl() {
-    let issued = support::issuer().await;
+    let issued = issuer().await;
     let cache = tempfile::tempdir().unwrap();
     let before = SystemTime::now();
     let run = token(&issued, cache.path(), &["--format", "exec-credential"]).await;
@@ -293,9 +301,7 @@ fn signal(child: &Child, name: &str) {
 /// mintproxy's, and the proxy is gone after.
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_runs_the_command_beside_the_proxy() {
-    let issued = support::issuer().await;
-    // Owner-only, so no warning about the key file's mode.
-    std::fs::set_permissions(&issued.key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let issued = issuer().await;
     let echo = Echo::start(support::local_listener().await, issued.issuer.clone()).unwrap();
     let script = r#"echo "$MINTPROXY_URL"; echo "token:${MINTPROXY_TOKEN:-none}"; read answer; exit 7"#;
     let mut child = exec(&issued, echo.url(), &[], script);
@@ -330,7 +336,7 @@ async fn exec_with_curl_inside() {
     let Some(curl) = curl() else {
         return;
     };
-    let issued = support::issuer().await;
+    let issued = issuer().await;
     let echo = Echo::start(support::local_listener().await, issued.issuer.clone()).unwrap();
     let script = format!(r#"{} -sS --fail "$MINTPROXY_URL/from/curl""#, curl.display());
     let child = exec(&issued, echo.url(), &[], &script);
@@ -362,7 +368,7 @@ fn curl() -> Option<PathBuf> {
 /// `--export-token` hands the command the proxy's own first token (one mint in all).
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_exports_a_token_snapshot() {
-    let issued = support::issuer().await;
+    let issued = issuer().await;
     let script = r#"printf '%s\n' "$MINTPROXY_TOKEN""#;
     let mut child = exec(&issued, "http://127.0.0.1:9", &["--export-token"], script);
     let token = next_line(&mut stdout_lines(&mut child)).await;
@@ -376,7 +382,7 @@ async fn exec_exports_a_token_snapshot() {
 /// signal exits with its own status, one killed by it gives 128 + the signal.
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_passes_signals_on() {
-    let issued = support::issuer().await;
+    let issued = issuer().await;
     let trapping = r#"trap 'kill $pid; exit 42' TERM; sleep 1000 >/dev/null 2>&1 & pid=$!; echo ready; wait"#;
     let mut child = exec(&issued, "http://127.0.0.1:9", &[], trapping);
     assert_eq!(next_line(&mut stdout_lines(&mut child)).await, "ready");
@@ -396,7 +402,7 @@ async fn exec_passes_signals_on() {
 /// `ran`).
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_fails_before_the_command_starts() {
-    let issued = support::issuer().await;
+    let issued = issuer().await;
     let marker = issued.dir.path().join("ran");
     let script = format!("touch {}", marker.display());
     let upstream = "http://127.0.0.1:9";
@@ -537,7 +543,7 @@ fn in_days(days: f64) -> String {
 /// file and field named, non-zero.
 #[tokio::test(flavor = "multi_thread")]
 async fn check_tells_of_key_expiry() {
-    let issued = support::issuer().await;
+    let issued = issuer().await;
 
     let near = in_days(10.5);
     let run = check(&issued, &key_expiring(&issued, &near, true), &[]).await;
@@ -580,7 +586,7 @@ async fn check_tells_of_key_expiry() {
 /// the error and in `check --online`'s likely cause.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_mint_with_an_expired_key_says_so() {
-    let issued = support::issuer().await;
+    let issued = issuer().await;
     let past = in_days(-2.5);
     let key_file = key_expiring(&issued, &past, false);
     let args = [
@@ -610,7 +616,7 @@ async fn a_refused_mint_with_an_expired_key_says_so() {
 /// `serve` warns at start about a key expiring within 30 days.
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_warns_at_start_of_a_key_expiring_soon() {
-    let issued = support::issuer().await;
+    let issued = issuer().await;
     let near = in_days(5.5);
     let key_file = key_expiring(&issued, &near, true);
     let mut child = support::binary()
@@ -654,7 +660,7 @@ async fn serve_warns_at_start_of_a_key_expiring_soon() {
 /// The admin metrics carry the key's expiry.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_key_expiry_is_a_metric() {
-    let issued = support::issuer().await;
+    let issued = issuer().await;
     let date = "2031-05-06T07:08:09Z";
     let key_file = key_expiring(&issued, date, true);
     let flags = [

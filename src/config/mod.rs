@@ -386,17 +386,38 @@ pub fn validate_credential_flags(raw: &RawCredential) -> Result<Credential, Conf
     validate_credential(raw, &at, Path::new(""), None)
 }
 
-/// Validates the credential `name` of a config file (for `mintproxy token --config`).
-pub fn credential_from_file(file: &Path, name: &str) -> Result<Credential, ConfigError> {
+/// Validates the credential `name` of a config file (for `mintproxy token --config`);
+/// without a name, the file's only credential.
+pub fn credential_from_file(file: &Path, name: Option<&str>) -> Result<Credential, ConfigError> {
     let raw = RawConfig::from_file(file)?;
     let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
-    let credential = raw.credentials.get(name).ok_or_else(|| {
-        let known: Vec<&str> = raw.credentials.keys().map(String::as_str).collect();
-        ConfigError::new(
-            "--credential",
-            format!("no credential {name:?} in {} (it has {known:?})", file.display()),
-        )
-    })?;
+    let known: Vec<&str> = raw.credentials.keys().map(String::as_str).collect();
+    let (name, credential) = match (name, &known[..]) {
+        (Some(name), _) => raw.credentials.get_key_value(name).ok_or_else(|| {
+            ConfigError::new(
+                "--credential",
+                format!("no credential {name:?} in {} (it has {known:?})", file.display()),
+            )
+        })?,
+        (None, [_]) => raw.credentials.iter().next().expect("one credential"),
+        (None, []) => {
+            return Err(ConfigError::new(
+                file.display().to_string(),
+                "holds no [credentials.NAME] table",
+            ))
+        }
+        (None, _) => {
+            return Err(ConfigError::new(
+                "--credential",
+                format!(
+                    "{} holds {} credentials ({known:?}): name one, e.g. --credential {}",
+                    file.display(),
+                    known.len(),
+                    known[0]
+                ),
+            ))
+        }
+    };
     let prefix = format!("credentials.{name}");
     let at = At {
         origin: Origin::File,
@@ -447,9 +468,6 @@ fn validate(raw: RawConfig, origin: Origin, base: &Path) -> Result<Config, Confi
         // With flags, the issuer defaults to the origin of the one upstream.
         let default_issuer = (origin == Origin::Flags).then(|| routes[0].upstream.origin());
         let credential = validate_credential(credential, &at, base, default_issuer.as_deref())?;
-        for file in credential.secret_files() {
-            warn_if_readable_by_others(file);
-        }
         credentials.insert(name.clone(), credential);
     }
     Ok(Config {
@@ -537,7 +555,22 @@ fn validate_route(
     })
 }
 
+/// Validates a credential, and warns when others can read its files: every command that
+/// uses a credential comes through here.
 fn validate_credential(
+    raw: &RawCredential,
+    at: &At<'_>,
+    base: &Path,
+    default_issuer: Option<&str>,
+) -> Result<Credential, ConfigError> {
+    let credential = validate_credential_fields(raw, at, base, default_issuer)?;
+    for file in credential.secret_files() {
+        warn_if_readable_by_others(file);
+    }
+    Ok(credential)
+}
+
+fn validate_credential_fields(
     raw: &RawCredential,
     at: &At<'_>,
     base: &Path,

@@ -43,6 +43,10 @@ pub struct Behaviour {
     pub failure: Option<Failure>,
     /// Wait this long before answering a token request.
     pub delay: Duration,
+    /// State the granted scopes in token answers. ZITADEL's answers leave `scope` out
+    /// (its guides show `access_token`, `token_type` and `expires_in` only), and so does the
+    /// stand-in unless told.
+    pub states_scope: bool,
 }
 
 impl Default for Behaviour {
@@ -51,6 +55,7 @@ impl Default for Behaviour {
             expires_in: 43_200,
             failure: None,
             delay: Duration::ZERO,
+            states_scope: false,
         }
     }
 }
@@ -239,15 +244,15 @@ impl Issuer {
                 let token = random_token();
                 let expires = Instant::now() + Duration::from_secs(behaviour.expires_in);
                 lock(&self.issued).insert(token.clone(), Issued { subject, expires });
-                json_response(
-                    StatusCode::OK,
-                    &json!({
-                        "access_token": token,
-                        "token_type": "Bearer",
-                        "expires_in": behaviour.expires_in,
-                        "scope": form.get("scope"),
-                    }),
-                )
+                let mut answer = json!({
+                    "access_token": token,
+                    "token_type": "Bearer",
+                    "expires_in": behaviour.expires_in,
+                });
+                if behaviour.states_scope {
+                    answer["scope"] = json!(form.get("scope"));
+                }
+                json_response(StatusCode::OK, &answer)
             }
             Err((status, error, description)) => {
                 json_response(status, &json!({"error": error, "error_description": description}))

@@ -62,7 +62,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     let key_dir = KeyDir::create()?;
     let key_file = key_dir.write("demo-service-user.json", &key.key_json())?;
 
-    let listener = bind_demo_listener(&args).await?;
+    let (listener, moved) = bind_demo_listener(&args).await?;
     let addr = listener.local_addr()?;
     let config = Config {
         listen: ListenAddr::Tcp(addr),
@@ -103,7 +103,11 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         };
         app::run_proxy(listener.into(), &config, shutdown).await
     });
-    println!("4. Proxy at http://{addr}, pinned to the echo upstream; it discovers the token endpoint and mints a token.\n");
+    println!("4. Proxy at http://{addr}, pinned to the echo upstream; it discovers the token endpoint and mints a token.");
+    if let Some(why) = moved {
+        println!("   Note: not on {DEFAULT_DEMO_ADDR}, which is not available ({why}); use http://{addr}.");
+    }
+    println!();
 
     let result = send_one(addr, &issuer).await;
     if args.once || result.is_err() {
@@ -145,18 +149,25 @@ impl Drop for KeyDir {
     }
 }
 
-/// `--listen` if given; else 127.0.0.1:8080 for a lasting demo (any free port when that is
-/// taken), and any free port for `--once`.
-async fn bind_demo_listener(args: &DemoArgs) -> Result<TcpListener, DemoError> {
+/// Where a lasting demo's proxy listens unless told otherwise: where `serve` would.
+const DEFAULT_DEMO_ADDR: &str = crate::config::DEFAULT_LISTEN;
+
+/// `--listen` if given; else 127.0.0.1:8080 for a lasting demo, and any free port for
+/// `--once`. When 8080 cannot be had, any free port, and why 8080 could not, so the user is
+/// told rather than left curling the wrong port.
+async fn bind_demo_listener(args: &DemoArgs) -> Result<(TcpListener, Option<std::io::Error>), DemoError> {
     if let Some(addr) = args.listen {
-        return Ok(TcpListener::bind(addr).await?);
+        return Ok((TcpListener::bind(addr).await?, None));
     }
-    if !args.once {
-        if let Ok(listener) = TcpListener::bind("127.0.0.1:8080").await {
-            return Ok(listener);
+    let moved = if args.once {
+        None
+    } else {
+        match TcpListener::bind(DEFAULT_DEMO_ADDR).await {
+            Ok(listener) => return Ok((listener, None)),
+            Err(error) => Some(error),
         }
-    }
-    Ok(TcpListener::bind("127.0.0.1:0").await?)
+    };
+    Ok((TcpListener::bind("127.0.0.1:0").await?, moved))
 }
 
 async fn send_one(addr: SocketAddr, issuer: &Issuer) -> Result<(), DemoError> {

@@ -51,12 +51,42 @@ impl FromStr for ListenAddr {
         match text.strip_prefix("unix:") {
             Some("") => Err("unix: needs a path, e.g. unix:/run/mintproxy.sock".to_owned()),
             Some(path) => Ok(Self::Unix(PathBuf::from(path))),
-            None => text
-                .parse()
-                .map(Self::Tcp)
-                .map_err(|_| format!("{text:?} is not an address like 127.0.0.1:8080 or unix:/path")),
+            None => parse_tcp_addr(text).map(Self::Tcp),
         }
     }
+}
+
+/// A TCP address to listen on: `127.0.0.1:8080`, `[::1]:8080`, or a host name and port.
+/// `localhost` is loopback (RFC 6761) without asking DNS; another name is resolved and its
+/// first address bound, so one that resolves off this machine still needs `--allow-remote`.
+pub fn parse_tcp_addr(text: &str) -> Result<SocketAddr, String> {
+    parse_tcp_addr_with(text, |host, port| {
+        std::net::ToSocketAddrs::to_socket_addrs(&(host, port)).map(Iterator::collect)
+    })
+}
+
+fn parse_tcp_addr_with(
+    text: &str,
+    resolve: impl FnOnce(&str, u16) -> std::io::Result<Vec<SocketAddr>>,
+) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let unlike = || format!("{text:?} is not an address like 127.0.0.1:8080, localhost:8080 or unix:/path");
+    let (host, port) = text.rsplit_once(':').ok_or_else(unlike)?;
+    let port: u16 = port.parse().map_err(|_| unlike())?;
+    // Empty, or an IPv6 address without its brackets.
+    if host.is_empty() || host.contains(':') {
+        return Err(unlike());
+    }
+    if host.eq_ignore_ascii_case("localhost") {
+        return Ok(SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port)));
+    }
+    let addrs = resolve(host, port).map_err(|e| format!("cannot resolve {host:?}: {e}"))?;
+    addrs
+        .first()
+        .copied()
+        .ok_or_else(|| format!("{host:?} resolves to no address"))
 }
 
 impl fmt::Display for ListenAddr {
@@ -284,7 +314,7 @@ pub async fn serve(
     tracing::info!(
         in_flight = slots.in_flight(),
         deadline_s = options.shutdown_timeout.as_secs_f64(),
-        "shutting down: draining in-flight requests"
+        "shutting down: draining in-flight requests (a second Ctrl-C stops at once)"
     );
     stop.cancel();
     serving.close();
@@ -390,23 +420,159 @@ impl<B: Body + Unpin> Body for InFlight<B> {
     }
 }
 
-/// Completes on SIGTERM or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(_) => {
-                let _ = interrupt.await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
+/// A shutdown signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGINT (Ctrl-C).
+    Interrupt,
+    /// SIGTERM.
+    Terminate,
+}
+
+impl Signal {
+    /// The exit status of a process this signal stopped short: 128 + its number, as shells
+    /// report it.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Self::Interrupt => 130,
+            Self::Terminate => 143,
         }
     }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
+}
+
+impl fmt::Display for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Interrupt => "SIGINT",
+            Self::Terminate => "SIGTERM",
+        })
+    }
+}
+
+/// SIGTERM and SIGINT, subscribed to once, so a signal sent between two waits still counts.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn recv(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.interrupt.recv() => Signal::Interrupt,
+            _ = self.terminate.recv() => Signal::Terminate,
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    match Signals::new() {
+        Ok(mut signals) => {
+            signals.recv().await;
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Two futures over the process's signals: the first SIGTERM or SIGINT completes the first
+/// (begin the graceful drain), the next one the second (a caller who will not wait for the
+/// drain: stop now), with that signal.
+pub fn shutdown_signals() -> std::io::Result<(
+    impl Future<Output = ()> + Send,
+    impl Future<Output = Signal> + Send,
+)> {
+    let mut signals = Signals::new()?;
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel();
+    let (second_tx, second_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        signals.recv().await;
+        let _ = first_tx.send(());
+        let _ = second_tx.send(signals.recv().await);
+    });
+    // The listening task only ends with the runtime: a closed channel is no signal.
+    let first = async {
+        if first_rx.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let second = async {
+        match second_rx.await {
+            Ok(signal) => signal,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    Ok((first, second))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_dns(host: &str, _: u16) -> std::io::Result<Vec<SocketAddr>> {
+        panic!("{host} must not be looked up")
+    }
+
+    #[test]
+    fn localhost_and_bracketed_ipv6_are_loopback_without_dns() {
+        for (text, expected) in [
+            ("localhost:8080", "127.0.0.1:8080"),
+            ("LocalHost:0", "127.0.0.1:0"),
+            ("[::1]:8080", "[::1]:8080"),
+            ("127.0.0.1:8080", "127.0.0.1:8080"),
+        ] {
+            let addr = parse_tcp_addr_with(text, no_dns).unwrap();
+            assert_eq!(addr, expected.parse().unwrap(), "{text}");
+            assert!(ListenAddr::Tcp(addr).is_local(), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_name_listens_on_its_first_address_and_is_local_only_if_that_is_loopback() {
+        let resolves_to = |ip: &'static str| {
+            move |host: &str, port: u16| {
+                assert_eq!((host, port), ("proxy.internal", 8080));
+                Ok(vec![SocketAddr::new(ip.parse().unwrap(), port)])
+            }
+        };
+        let remote = parse_tcp_addr_with("proxy.internal:8080", resolves_to("10.0.0.7")).unwrap();
+        assert_eq!(remote, "10.0.0.7:8080".parse().unwrap());
+        assert!(!ListenAddr::Tcp(remote).is_local(), "needs --allow-remote");
+        let local = parse_tcp_addr_with("proxy.internal:8080", resolves_to("127.0.0.2")).unwrap();
+        assert!(ListenAddr::Tcp(local).is_local());
+    }
+
+    #[test]
+    fn bad_listen_addresses_say_what_is_wrong() {
+        let unlike = |text: &str| {
+            format!("{text:?} is not an address like 127.0.0.1:8080, localhost:8080 or unix:/path")
+        };
+        for text in [
+            "localhost",
+            "localhost:http",
+            ":8080",
+            "::1:8080",
+            "localhost:70000",
+        ] {
+            assert_eq!(parse_tcp_addr_with(text, no_dns), Err(unlike(text)), "{text}");
+        }
+        let unresolvable = |_: &str, _: u16| Err(std::io::Error::other("no such host"));
+        assert_eq!(
+            parse_tcp_addr_with("proxy.invalid:8080", unresolvable),
+            Err("cannot resolve \"proxy.invalid\": no such host".to_owned())
+        );
+        assert_eq!(
+            "unix:".parse::<ListenAddr>(),
+            Err("unix: needs a path, e.g. unix:/run/mintproxy.sock".to_owned())
+        );
+    }
 }

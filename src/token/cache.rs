@@ -116,8 +116,8 @@ pub struct CachedToken {
     usable_until: Option<Instant>,
     /// When the issuer says the token expires (for display and metrics), if it said.
     pub expires_at: Option<SystemTime>,
-    /// The scopes the issuer granted, when it said.
-    pub scope: Option<String>,
+    /// The token's scopes, when known.
+    pub scope: Option<super::Scope>,
 }
 
 impl CachedToken {
@@ -410,7 +410,8 @@ impl Shared {
                 tracing::info!(
                     credential = %self.name,
                     expires_in_s = lifetime.map(|l| l.as_secs()),
-                    scope = token.scope.as_deref().unwrap_or(""),
+                    scope = token.scope.as_ref().map(|scope| scope.list.as_str()),
+                    scope_source = token.scope.as_ref().map(|scope| scope.source.as_str()),
                     "minted a new token"
                 );
                 if let Some(observer) = &self.observer {

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::Token;
+use super::{Scope, Token};
 use crate::secret::AccessToken;
 
 /// A cached token is handed out only while at least this much of its life is left...
@@ -60,7 +60,7 @@ struct Entry {
     /// Unix seconds.
     expires_at: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    scope: Option<String>,
+    scope: Option<Scope>,
 }
 
 /// The token cache directory, checked and ready.
@@ -301,6 +301,8 @@ mod tests {
         );
     }
 
+    use crate::token::ScopeSource;
+
     #[test]
     fn stores_owner_only_and_reads_back() {
         let dir = tempfile::tempdir().unwrap();
@@ -310,7 +312,10 @@ mod tests {
         let token = Token {
             access_token: AccessToken::new("secret-token"),
             lifetime: Some(Duration::from_secs(3600)),
-            scope: Some("openid".into()),
+            scope: Some(Scope {
+                list: "openid".into(),
+                source: ScopeSource::Requested,
+            }),
         };
         cache.store(&key, &token, now);
         let dir_mode = std::fs::metadata(dir.path().join("mintproxy")).unwrap().mode();
@@ -319,7 +324,7 @@ mod tests {
         assert_eq!(file_mode & 0o777, 0o600);
         let back = cache.load(&key, now).unwrap();
         assert_eq!(back.access_token.expose(), "secret-token");
-        assert_eq!(back.scope.as_deref(), Some("openid"));
+        assert_eq!(back.scope, token.scope, "the list and where it came from");
         assert!(back.lifetime.unwrap() > Duration::from_secs(3598));
         // A file without expiry is not kept.
         let other = CacheKey::new("k2", "i", None, &[]);

@@ -3,13 +3,14 @@
 //! The HTTP client follows no redirects and ignores `HTTPS_PROXY`-style variables, so a
 //! grant carrying an assertion or a client secret only ever goes where it was configured.
 
+use std::fmt;
 use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::OnceCell;
 use url::Url;
 
-use super::Token;
+use super::{Scope, ScopeSource, Token};
 use crate::chain::Chain;
 use crate::secret::AccessToken;
 
@@ -81,7 +82,7 @@ impl Endpoint {
             "{}/.well-known/openid-configuration",
             self.issuer.trim_end_matches('/')
         );
-        let fail = |reason: String| TokenError::Discovery {
+        let fail = |reason: Reason| TokenError::Discovery {
             url: url.clone(),
             reason,
         };
@@ -90,10 +91,10 @@ impl Endpoint {
             .get(&url)
             .send()
             .await
-            .map_err(|e| fail(Chain(&e).to_string()))?;
+            .map_err(|e| fail(Reason::of(&e, url.to_ascii_lowercase().starts_with("https:"))))?;
         let status = response.status();
         if !status.is_success() {
-            return Err(fail(format!("status {status}")));
+            return Err(fail(format!("status {status}").into()));
         }
         let document: Value = response
             .json()
@@ -104,7 +105,7 @@ impl Endpoint {
         let token_endpoint = text("token_endpoint")
             .ok_or_else(|| fail("no `token_endpoint` in the document".into()))?
             .parse::<Url>()
-            .map_err(|e| fail(format!("`token_endpoint` is not a URL: {e}")))?;
+            .map_err(|e| fail(format!("`token_endpoint` is not a URL: {e}").into()))?;
         tracing::debug!(%issuer, %token_endpoint, "discovered the token endpoint");
         Ok(Resolved {
             issuer,
@@ -130,7 +131,7 @@ impl Endpoint {
         }
         let response = request.send().await.map_err(|e| TokenError::Transport {
             url: url.to_string(),
-            reason: Chain(&e).to_string(),
+            reason: Reason::of(&e, url.scheme() == "https"),
         })?;
         let status = response.status();
         let body: Option<Value> = response.json().await.ok();
@@ -143,10 +144,20 @@ impl Endpoint {
                 description: field("error_description"),
             });
         }
-        parse_token(body.as_ref()).map_err(|reason| TokenError::Unusable {
+        let mut token = parse_token(body.as_ref()).map_err(|reason| TokenError::Unusable {
             url: url.to_string(),
             reason,
-        })
+        })?;
+        if token.scope.is_none() {
+            token.scope = form
+                .iter()
+                .find(|(name, value)| *name == "scope" && !value.is_empty())
+                .map(|(_, requested)| Scope {
+                    list: (*requested).to_owned(),
+                    source: ScopeSource::Requested,
+                });
+        }
+        Ok(token)
     }
 }
 
@@ -172,7 +183,10 @@ fn parse_token(body: Option<&Value>) -> Result<Token, String> {
     Ok(Token {
         access_token: AccessToken::new(access_token),
         lifetime: Some(lifetime(expires_in)?),
-        scope: body.get("scope").and_then(Value::as_str).map(str::to_owned),
+        scope: body.get("scope").and_then(Value::as_str).map(|granted| Scope {
+            list: granted.to_owned(),
+            source: ScopeSource::Granted,
+        }),
     })
 }
 
@@ -207,6 +221,122 @@ fn lifetime(expires_in: &Value) -> Result<Duration, String> {
     }
 }
 
+/// Why an issuer could not be reached or read: what happened, and the likely cause when
+/// the failure tells it.
+#[derive(Debug, Clone)]
+pub struct Reason {
+    text: String,
+    likely: Option<&'static str>,
+}
+
+impl Reason {
+    /// A failed exchange: the error and its causes on one line, and what they point to.
+    fn of(error: &reqwest::Error, https: bool) -> Self {
+        Self {
+            text: Chain(error).to_string(),
+            likely: likely_cause(error, https),
+        }
+    }
+}
+
+/// A reason with no likely cause to name (the issuer answered, but not usefully).
+impl From<String> for Reason {
+    fn from(text: String) -> Self {
+        Self { text, likely: None }
+    }
+}
+
+impl From<&str> for Reason {
+    fn from(text: &str) -> Self {
+        text.to_owned().into()
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// What a failed exchange with an issuer most likely means, read from the errors behind it
+/// (the error text alone, `received corrupt message of type InvalidContentType`, leaves a
+/// user guessing). `https`: whether the URL said TLS.
+fn likely_cause(error: &reqwest::Error, https: bool) -> Option<&'static str> {
+    if error.is_timeout() {
+        return Some(
+            "no answer in time: a firewall dropping packets, a wrong address or port, or an issuer too slow to answer",
+        );
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = cause {
+        if let Some(likely) = recognise(error, https) {
+            return Some(likely);
+        }
+        // An io::Error's source() skips the error it wraps (a TLS error, say): look inside.
+        cause = match error
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            Some(inner) => Some(inner),
+            None => error.source(),
+        };
+    }
+    None
+}
+
+/// The likely cause one error in the chain points to, if any.
+fn recognise(error: &(dyn std::error::Error + 'static), https: bool) -> Option<&'static str> {
+    use rustls::{CertificateError, InvalidMessage};
+    if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+        return match tls {
+            // The first byte back was no TLS record: most likely `HTTP/1.1 400 ...`.
+            rustls::Error::InvalidMessage(InvalidMessage::InvalidContentType) if https => Some(
+                "scheme mismatch: the server answered in plain HTTP, not TLS; write its URL with http:// (or use its TLS port)",
+            ),
+            rustls::Error::InvalidCertificate(certificate) => Some(match certificate {
+                CertificateError::UnknownIssuer | CertificateError::BadSignature => {
+                    "certificate problem: the server's certificate is not signed by a trusted CA (self-signed?); pass that CA, or the certificate itself, with --upstream-ca"
+                }
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                    "certificate problem: the certificate is for another name than the URL's host; use the name it was issued for"
+                }
+                CertificateError::Expired
+                | CertificateError::ExpiredContext { .. }
+                | CertificateError::NotValidYet
+                | CertificateError::NotValidYetContext { .. } => {
+                    "certificate problem: the certificate has expired or is not valid yet (or this machine's clock is wrong)"
+                }
+                _ => "certificate problem: the server's certificate was refused (see the error); --upstream-ca adds a CA",
+            }),
+            _ => None,
+        };
+    }
+    if let Some(io) = error.downcast_ref::<std::io::Error>() {
+        if io.kind() == std::io::ErrorKind::ConnectionRefused {
+            return Some(
+                "connection refused: nothing listens at that host and port; check the port in the URL and that the issuer runs",
+            );
+        }
+    }
+    // TLS bytes where an HTTP response should be.
+    if !https
+        && error
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_parse)
+    {
+        return Some(
+            "scheme mismatch: the server did not answer in plain HTTP (it may speak TLS); write its URL with https://",
+        );
+    }
+    // hyper-util's resolver failure; its error type is private, its message is not.
+    if error.to_string() == "dns error" {
+        return Some(
+            "DNS: the host name in the URL does not resolve; check its spelling and this machine's DNS",
+        );
+    }
+    None
+}
+
 /// Why no token could be obtained.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -216,7 +346,7 @@ pub enum TokenError {
         /// The discovery URL.
         url: String,
         /// What went wrong.
-        reason: String,
+        reason: Reason,
     },
     /// The token endpoint could not be reached or did not answer in time.
     #[error("token endpoint {url} unreachable: {reason}")]
@@ -224,7 +354,7 @@ pub enum TokenError {
         /// The token endpoint.
         url: String,
         /// What went wrong.
-        reason: String,
+        reason: Reason,
     },
     /// The token endpoint refused the grant.
     #[error(
@@ -295,10 +425,14 @@ impl TokenError {
         }
     }
 
-    /// The likely cause, in words a user can act on.
+    /// The likely cause, in words a user can act on: the one diagnosis that logs, `check`,
+    /// `token`, `/readyz` and the 503 body all show.
     pub fn diagnosis(&self) -> Option<&'static str> {
         if let Self::KeyExpired { .. } = self {
             return Some("expired key: the key file's expirationDate has passed; create a new key in ZITADEL and replace the file");
+        }
+        if let Self::Discovery { reason, .. } | Self::Transport { reason, .. } = self {
+            return reason.likely;
         }
         let (error, description) = self.provider_error()?;
         let text = format!("{error} {}", description.unwrap_or_default()).to_ascii_lowercase();
@@ -332,7 +466,13 @@ mod tests {
         let token = parse_token(Some(&body)).unwrap();
         assert_eq!(token.access_token.expose(), "abc");
         assert_eq!(token.lifetime, Some(Duration::from_secs(43199)));
-        assert_eq!(token.scope.as_deref(), Some("openid"));
+        assert_eq!(
+            token.scope,
+            Some(Scope {
+                list: "openid".into(),
+                source: ScopeSource::Granted
+            })
+        );
         let string_lifetime = json!({"access_token":"abc","token_type":"bearer","expires_in":"60"});
         assert_eq!(
             parse_token(Some(&string_lifetime)).unwrap().lifetime,
@@ -411,6 +551,23 @@ mod tests {
         assert_eq!(lifetime(json!((10 * year).as_secs())), year);
         assert_eq!(lifetime(json!("40000000")), year);
         assert_eq!(lifetime(json!(1)), Duration::from_secs(1));
+    }
+
+    /// An issuer that accepts the connection and never answers: the likely cause is the
+    /// timeout, however the error text puts it.
+    #[tokio::test]
+    async fn a_silent_issuer_is_diagnosed_as_no_answer_in_time() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", silent.local_addr().unwrap());
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(200))
+            .build()
+            .unwrap();
+        let error = Endpoint::new(client, url, None).issuer().await.unwrap_err();
+        assert!(matches!(error, TokenError::Discovery { .. }), "{error}");
+        let diagnosis = error.diagnosis().unwrap_or_default();
+        assert!(diagnosis.starts_with("no answer in time"), "{diagnosis}");
+        drop(silent);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::secret::AccessToken;
 
 pub use cache::{CacheObserver, CachedToken, NoToken, RefreshPolicy, TokenCache};
 pub use client_credentials::{ClientAuth, ClientCredentialsSource};
-pub use endpoint::{Endpoint, TokenError};
+pub use endpoint::{Endpoint, Reason, TokenError};
 pub use jwt_profile::JwtProfileSource;
 pub use keyfile::{KeyFileError, KeyKind, SigningKey};
 pub use static_token::StaticTokenSource;
@@ -33,8 +33,47 @@ pub struct Token {
     /// `expires_in` from the token response; `None` for a token that does not expire by
     /// time (a token file), used until its source changes or an upstream refuses it.
     pub lifetime: Option<Duration>,
-    /// The granted scopes, when the issuer states them.
-    pub scope: Option<String>,
+    /// The token's scopes, when known (not for a token file).
+    pub scope: Option<Scope>,
+}
+
+/// A token's scopes, and whether the issuer stated them.
+///
+/// ZITADEL's token answers leave `scope` out, which RFC 6749 §5.1 allows when the grant is
+/// exactly what was asked for; the requested scopes are then the best account, marked so.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Scope {
+    /// Space-separated, as in the grant.
+    pub list: String,
+    /// Where the list comes from.
+    pub source: ScopeSource,
+}
+
+/// Where a [`Scope`] list comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")] // as `as_str` says it; kept in the token cache's files
+pub enum ScopeSource {
+    /// The issuer's answer stated it.
+    Granted,
+    /// The answer did not say; this is what the grant asked for.
+    Requested,
+}
+
+impl ScopeSource {
+    /// `granted` or `requested`, as logs and `token --format json` show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Granted => "granted",
+            Self::Requested => "requested",
+        }
+    }
+}
+
+/// `openid profile (requested)`.
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.list, self.source.as_str())
+    }
 }
 
 /// The future a [`TokenSource`] returns.
