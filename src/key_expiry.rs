@@ -141,6 +141,7 @@ pub fn watch(config: &Config, metrics: Option<Arc<Metrics>>, stop: CancellationT
     });
 }
 
+/// What [`watch`] keeps between looks: the keys, and where to report.
 struct Watcher {
     keys: Vec<Watched>,
     metrics: Option<Arc<Metrics>>,
