@@ -109,7 +109,7 @@ pub fn report(credential: &Credential, now: SystemTime, report: &mut String) -> 
 }
 
 /// For a running proxy: reads each key's expiry now (before the proxy serves) and every
-/// [`RECHECK_EVERY`] until `stop`, sets the metric, and warns while a key is within
+/// `RECHECK_EVERY` (an hour) until `stop`, sets the metric, and warns while a key is within
 /// [`WARN_WITHIN`] of its end or past it: at start, then once a day, and at once when a
 /// new key file brings a new date.
 pub fn watch(config: &Config, metrics: Option<Arc<Metrics>>, stop: CancellationToken) {
