@@ -89,7 +89,8 @@ async fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, StartError> {
 }
 
 /// Builds the proxy for `config` listening on `bound` (`None`: a Unix socket): starts one
-/// token refresher per credential (stopped by `stop`) and the upstream client.
+/// token refresher per credential and the watch on key expiry (stopped by `stop`), and the
+/// upstream client.
 pub fn build_proxy(
     config: &Config,
     bound: Option<SocketAddr>,
@@ -133,6 +134,7 @@ pub fn build(
             (name.as_str(), cache)
         })
         .collect();
+    crate::key_expiry::watch(config, metrics.clone(), stop.clone());
     let client = UpstreamClient::new(outbound_tls);
     let routes = config
         .routes
@@ -196,6 +198,24 @@ pub async fn run_proxy(
     config: &Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<Drained, StartError> {
+    Ok(prepare(listener, config).await?.serve(shutdown).await)
+}
+
+/// The proxy of [`run_proxy`], built and with its token refreshers and admin listener
+/// running, but not yet accepting: its first tokens can be awaited before anyone is told
+/// where it listens (`mintproxy exec`). Dropped unserved, it stops the refreshers.
+pub struct Prepared {
+    listener: Listener,
+    proxy: Proxy,
+    caches: Vec<TokenCache>,
+    admin: Option<Arc<Admin>>,
+    options: ServerOptions,
+    shutdown_delay: std::time::Duration,
+    stop: tokio_util::sync::DropGuard,
+}
+
+/// The first half of [`run_proxy`]: everything but accepting connections.
+pub async fn prepare(listener: Listener, config: &Config) -> Result<Prepared, StartError> {
     let bound = match listener.local_addr() {
         Ok(ListenAddr::Tcp(addr)) => Some(addr),
         Ok(ListenAddr::Unix(_)) => None,
@@ -206,6 +226,7 @@ pub async fn run_proxy(
             })
         }
     };
+    let options = server_options(config)?;
     let admin_listener = match config.admin_listen {
         Some(addr) => Some(bind_tcp(addr).await?),
         None => None,
@@ -219,8 +240,7 @@ pub async fn run_proxy(
         stop.clone(),
         metrics.clone(),
     )?;
-    let (proxy, caches) = (built.proxy, built.caches);
-    let admin = metrics.map(|metrics| Arc::new(Admin::new(caches, metrics)));
+    let admin = metrics.map(|metrics| Arc::new(Admin::new(built.caches.clone(), metrics)));
     if let (Some(listener), Some(admin)) = (admin_listener, &admin) {
         tokio::spawn(admin::serve(
             listener,
@@ -228,21 +248,41 @@ pub async fn run_proxy(
             stop.clone().cancelled_owned(),
         ));
     }
-    let delay = config.limits.shutdown_delay;
-    let shutdown = async move {
-        shutdown.await;
-        if let Some(admin) = &admin {
-            admin.drain();
-        }
-        if !delay.is_zero() {
-            tracing::info!(
-                delay_s = delay.as_secs_f64(),
-                "shutdown signal: unready, serving on until the delay has passed"
-            );
-            tokio::time::sleep(delay).await;
-        }
-    };
-    let drained = server::serve(listener, proxy, server_options(config)?, shutdown).await;
-    stop.cancel();
-    Ok(drained)
+    Ok(Prepared {
+        listener,
+        proxy: built.proxy,
+        caches: built.caches,
+        admin,
+        options,
+        shutdown_delay: config.limits.shutdown_delay,
+        stop: stop.drop_guard(),
+    })
+}
+
+impl Prepared {
+    /// One token cache per credential.
+    pub fn caches(&self) -> &[TokenCache] {
+        &self.caches
+    }
+
+    /// The second half of [`run_proxy`]: serves until `shutdown`, then drains.
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) -> Drained {
+        let (admin, delay) = (self.admin, self.shutdown_delay);
+        let shutdown = async move {
+            shutdown.await;
+            if let Some(admin) = &admin {
+                admin.drain();
+            }
+            if !delay.is_zero() {
+                tracing::info!(
+                    delay_s = delay.as_secs_f64(),
+                    "shutdown signal: unready, serving on until the delay has passed"
+                );
+                tokio::time::sleep(delay).await;
+            }
+        };
+        let drained = server::serve(self.listener, self.proxy, self.options, shutdown).await;
+        drop(self.stop); // stops the refreshers and the admin listener
+        drained
+    }
 }

@@ -1,10 +1,11 @@
-//! `mintproxy check`: validate the configuration and every credential file, and with
-//! `--online` mint each credential once, explaining failures.
+//! `mintproxy check`: validate the configuration and every credential file (an expired
+//! key fails, one expiring within 30 days is warned about), and with `--online` mint each
+//! credential once, explaining failures.
 
 use std::fmt::Write as _;
 
-use crate::app;
 use crate::config::Config;
+use crate::{app, key_expiry};
 
 /// Describes `config` (already validated) and, when `online`, mints each credential once.
 /// Returns the report and whether everything passed. Tokens are never printed.
@@ -13,8 +14,10 @@ pub async fn check(config: &Config, online: bool) -> (String, bool) {
     let mut ok = true;
     let _ = writeln!(report, "configuration is valid; listening on {}", config.listen);
     let _ = writeln!(report, "credentials:");
+    let now = std::time::SystemTime::now();
     for (name, credential) in &config.credentials {
         let _ = writeln!(report, "  {name}: {}", credential.describe());
+        ok &= key_expiry::report(credential, now, &mut report);
     }
     let _ = writeln!(report, "routes:");
     for route in &config.routes {

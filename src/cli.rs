@@ -1,6 +1,7 @@
 //! The command line: commands and flags. Every flag also reads `MINTPROXY_<FLAG>`; a flag
 //! wins over the environment, which wins over the config file.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -47,8 +48,13 @@ pub enum Command {
     ///
     /// Example: `mintproxy serve --upstream https://my-instance.zitadel.cloud --key-file sa.json`
     Serve(ProxyArgs),
-    /// Mint one token and print it, for scripts: export TOKEN=$(mintproxy token ...)
+    /// Print a token for scripts, minted or from the on-disk cache: export TOKEN=$(mintproxy token ...)
     Token(TokenArgs),
+    /// Run a command with the proxy beside it (on 127.0.0.1, a free port), its address in
+    /// MINTPROXY_URL; exits with the command's status.
+    ///
+    /// Example: mintproxy exec --upstream https://my-instance.zitadel.cloud --key-file sa.json -- sh -c 'curl "$MINTPROXY_URL/auth/v1/users/me"'
+    Exec(ExecArgs),
     /// Validate the configuration and every key file; --online also mints each credential once.
     ///
     /// Example: mintproxy check --config mintproxy.toml --online
@@ -358,9 +364,39 @@ pub struct TokenArgs {
     #[command(flatten)]
     pub trust: TrustArgs,
 
-    /// raw: the token alone; header: "Authorization: Bearer ..."; json: token, type, expiry, scopes.
+    /// raw: the token alone; header: "Authorization: Bearer ..."; json: token, type, expiry,
+    /// scopes; exec-credential: kubectl's ExecCredential, for a kubeconfig `exec` plugin.
     #[arg(long, env = "MINTPROXY_FORMAT", value_enum, default_value_t = TokenFormat::Raw)]
     pub format: TokenFormat,
+
+    /// Mint a new token, neither reading nor writing the token cache (by default a token
+    /// is kept in $XDG_CACHE_HOME/mintproxy, or ~/.cache/mintproxy, and reused while at
+    /// least 5 minutes and a tenth of its lifetime are left).
+    #[arg(long, env = "MINTPROXY_NO_CACHE")]
+    pub no_cache: bool,
+}
+
+/// Flags of `mintproxy exec`.
+#[derive(Debug, Clone, Args)]
+#[command(mut_arg("listen", |arg| arg.help(
+    "Address to listen on (default 127.0.0.1 with a free port, which MINTPROXY_URL names); \
+     `unix:/path` listens on a Unix socket"
+)))]
+pub struct ExecArgs {
+    /// The proxy, as for `serve`; it listens on 127.0.0.1 with a free port unless --listen
+    /// says otherwise (the config file's `listen` is not used).
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
+
+    /// Also put a token in MINTPROXY_TOKEN: a snapshot taken at start, never renewed (a
+    /// long-running command should send its requests through MINTPROXY_URL instead).
+    /// Needs a single credential.
+    #[arg(long, env = "MINTPROXY_EXPORT_TOKEN")]
+    pub export_token: bool,
+
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
 }
 
 /// How `mintproxy token` prints.
@@ -372,6 +408,9 @@ pub enum TokenFormat {
     Header,
     /// A JSON object with access_token, token_type, expires_in and scope.
     Json,
+    /// kubectl's ExecCredential (client.authentication.k8s.io/v1) with the token and its
+    /// expirationTimestamp.
+    ExecCredential,
 }
 
 /// Flags of `mintproxy check`.

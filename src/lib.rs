@@ -14,7 +14,8 @@
 //! - [`config`] and [`app::run_proxy`] (or [`app::build`] and [`server::serve`]): the whole
 //!   proxy on a listener of your own.
 //!
-//! [`demo`], [`cli`], [`check`] and [`admin`] are public for the binary and the tests.
+//! [`demo`], [`cli`], [`check`], [`admin`], [`exec`], [`scripts`] and [`key_expiry`] are
+//! public for the binary and the tests.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -26,9 +27,13 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod exec;
+pub mod key_expiry;
 pub mod layer;
 pub mod metrics;
 pub mod proxy;
+pub mod rfc3339;
+pub mod scripts;
 pub mod secret;
 pub mod server;
 pub mod tls;

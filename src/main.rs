@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use mintproxy::cli::{Cli, Command, LogFormat, TokenFormat};
 use mintproxy::server::{shutdown_signals, Drained};
-use mintproxy::{app, check, config, demo};
+use mintproxy::{app, check, config, demo, exec, scripts};
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc instead of the system allocator: it makes hyper's per-message buffer and
@@ -40,7 +40,7 @@ fn main() -> ExitCode {
 /// Sets up logging, then runs the command.
 async fn start(cli: Cli) -> ExitCode {
     let default_level = match cli.command {
-        Command::Token(_) | Command::Demo(_) | Command::Check(_) => "warn",
+        Command::Token(_) | Command::Demo(_) | Command::Check(_) | Command::Exec(_) => "warn",
         Command::Serve(_) => "info",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
@@ -86,8 +86,8 @@ async fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 Some(file) => config::credential_from_file(file, args.credential_name.as_deref())?,
                 None => config::validate_credential_flags(&args.credential.to_raw())?,
             };
-            let token = match app::mint_once(&credential, &args.trust.to_trust()).await {
-                Ok(token) => token,
+            let obtained = match scripts::token(&credential, &args.trust.to_trust(), !args.no_cache).await {
+                Ok(obtained) => obtained,
                 Err(error) => {
                     eprintln!("mintproxy: {error}");
                     if let Some(line) = error.likely_cause() {
@@ -96,6 +96,7 @@ async fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
                     return Ok(ExitCode::FAILURE);
                 }
             };
+            let token = &obtained.token;
             let secret = token.access_token.expose();
             match args.format {
                 TokenFormat::Raw => println!("{secret}"),
@@ -110,6 +111,7 @@ async fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
                         "scope_source": token.scope.as_ref().map(|scope| scope.source.as_str()),
                     })
                 ),
+                TokenFormat::ExecCredential => println!("{}", scripts::exec_credential(&obtained)),
             }
         }
         Command::Check(args) => {
@@ -121,6 +123,7 @@ async fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
             }
         }
         Command::Demo(args) => demo::run(args).await?,
+        Command::Exec(args) => return Ok(exec::run(args).await?),
     }
     Ok(ExitCode::SUCCESS)
 }

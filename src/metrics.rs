@@ -17,6 +17,7 @@
 //! | `mintproxy_client_authorization_replaced_total` | counter | `route` |
 //! | `mintproxy_token_fetches_total` | counter | `credential`, `result` (`ok`, `rejected`, `unavailable`, `unreachable`, `unusable`, `file`, `other`) |
 //! | `mintproxy_token_expiry_timestamp_seconds` | gauge | `credential` |
+//! | `mintproxy_credential_key_expiry_timestamp_seconds` | gauge | `credential` |
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -89,6 +90,7 @@ pub struct Metrics {
     authorization_replaced: Family<RouteLabels, Counter>,
     token_fetches: Family<FetchLabels, Counter>,
     token_expiry: Family<CredentialLabels, Gauge>,
+    key_expiry: Family<CredentialLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -130,7 +132,7 @@ fn method_class(method: &Method) -> &'static str {
 fn fetch_failure(error: &TokenError) -> &'static str {
     match error {
         TokenError::Rejected { status, .. } if *status >= 500 || *status == 429 => "unavailable",
-        TokenError::Rejected { .. } => "rejected",
+        TokenError::Rejected { .. } | TokenError::KeyExpired { .. } => "rejected",
         TokenError::Transport { .. } | TokenError::Discovery { .. } => "unreachable",
         TokenError::Unusable { .. } | TokenError::NotAHeader => "unusable",
         TokenError::KeyFile(_) | TokenError::CredentialFile { .. } => "file",
@@ -196,6 +198,13 @@ impl Metrics {
             "When the current token of each credential expires, in Unix seconds",
             token_expiry.clone(),
         );
+        let key_expiry = Family::<CredentialLabels, Gauge>::default();
+        registry.register(
+            "credential_key_expiry_timestamp_seconds",
+            "When the key of each credential expires (its key file's expirationDate), in Unix \
+             seconds; absent for a key without one",
+            key_expiry.clone(),
+        );
         Self {
             registry,
             requests,
@@ -206,7 +215,13 @@ impl Metrics {
             authorization_replaced,
             token_fetches,
             token_expiry,
+            key_expiry,
         }
+    }
+
+    /// Records when `credential`'s key expires (`None`: its file names no expiry).
+    pub fn key_expiry(&self, credential: &str, expires_at: Option<SystemTime>) {
+        set_timestamp(&self.key_expiry, credential, expires_at);
     }
 
     fn count_fetch(&self, credential: &str, result: &'static str) {
@@ -288,25 +303,30 @@ impl CacheObserver for Metrics {
     /// expires (`None`: it does not expire by time).
     fn minted(&self, credential: &str, expires_at: Option<SystemTime>) {
         self.count_fetch(credential, "ok");
-        let labels = CredentialLabels {
-            credential: credential.to_owned(),
-        };
-        match expires_at {
-            Some(at) => {
-                let seconds = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-                self.token_expiry
-                    .get_or_create(&labels)
-                    .set(i64::try_from(seconds).unwrap_or(i64::MAX));
-            }
-            None => {
-                self.token_expiry.remove(&labels);
-            }
-        }
+        set_timestamp(&self.token_expiry, credential, expires_at);
     }
 
     /// Counts a failed token fetch for `credential`, by a bounded reason.
     fn failed(&self, credential: &str, error: &TokenError) {
         self.count_fetch(credential, fetch_failure(error));
+    }
+}
+
+/// Sets `credential`'s series of a timestamp gauge to `at` in Unix seconds, or removes it.
+fn set_timestamp(family: &Family<CredentialLabels, Gauge>, credential: &str, at: Option<SystemTime>) {
+    let labels = CredentialLabels {
+        credential: credential.to_owned(),
+    };
+    match at {
+        Some(at) => {
+            let seconds = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            family
+                .get_or_create(&labels)
+                .set(i64::try_from(seconds).unwrap_or(i64::MAX));
+        }
+        None => {
+            family.remove(&labels);
+        }
     }
 }
 

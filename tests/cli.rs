@@ -52,10 +52,15 @@ fn mintproxy() -> Command {
     command
 }
 
-/// Runs `mintproxy args...` with `env` added, to completion (bounded by [`RUN_TIMEOUT`]).
+/// Runs `mintproxy args...` with `env` added, to completion (bounded by [`RUN_TIMEOUT`]),
+/// with a token cache of its own: tests share key ids, and issuers reuse ports.
 async fn run(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let cache = tempfile::tempdir().unwrap();
     let mut command = mintproxy();
-    command.args(args).envs(env.iter().copied());
+    command
+        .env("XDG_CACHE_HOME", cache.path())
+        .args(args)
+        .envs(env.iter().copied());
     let output = tokio::time::timeout(RUN_TIMEOUT, command.output())
         .await
         .unwrap_or_else(|_| panic!("mintproxy {args:?} did not finish within {RUN_TIMEOUT:?}"))

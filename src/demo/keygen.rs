@@ -62,6 +62,15 @@ impl GeneratedKey {
         .to_string()
     }
 
+    /// The key file with an `expirationDate` (RFC 3339), as ZITADEL writes it for a key
+    /// given an expiry.
+    pub fn key_json_expiring(&self, expiration_date: &str) -> String {
+        let mut json: serde_json::Value =
+            serde_json::from_str(&self.key_json()).expect("our own key file is JSON");
+        json["expirationDate"] = expiration_date.into();
+        json.to_string()
+    }
+
     /// An application key file (`private_key_jwt`), as ZITADEL lets you download it.
     pub fn application_key_json(&self) -> String {
         serde_json::json!({

@@ -243,9 +243,11 @@ async fn send_once(
 
 /// Whether a request that failed with `error` may be sent again (RFC 9110 §9.2.2, RFC 9113
 /// §8.7): an HTTP/2 upstream refused it unprocessed (a graceful GOAWAY that its stream
-/// came after, as nginx sends after `keepalive_requests`, or `REFUSED_STREAM`); or it is
-/// idempotent and an HTTP/1.1 upstream closed the connection before any answer (a
-/// kept-alive connection the upstream closed as it was reused, typically).
+/// came after, as nginx sends after `keepalive_requests`, or `REFUSED_STREAM`); hyper
+/// cancelled it unsent because its connection closed first (a request queued on an HTTP/2
+/// connection just as it went away); or it is idempotent and an HTTP/1.1 upstream closed
+/// the connection before any answer (a kept-alive connection the upstream closed as it was
+/// reused, typically).
 fn resendable(method: &Method, error: &(dyn std::error::Error + 'static)) -> bool {
     let mut cause = Some(error);
     while let Some(error) = cause {
@@ -258,6 +260,9 @@ fn resendable(method: &Method, error: &(dyn std::error::Error + 'static)) -> boo
                 };
         }
         if let Some(hyper) = error.downcast_ref::<hyper::Error>() {
+            if hyper.is_canceled() {
+                return true;
+            }
             if hyper.is_incomplete_message() {
                 return idempotent(method);
             }

@@ -68,13 +68,13 @@ impl TokenSource for ClientCredentialsSource {
                     self.endpoint.request(&form, Some(basic)).await
                 }
                 ClientAuth::PrivateKeyJwt(file) => {
-                    let assertion = signed_assertion(file, KeyKind::Application, &self.endpoint).await?;
+                    let signed = signed_assertion(file, KeyKind::Application, &self.endpoint).await?;
                     form.extend([
                         ("client_id", self.client_id.as_str()),
                         ("client_assertion_type", CLIENT_ASSERTION_TYPE),
-                        ("client_assertion", assertion.expose()),
+                        ("client_assertion", signed.assertion.expose()),
                     ]);
-                    self.endpoint.request(&form, None).await
+                    signed.explain(self.endpoint.request(&form, None).await)
                 }
             }
         })

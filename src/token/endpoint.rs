@@ -396,6 +396,21 @@ pub enum TokenError {
     /// The assertion could not be signed.
     #[error("cannot sign the assertion: {0}")]
     Sign(#[source] jsonwebtoken::errors::Error),
+    /// The issuer refused a grant signed with a key whose `expirationDate` has passed:
+    /// that is the likely reason, whatever words the issuer chose.
+    #[error(
+        "{refusal} (the key in {} expired at {})",
+        path.display(),
+        crate::rfc3339::format(*expired_at)
+    )]
+    KeyExpired {
+        /// The key file.
+        path: std::path::PathBuf,
+        /// Its `expirationDate`.
+        expired_at: std::time::SystemTime,
+        /// The issuer's refusal.
+        refusal: Box<TokenError>,
+    },
 }
 
 impl TokenError {
@@ -405,6 +420,7 @@ impl TokenError {
             Self::Rejected {
                 error, description, ..
             } => Some((error, description.as_deref())),
+            Self::KeyExpired { refusal, .. } => refusal.provider_error(),
             _ => None,
         }
     }
@@ -412,6 +428,9 @@ impl TokenError {
     /// The likely cause, in words a user can act on: the one diagnosis that logs, `check`,
     /// `token`, `/readyz` and the 503 body all show.
     pub fn diagnosis(&self) -> Option<&'static str> {
+        if let Self::KeyExpired { .. } = self {
+            return Some("expired key: the key file's expirationDate has passed; create a new key in ZITADEL and replace the file");
+        }
         if let Self::Discovery { reason, .. } | Self::Transport { reason, .. } = self {
             return reason.likely;
         }

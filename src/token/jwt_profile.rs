@@ -31,28 +31,60 @@ impl JwtProfileSource {
     }
 }
 
+/// An assertion, and the expiry of the key that signed it if that has passed.
+pub(crate) struct SignedAssertion {
+    pub(crate) assertion: crate::secret::Assertion,
+    expired_at: Option<SystemTime>,
+    key_file: PathBuf,
+}
+
+impl SignedAssertion {
+    /// The outcome of the grant that carried this assertion: a refusal of an expired key
+    /// names the expiry, so the user is not left guessing from the issuer's words.
+    pub(crate) fn explain<T>(&self, outcome: Result<T, TokenError>) -> Result<T, TokenError> {
+        outcome.map_err(|error| match (error, self.expired_at) {
+            (
+                refusal @ TokenError::Rejected {
+                    status: 400..=499, ..
+                },
+                Some(expired_at),
+            ) => TokenError::KeyExpired {
+                path: self.key_file.clone(),
+                expired_at,
+                refusal: Box::new(refusal),
+            },
+            (error, _) => error,
+        })
+    }
+}
+
 /// Signs an assertion for `key`, addressed to the endpoint's issuer.
 pub(crate) async fn signed_assertion(
     key_file: &WatchedFile,
     kind: KeyKind,
     endpoint: &Endpoint,
-) -> Result<crate::secret::Assertion, TokenError> {
+) -> Result<SignedAssertion, TokenError> {
     let key = key_file.read(|path| SigningKey::from_file(path, kind))?;
     let audience = endpoint.issuer().await?;
-    let claims = Claims::new(&key, audience, SystemTime::now(), assertion::DEFAULT_LIFETIME);
-    assertion::sign(&key, &claims).map_err(TokenError::Sign)
+    let now = SystemTime::now();
+    let claims = Claims::new(&key, audience, now, assertion::DEFAULT_LIFETIME);
+    Ok(SignedAssertion {
+        assertion: assertion::sign(&key, &claims).map_err(TokenError::Sign)?,
+        expired_at: key.expired_at(now),
+        key_file: key_file.path().to_path_buf(),
+    })
 }
 
 impl TokenSource for JwtProfileSource {
     fn fetch(&self) -> FetchFuture<'_> {
         Box::pin(async move {
-            let assertion = signed_assertion(&self.key_file, KeyKind::ServiceAccount, &self.endpoint).await?;
+            let signed = signed_assertion(&self.key_file, KeyKind::ServiceAccount, &self.endpoint).await?;
             let form = [
                 ("grant_type", JWT_BEARER_GRANT),
-                ("assertion", assertion.expose()),
+                ("assertion", signed.assertion.expose()),
                 ("scope", &self.scope),
             ];
-            self.endpoint.request(&form, None).await
+            signed.explain(self.endpoint.request(&form, None).await)
         })
     }
 

@@ -3,9 +3,13 @@
 //!
 //! The file is parsed field by field from a generic JSON value, so no error message can
 //! quote the private key back (serde's "invalid type" messages would).
+//!
+//! ZITADEL keys can expire: the file's optional `expirationDate` is read too, so the key's
+//! end can be announced before ZITADEL starts refusing it.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use jsonwebtoken::EncodingKey;
 use serde_json::{Map, Value};
@@ -46,8 +50,15 @@ pub struct SigningKey {
     pub key_id: String,
     /// The userId or clientId: the assertion's `iss` and `sub`.
     pub subject: String,
+    /// When ZITADEL stops accepting the key (`expirationDate`); `None` when the file does
+    /// not say, or says the year 9999 (ZITADEL's "no expiration").
+    pub expires_at: Option<SystemTime>,
     signing_key: EncodingKey,
 }
+
+/// From this instant on, an `expirationDate` means "never" (ZITADEL writes
+/// `9999-12-31T23:59:59Z` for a key without expiration): 9999-01-01T00:00:00Z.
+const NEVER: Duration = Duration::from_secs(253_370_764_800);
 
 impl SigningKey {
     /// Reads and validates a key file that must be of `kind`.
@@ -88,8 +99,14 @@ impl SigningKey {
             kind,
             key_id,
             subject,
+            expires_at: expiration_date(&fields)?,
             signing_key,
         })
+    }
+
+    /// Whether the key's `expirationDate` is behind `now`.
+    pub fn expired_at(&self, now: SystemTime) -> Option<SystemTime> {
+        self.expires_at.filter(|at| *at <= now)
     }
 
     /// The RSA private key that signs assertions.
@@ -115,6 +132,21 @@ fn rsa_signing_key(pem: &[u8]) -> Option<EncodingKey> {
     let key = EncodingKey::from_rsa_pem(pem).ok()?;
     aws_lc_rs::rsa::KeyPair::from_der(key.as_bytes()).ok()?;
     Some(key)
+}
+
+/// The optional `expirationDate`, read strictly: a value that is not a date means the file
+/// is not what ZITADEL wrote.
+fn expiration_date(fields: &Map<String, Value>) -> Result<Option<SystemTime>, KeyFileProblem> {
+    const FIELD: &str = "expirationDate";
+    match fields.get(FIELD) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => {
+            let at = crate::rfc3339::parse(text)
+                .ok_or_else(|| KeyFileProblem::BadDate(text.chars().take(40).collect()))?;
+            Ok((at < SystemTime::UNIX_EPOCH + NEVER).then_some(at))
+        }
+        Some(_) => Err(KeyFileProblem::NotAString(FIELD)),
+    }
 }
 
 fn string_field<'a>(fields: &'a Map<String, Value>, name: &'static str) -> Result<&'a str, KeyFileProblem> {
@@ -177,6 +209,9 @@ pub enum KeyFileProblem {
     /// The `key` field does not hold a usable RSA private key.
     #[error("field `key` is not an RSA private key in PEM form (PKCS#1 or PKCS#8)")]
     BadKey,
+    /// `expirationDate` is not an RFC 3339 date and time.
+    #[error("field `expirationDate` is {0:?}, not an RFC 3339 date and time like \"2026-12-31T00:00:00Z\"")]
+    BadDate(String),
 }
 
 fn wrong_kind(found: KeyKind) -> String {
@@ -228,6 +263,30 @@ mod tests {
             application.unwrap_err().to_string(),
             "field `type` is \"serviceaccount\": a service user's key: use it with --key-file (key_file)"
         );
+    }
+
+    #[test]
+    fn reads_the_expiration_date() {
+        let key = crate::demo::keygen::GeneratedKey::new("1", "2");
+        let read = |json: &str| SigningKey::from_json(json.as_bytes(), KeyKind::ServiceAccount);
+        let expires = |date: &str| read(&key.key_json_expiring(date)).unwrap().expires_at;
+        assert_eq!(read(&key.key_json()).unwrap().expires_at, None);
+        let end_of_2026 = crate::rfc3339::parse("2026-12-31T00:00:00Z");
+        assert_eq!(expires("2026-12-31T00:00:00Z"), end_of_2026);
+        assert_eq!(expires("9999-12-31T23:59:59Z"), None, "ZITADEL's no expiration");
+        let with_number = key.key_json().replacen('{', r#"{"expirationDate":20261231,"#, 1);
+        assert_eq!(
+            read(&with_number).unwrap_err().to_string(),
+            "field `expirationDate` must be a string"
+        );
+        assert_eq!(
+            read(&key.key_json_expiring("31.12.2026")).unwrap_err().to_string(),
+            "field `expirationDate` is \"31.12.2026\", not an RFC 3339 date and time like \"2026-12-31T00:00:00Z\""
+        );
+        let key = read(&key.key_json_expiring("2026-12-31T00:00:00Z")).unwrap();
+        let before = crate::rfc3339::parse("2026-12-30T23:59:59Z").unwrap();
+        assert_eq!(key.expired_at(before), None);
+        assert_eq!(key.expired_at(end_of_2026.unwrap()), end_of_2026);
     }
 
     #[test]

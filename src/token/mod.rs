@@ -4,6 +4,7 @@
 pub mod assertion;
 pub mod cache;
 pub mod client_credentials;
+pub mod disk_cache;
 pub mod endpoint;
 pub mod file;
 pub mod jwt_profile;
@@ -40,7 +41,7 @@ pub struct Token {
 ///
 /// ZITADEL's token answers leave `scope` out, which RFC 6749 §5.1 allows when the grant is
 /// exactly what was asked for; the requested scopes are then the best account, marked so.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Scope {
     /// Space-separated, as in the grant.
     pub list: String,
@@ -49,7 +50,8 @@ pub struct Scope {
 }
 
 /// Where a [`Scope`] list comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")] // as `as_str` says it; kept in the token cache's files
 pub enum ScopeSource {
     /// The issuer's answer stated it.
     Granted,

@@ -213,21 +213,29 @@ pub struct BinaryRun {
     pub stderr: String,
 }
 
-/// Runs the `mintproxy` binary with `args` and `env` added to an environment cleared of
-/// `MINTPROXY_*` and `RUST_LOG` (so the developer's shell cannot change what a test sees),
-/// to completion, failing the test if it takes over 60 s.
-pub async fn run_binary(args: &[&str], env: &[(&str, &str)]) -> BinaryRun {
+/// The `mintproxy` binary in an environment cleared of `MINTPROXY_*` and `RUST_LOG` (so
+/// the developer's shell cannot change what a test sees), killed when dropped.
+pub fn binary() -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_mintproxy"));
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("MINTPROXY_") {
             command.env_remove(name);
         }
     }
+    command.env_remove("RUST_LOG").kill_on_drop(true);
     command
-        .env_remove("RUST_LOG")
+}
+
+/// Runs the [`binary`] with `args` and `env` added, to completion, failing the test if it
+/// takes over 60 s. Each run has a token cache of its own (`XDG_CACHE_HOME`, unless `env`
+/// names one): tests share key ids, and issuers reuse ports.
+pub async fn run_binary(args: &[&str], env: &[(&str, &str)]) -> BinaryRun {
+    let cache = tempfile::tempdir().unwrap();
+    let mut command = binary();
+    command
+        .env("XDG_CACHE_HOME", cache.path())
         .args(args)
-        .envs(env.iter().copied())
-        .kill_on_drop(true);
+        .envs(env.iter().copied());
     let output = tokio::time::timeout(Duration::from_secs(60), command.output())
         .await
         .unwrap_or_else(|_| panic!("mintproxy {args:?} did not finish within 60 s"))
