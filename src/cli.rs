@@ -1,5 +1,8 @@
 //! The command line: commands and flags. Every flag also reads `MINTPROXY_<FLAG>`; a flag
 //! wins over the environment, which wins over the config file.
+// The doc comments here are clap's `--help` text, written for a terminal, not rustdoc:
+// `[::1]` and bare URLs are meant literally.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::bare_urls)]
 
 use std::ffi::OsString;
 use std::net::SocketAddr;

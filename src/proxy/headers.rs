@@ -86,7 +86,7 @@ fn controlled(name: &str) -> bool {
 }
 
 /// Drops the client's fields that would pass for ones the proxy controls: any of
-/// [`CONTROLLED`] spelled with `_`, and `Forwarded` and `X-Real-IP`. Run it on the
+/// `CONTROLLED` spelled with `_`, and `Forwarded` and `X-Real-IP`. Run it on the
 /// client's fields after [`strip_hop_by_hop`].
 pub fn drop_impostors(headers: &mut HeaderMap) {
     static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
@@ -106,7 +106,7 @@ pub fn drop_impostors(headers: &mut HeaderMap) {
 }
 
 /// Keeps only the trailer fields that may pass the proxy, either way: none of
-/// [`CONTROLLED`] in any spelling (a trailer must not forge `X-Forwarded-For` after the
+/// `CONTROLLED` in any spelling (a trailer must not forge `X-Forwarded-For` after the
 /// proxy's own, nor carry framing or credentials), none of the hop-by-hop ones.
 pub fn clean_trailers(trailers: &mut HeaderMap) {
     let refused: Vec<HeaderName> = trailers

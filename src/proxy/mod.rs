@@ -91,7 +91,7 @@ pub struct Route {
     pub policy: Policy,
     /// Largest request body kept for a replay after 401.
     pub replay_limit: usize,
-    /// The upstream's connections ([`UpstreamClient::origin`]).
+    /// The upstream's connections, made by `UpstreamClient::origin`.
     pub origin: Arc<Origin>,
 }
 
