@@ -17,6 +17,7 @@
 //! | `mintproxy_client_authorization_replaced_total` | counter | `route` |
 //! | `mintproxy_token_fetches_total` | counter | `credential`, `result` (`ok`, `rejected`, `unavailable`, `unreachable`, `unusable`, `file`, `other`) |
 //! | `mintproxy_token_expiry_timestamp_seconds` | gauge | `credential` |
+//! | `mintproxy_access_log_dropped_total` | counter | |
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -89,6 +90,7 @@ pub struct Metrics {
     authorization_replaced: Family<RouteLabels, Counter>,
     token_fetches: Family<FetchLabels, Counter>,
     token_expiry: Family<CredentialLabels, Gauge>,
+    access_log_dropped: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -196,6 +198,13 @@ impl Metrics {
             "When the current token of each credential expires, in Unix seconds",
             token_expiry.clone(),
         );
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "access_log_dropped",
+            "Access log lines dropped, not waited for, because stderr did not keep up and the \
+             buffer (--access-log-buffer) was full, or because stderr refused them",
+            access_log_dropped.clone(),
+        );
         Self {
             registry,
             requests,
@@ -206,7 +215,13 @@ impl Metrics {
             authorization_replaced,
             token_fetches,
             token_expiry,
+            access_log_dropped,
         }
+    }
+
+    /// The counter of dropped access log lines, for the access log to count in.
+    pub fn access_log_dropped(&self) -> Counter {
+        self.access_log_dropped.clone()
     }
 
     fn count_fetch(&self, credential: &str, result: &'static str) {
@@ -332,6 +347,7 @@ mod tests {
         RequestRecord {
             route: "/api",
             method,
+            path: "/api/users",
             status: StatusCode::from_u16(status).unwrap(),
             duration: Duration::from_millis(3),
             failure,

@@ -51,6 +51,8 @@ pub struct Config {
     pub credentials: BTreeMap<String, Credential>,
     /// Routes, in the order given.
     pub routes: Vec<RouteConfig>,
+    /// The access log (flags and environment only; its shape follows `--log-format`).
+    pub access_log: crate::access_log::Settings,
 }
 
 /// Limits of the listener and of upstream calls (flags and environment only).
@@ -340,6 +342,13 @@ impl ProxyArgs {
         }
         config.allow_hosts.extend(self.guard.allow_hosts.iter().cloned());
         config.limits = Limits::from(&self.guard);
+        let access_log = &self.access_log;
+        config.access_log = crate::access_log::Settings {
+            enabled: access_log.access_log == crate::cli::Switch::On,
+            sample: access_log.access_log_sample,
+            buffer: usize::try_from(access_log.access_log_buffer).unwrap_or(usize::MAX),
+            shape: config.access_log.shape,
+        };
         Ok(config)
     }
 }
@@ -461,6 +470,7 @@ fn validate(raw: RawConfig, origin: Origin, base: &Path) -> Result<Config, Confi
         inbound_tls: None,
         credentials,
         routes,
+        access_log: crate::access_log::Settings::default(),
     })
 }
 
