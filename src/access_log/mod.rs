@@ -90,8 +90,7 @@ thread_local! {
 
 impl RequestObserver for AccessLog {
     fn request(&self, record: &RequestRecord<'_>) {
-        let failed = record.failure.is_some() || record.status.is_server_error();
-        if !failed && !self.sample.pick() {
+        if !always_logged(record) && !self.sample.pick() {
             return;
         }
         let line = line::Line {
@@ -112,6 +111,12 @@ impl RequestObserver for AccessLog {
     fn truncated(&self, _route: &str) {}
 
     fn retried(&self, _route: &str) {}
+}
+
+/// Failures, whatever the sample: a status of 500 or above, or an answer of the proxy's
+/// own (a refusal, no token, an unreachable or slow upstream).
+fn always_logged(record: &RequestRecord<'_>) -> bool {
+    record.failure.is_some() || record.status.is_server_error()
 }
 
 /// Which requests are logged: each with the configured probability, decided by hashing a
@@ -145,7 +150,33 @@ impl Sample {
 
 #[cfg(test)]
 mod tests {
-    use super::Sample;
+    use super::*;
+    use crate::proxy::{Failure, CLIENT_CLOSED};
+    use http::{Method, StatusCode};
+
+    #[test]
+    fn failures_are_always_logged_and_the_rest_sampled() {
+        let logged = |status: StatusCode, failure| {
+            always_logged(&RequestRecord {
+                route: "/",
+                method: &Method::GET,
+                path: "/",
+                status,
+                duration: Duration::ZERO,
+                failure,
+                client_authorization: false,
+            })
+        };
+        assert!(
+            logged(StatusCode::SERVICE_UNAVAILABLE, None),
+            "the upstream's 503"
+        );
+        assert!(logged(StatusCode::BAD_GATEWAY, Some(Failure::Unreachable)));
+        assert!(logged(StatusCode::FORBIDDEN, Some(Failure::Refused)));
+        assert!(!logged(StatusCode::OK, None));
+        assert!(!logged(StatusCode::NOT_FOUND, None), "the upstream's 404");
+        assert!(!logged(CLIENT_CLOSED, None), "the client's doing");
+    }
 
     fn picked(share: f64, of: usize) -> usize {
         let sample = Sample::new(share);
