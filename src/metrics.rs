@@ -19,6 +19,8 @@
 //! | `mintproxy_token_expiry_timestamp_seconds` | gauge | `credential` |
 //! | `mintproxy_access_log_dropped_total` | counter | |
 
+use std::collections::HashSet;
+use std::sync::{PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::Method;
@@ -44,25 +46,25 @@ const LATENCY_BUCKETS: [f64; 14] = [
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    route: String,
+    route: &'static str,
     method: &'static str,
     status: u16,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    route: String,
+    route: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
-    route: String,
+    route: &'static str,
     kind: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RetryLabels {
-    route: String,
+    route: &'static str,
     reason: &'static str,
 }
 
@@ -75,6 +77,27 @@ struct FetchLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CredentialLabels {
     credential: String,
+}
+
+/// Route names as label values, each leaked once, the first time it is seen: they come
+/// from the configuration (and `-` for no route), so there are few, and a `&'static str`
+/// label costs a request no allocation.
+#[derive(Debug, Default)]
+struct RouteNames(RwLock<HashSet<&'static str>>);
+
+impl RouteNames {
+    fn get(&self, name: &str) -> &'static str {
+        if let Some(known) = self.0.read().unwrap_or_else(PoisonError::into_inner).get(name) {
+            return known;
+        }
+        let mut names = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(known) = names.get(name) {
+            return known;
+        }
+        let leaked: &'static str = Box::leak(name.into());
+        names.insert(leaked);
+        leaked
+    }
 }
 
 type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
@@ -91,6 +114,7 @@ pub struct Metrics {
     token_fetches: Family<FetchLabels, Counter>,
     token_expiry: Family<CredentialLabels, Gauge>,
     access_log_dropped: Counter,
+    routes: RouteNames,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -216,6 +240,7 @@ impl Metrics {
             token_fetches,
             token_expiry,
             access_log_dropped,
+            routes: RouteNames::default(),
         }
     }
 
@@ -245,33 +270,31 @@ impl Metrics {
 impl RequestObserver for Metrics {
     /// Counts one finished request.
     fn request(&self, record: &RequestRecord<'_>) {
-        let route = || RouteLabels {
-            route: record.route.to_owned(),
-        };
+        let route = self.routes.get(record.route);
         self.requests
             .get_or_create(&RequestLabels {
-                route: record.route.to_owned(),
+                route,
                 method: method_class(record.method),
                 status: record.status.as_u16(),
             })
             .inc();
         self.duration
-            .get_or_create(&route())
+            .get_or_create(&RouteLabels { route })
             .observe(record.duration.as_secs_f64());
         match record.failure {
             None => {
-                self.bearer_injected.get_or_create(&route()).inc();
+                self.bearer_injected.get_or_create(&RouteLabels { route }).inc();
                 if record.client_authorization {
-                    self.authorization_replaced.get_or_create(&route()).inc();
+                    self.authorization_replaced
+                        .get_or_create(&RouteLabels { route })
+                        .inc();
                 }
             }
             Some(failure) => {
                 if let Some(kind) = failure_kind(failure) {
-                    let labels = ErrorLabels {
-                        route: record.route.to_owned(),
-                        kind,
-                    };
-                    self.upstream_errors.get_or_create(&labels).inc();
+                    self.upstream_errors
+                        .get_or_create(&ErrorLabels { route, kind })
+                        .inc();
                 }
             }
         }
@@ -281,7 +304,7 @@ impl RequestObserver for Metrics {
     fn truncated(&self, route: &str) {
         self.upstream_errors
             .get_or_create(&ErrorLabels {
-                route: route.to_owned(),
+                route: self.routes.get(route),
                 kind: "truncated",
             })
             .inc();
@@ -291,7 +314,7 @@ impl RequestObserver for Metrics {
     fn retried(&self, route: &str) {
         self.upstream_retries
             .get_or_create(&RetryLabels {
-                route: route.to_owned(),
+                route: self.routes.get(route),
                 reason: "unauthorized",
             })
             .inc();
@@ -353,6 +376,16 @@ mod tests {
             failure,
             client_authorization: auth,
         }
+    }
+
+    #[test]
+    fn a_route_name_is_kept_once_however_many_requests_name_it() {
+        let names = RouteNames::default();
+        let first = names.get(&String::from("/api"));
+        let again = names.get(&String::from("/api"));
+        assert!(std::ptr::eq(first, again), "the same label value, not a new one");
+        assert_eq!(names.get("-"), "-");
+        assert_eq!(names.0.read().unwrap().len(), 2);
     }
 
     #[test]
