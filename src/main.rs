@@ -14,7 +14,9 @@ use mintproxy::{app, check, config, demo};
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc instead of the system allocator: it makes hyper's per-message buffer and
-/// header allocations several times cheaper (see bench/README.md).
+/// header allocations several times cheaper (see bench/README.md); 4 % fewer instructions
+/// per request and 2.7 KiB less per idle connection than glibc's malloc, for 0.5 MiB more
+/// idle RSS (bench/results-footprint.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
