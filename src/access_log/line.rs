@@ -1,8 +1,8 @@
 //! One access line, byte for byte in the shapes `tracing-subscriber` gives every other log
 //! line (text, coloured text on a terminal, or flattened JSON), so log readers see one
-//! format. Written by hand: tracing's generic formatter, which walks the fields through
-//! `dyn Debug` (and for JSON builds a map per line), cost more than everything else the
-//! access log does.
+//! format. Written by hand, with no `core::fmt` on the common path: tracing's generic
+//! formatter, which walks the fields through `dyn Debug`, and even `write!` cost more than
+//! all the rest of a request's logging (bench/results-footprint.md).
 
 use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -41,95 +41,155 @@ pub struct Line<'a> {
     pub route: &'a str,
 }
 
-// tracing-subscriber's colours: dimmed timestamp, target and punctuation, green INFO,
-// italic field names.
-const DIM: &str = "\x1b[2m";
-const GREEN: &str = "\x1b[32m";
-const ITALIC: &str = "\x1b[3m";
-const RESET: &str = "\x1b[0m";
+/// The fixed parts of a text line, around its timestamp and before each value.
+struct Style {
+    before_time: &'static str,
+    after_time: &'static str,
+    method: &'static str,
+    path: &'static str,
+    status: &'static str,
+    duration: &'static str,
+    route: &'static str,
+}
+
+const PLAIN: Style = Style {
+    before_time: "",
+    after_time: "  INFO mintproxy::access:",
+    method: " method=",
+    path: " path=",
+    status: " status=",
+    duration: " duration_ms=",
+    route: " route=",
+};
+
+/// A field name as tracing-subscriber colours it: italic, with a dimmed `=`.
+macro_rules! italic {
+    ($name:literal) => {
+        concat!(" \x1b[3m", $name, "\x1b[0m\x1b[2m=\x1b[0m")
+    };
+}
+
+/// tracing-subscriber's colours: dimmed timestamp, target and colon, green INFO.
+const COLOURED: Style = Style {
+    before_time: "\x1b[2m",
+    after_time: "\x1b[0m \x1b[32m INFO\x1b[0m \x1b[2mmintproxy::access\x1b[0m\x1b[2m:\x1b[0m",
+    method: italic!("method"),
+    path: italic!("path"),
+    status: italic!("status"),
+    duration: italic!("duration_ms"),
+    route: italic!("route"),
+};
 
 impl Line<'_> {
     /// Appends the line, newline included, to `out`.
     pub fn write(&self, shape: Shape, out: &mut Vec<u8>) {
-        // Writing to a Vec cannot fail.
-        let _ = match shape {
+        match shape {
+            Shape::Text => self.write_text(&PLAIN, out),
+            Shape::Ansi => self.write_text(&COLOURED, out),
             Shape::Json => self.write_json(out),
-            Shape::Text | Shape::Ansi => self.write_text(shape == Shape::Ansi, out),
-        };
+        }
     }
 
-    fn write_text(&self, ansi: bool, out: &mut Vec<u8>) -> std::io::Result<()> {
-        let (dim, green, italic, reset) = if ansi {
-            (DIM, GREEN, ITALIC, RESET)
-        } else {
-            ("", "", "", "")
-        };
-        let at = Timestamp(self.at);
-        write!(
-            out,
-            "{dim}{at}{reset} {green} INFO{reset} {dim}{TARGET}{reset}{dim}:{reset} "
-        )?;
-        let eq = if ansi { "\x1b[0m\x1b[2m=\x1b[0m" } else { "=" };
-        let field = |out: &mut Vec<u8>, name: &str| write!(out, "{italic}{name}{eq}");
-        field(out, "method")?;
-        write!(out, "{} ", self.method)?;
-        field(out, "path")?;
-        write!(out, "{:?} ", self.path)?;
-        field(out, "status")?;
-        write!(out, "{} ", self.status)?;
-        field(out, "duration_ms")?;
-        write!(out, "{} ", Millis(self.duration))?;
-        field(out, "route")?;
-        writeln!(out, "{:?}", self.route)
+    fn write_text(&self, style: &Style, out: &mut Vec<u8>) {
+        let push = |out: &mut Vec<u8>, text: &str| out.extend_from_slice(text.as_bytes());
+        push(out, style.before_time);
+        push_timestamp(out, self.at);
+        push(out, style.after_time);
+        push(out, style.method);
+        push(out, self.method.as_str());
+        push(out, style.path);
+        push_quoted(out, self.path, Quote::Debug);
+        push(out, style.status);
+        push_digits(out, self.status.into(), 1);
+        push(out, style.duration);
+        push_millis(out, self.duration);
+        push(out, style.route);
+        push_quoted(out, self.route, Quote::Debug);
+        out.push(b'\n');
     }
 
-    fn write_json(&self, out: &mut Vec<u8>) -> std::io::Result<()> {
-        write!(
-            out,
-            r#"{{"timestamp":"{}","level":"INFO","method":"{}","path":"#,
-            Timestamp(self.at),
-            self.method
-        )?;
-        serde_json::to_writer(&mut *out, self.path)?;
-        write!(
-            out,
-            r#","status":{},"duration_ms":{},"route":"#,
-            self.status,
-            Millis(self.duration)
-        )?;
-        serde_json::to_writer(&mut *out, self.route)?;
-        writeln!(out, r#","target":"{TARGET}"}}"#)
+    fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(br#"{"timestamp":""#);
+        push_timestamp(out, self.at);
+        out.extend_from_slice(br#"","level":"INFO","method":""#);
+        out.extend_from_slice(self.method.as_str().as_bytes());
+        out.extend_from_slice(br#"","path":"#);
+        push_quoted(out, self.path, Quote::Json);
+        out.extend_from_slice(br#","status":"#);
+        push_digits(out, self.status.into(), 1);
+        out.extend_from_slice(br#","duration_ms":"#);
+        push_millis(out, self.duration);
+        out.extend_from_slice(br#","route":"#);
+        push_quoted(out, self.route, Quote::Json);
+        out.extend_from_slice(br#","target":"mintproxy::access"}"#);
+        out.push(b'\n');
     }
 }
 
-/// Milliseconds with three decimals (microseconds, rounded): `0.037`, `1500.000`.
-struct Millis(Duration);
+/// How a string value is quoted: as Rust's `Debug` does (tracing's text lines) or as JSON.
+#[derive(Clone, Copy)]
+enum Quote {
+    Debug,
+    Json,
+}
 
-impl std::fmt::Display for Millis {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let micros = (self.0.as_nanos() + 500) / 1000;
-        write!(f, "{}.{:03}", micros / 1000, micros % 1000)
+/// `text` in double quotes, escaped as `quote` says. Both leave printable ASCII other than
+/// `"` and `\` as it is, which is what paths and route names are made of.
+fn push_quoted(out: &mut Vec<u8>, text: &str, quote: Quote) {
+    if text
+        .bytes()
+        .all(|b| matches!(b, b' '..=b'~') && b != b'"' && b != b'\\')
+    {
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+        return;
     }
+    // Writing to a Vec cannot fail.
+    let _ = match quote {
+        Quote::Debug => write!(out, "{text:?}"),
+        Quote::Json => serde_json::to_writer(&mut *out, text).map_err(std::io::Error::from),
+    };
+}
+
+/// `n` in decimal, with leading zeros to at least `width` digits.
+fn push_digits(out: &mut Vec<u8>, mut n: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut start = digits.len();
+    while n > 0 || digits.len() - start < width {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    out.extend_from_slice(&digits[start..]);
+}
+
+/// Milliseconds with three decimals (microseconds, rounded): `0.037`, `1500.000`.
+fn push_millis(out: &mut Vec<u8>, duration: Duration) {
+    let micros = u64::try_from((duration.as_nanos() + 500) / 1000).unwrap_or(u64::MAX);
+    push_digits(out, micros / 1000, 1);
+    out.push(b'.');
+    push_digits(out, micros % 1000, 3);
 }
 
 /// RFC 3339 in UTC with microseconds, as tracing-subscriber writes it:
 /// `2026-11-29T23:26:34.574846Z`.
-struct Timestamp(SystemTime);
-
-impl std::fmt::Display for Timestamp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let since_epoch = self.0.duration_since(UNIX_EPOCH).unwrap_or_default();
-        let seconds = since_epoch.as_secs();
-        let (year, month, day) = civil_date(seconds / 86_400);
-        let second_of_day = seconds % 86_400;
-        write!(
-            f,
-            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-            second_of_day / 3600,
-            second_of_day / 60 % 60,
-            second_of_day % 60,
-            since_epoch.subsec_micros()
-        )
+fn push_timestamp(out: &mut Vec<u8>, at: SystemTime) {
+    let since_epoch = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let seconds = since_epoch.as_secs();
+    let (year, month, day) = civil_date(seconds / 86_400);
+    let second_of_day = seconds % 86_400;
+    for (value, width, after) in [
+        (year, 4, b'-'),
+        (month, 2, b'-'),
+        (day, 2, b'T'),
+        (second_of_day / 3600, 2, b':'),
+        (second_of_day / 60 % 60, 2, b':'),
+        (second_of_day % 60, 2, b'.'),
+        (since_epoch.subsec_micros().into(), 6, b'Z'),
+    ] {
+        push_digits(out, value, width);
+        out.push(after);
     }
 }
 
@@ -209,14 +269,39 @@ mod tests {
     }
 
     #[test]
-    fn text_escapes_quotes_and_control_characters() {
-        let text = written(&line("/a\"b\x1b[31m"), Shape::Text);
-        assert!(text.contains(r#"path="/a\"b\u{1b}[31m""#), "{text}");
+    fn text_escapes_as_debug_does() {
+        for path in ["/a\"b\x1b[31m", "/caf\u{e9}", "/tab\there", "/back\\slash"] {
+            let text = written(&line(path), Shape::Text);
+            assert!(text.contains(&format!(" path={path:?} ")), "{text}");
+        }
+    }
+
+    #[test]
+    fn json_escapes_as_serde_does() {
+        for path in ["/a\"b\x1b[31m", "/caf\u{e9}", "/tab\there", "/back\\slash"] {
+            let text = written(&line(path), Shape::Json);
+            let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(parsed["path"], path);
+        }
+    }
+
+    #[test]
+    fn numbers_get_their_digits() {
+        assert_eq!(pushed(|out| push_digits(out, 0, 1)), "0");
+        assert_eq!(pushed(|out| push_digits(out, 7, 3)), "007");
+        assert_eq!(pushed(|out| push_digits(out, 12345, 2)), "12345");
+        assert_eq!(pushed(|out| push_digits(out, u64::MAX, 1)), u64::MAX.to_string());
+    }
+
+    fn pushed(push: impl FnOnce(&mut Vec<u8>)) -> String {
+        let mut out = Vec::new();
+        push(&mut out);
+        String::from_utf8(out).unwrap()
     }
 
     #[test]
     fn durations_round_to_microseconds() {
-        let shown = |nanos| Millis(Duration::from_nanos(nanos)).to_string();
+        let shown = |nanos| pushed(|out| push_millis(out, Duration::from_nanos(nanos)));
         assert_eq!(shown(0), "0.000");
         assert_eq!(shown(499), "0.000");
         assert_eq!(shown(500), "0.001");
@@ -226,7 +311,7 @@ mod tests {
 
     #[test]
     fn dates_follow_the_calendar() {
-        let at = |seconds| Timestamp(UNIX_EPOCH + Duration::from_secs(seconds)).to_string();
+        let at = |seconds| pushed(|out| push_timestamp(out, UNIX_EPOCH + Duration::from_secs(seconds)));
         assert_eq!(at(0), "1970-01-01T00:00:00.000000Z");
         assert_eq!(at(951_782_400), "2000-02-29T00:00:00.000000Z");
         assert_eq!(at(1_709_251_199), "2024-02-29T23:59:59.000000Z");

@@ -132,7 +132,7 @@ struct Sample {
 impl Sample {
     fn new(share: f64) -> Self {
         // 2^64 · share, saturating; 1 and more log everything.
-        let below = (share < 1.0).then(|| (share * 18_446_744_073_709_551_616.0) as u64);
+        let below = (share < 1.0).then_some((share * 18_446_744_073_709_551_616.0) as u64);
         Self {
             below,
             key: std::hash::RandomState::new(),
