@@ -4,6 +4,7 @@
 //! formatter, which walks the fields through `dyn Debug`, and even `write!` cost more than
 //! all the rest of a request's logging (bench/results-footprint.md).
 
+use std::cell::Cell;
 use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -175,10 +176,35 @@ fn push_millis(out: &mut Vec<u8>, duration: Duration) {
 /// RFC 3339 in UTC with microseconds, as tracing-subscriber writes it:
 /// `2026-11-29T23:26:34.574846Z`.
 fn push_timestamp(out: &mut Vec<u8>, at: SystemTime) {
+    thread_local! {
+        /// The last second written on this thread, up to its `.`: the lines of one second
+        /// share it, and working out a date costs more than the rest of the line.
+        static LAST_SECOND: Cell<(u64, [u8; 20])> = const { Cell::new((u64::MAX, [0; 20])) };
+    }
     let since_epoch = at.duration_since(UNIX_EPOCH).unwrap_or_default();
     let seconds = since_epoch.as_secs();
+    let date_time = LAST_SECOND.with(|last| match last.get() {
+        (second, text) if second == seconds => text,
+        _ => {
+            let text = date_time(seconds);
+            last.set((seconds, text));
+            text
+        }
+    });
+    out.extend_from_slice(&date_time);
+    push_digits(out, since_epoch.subsec_micros().into(), 6);
+    out.push(b'Z');
+}
+
+/// 9999-12-31T23:59:59Z, the last second with a four-digit year.
+const LAST_FOUR_DIGIT_SECOND: u64 = 253_402_300_799;
+
+/// `YYYY-MM-DDTHH:MM:SS.` of a second since the epoch (at most [`LAST_FOUR_DIGIT_SECOND`]).
+fn date_time(seconds: u64) -> [u8; 20] {
+    let seconds = seconds.min(LAST_FOUR_DIGIT_SECOND);
     let (year, month, day) = civil_date(seconds / 86_400);
     let second_of_day = seconds % 86_400;
+    let mut text = Vec::with_capacity(20);
     for (value, width, after) in [
         (year, 4, b'-'),
         (month, 2, b'-'),
@@ -186,11 +212,11 @@ fn push_timestamp(out: &mut Vec<u8>, at: SystemTime) {
         (second_of_day / 3600, 2, b':'),
         (second_of_day / 60 % 60, 2, b':'),
         (second_of_day % 60, 2, b'.'),
-        (since_epoch.subsec_micros().into(), 6, b'Z'),
     ] {
-        push_digits(out, value, width);
-        out.push(after);
+        push_digits(&mut text, value, width);
+        text.push(after);
     }
+    text.try_into().expect("20 bytes with a four-digit year")
 }
 
 /// The proleptic Gregorian date of a day counted from 1970-01-01 (Howard Hinnant's
@@ -316,5 +342,11 @@ mod tests {
         assert_eq!(at(951_782_400), "2000-02-29T00:00:00.000000Z");
         assert_eq!(at(1_709_251_199), "2024-02-29T23:59:59.000000Z");
         assert_eq!(at(4_107_542_400), "2100-03-01T00:00:00.000000Z");
+        assert_eq!(at(u64::MAX / 2), "9999-12-31T23:59:59.000000Z", "a broken clock");
+        let same_second = UNIX_EPOCH + Duration::new(1_709_251_199, 999_999_000);
+        assert_eq!(
+            pushed(|out| push_timestamp(out, same_second)),
+            "2024-02-29T23:59:59.999999Z"
+        );
     }
 }
