@@ -167,7 +167,11 @@ fn push_digits(out: &mut Vec<u8>, mut n: u64, width: usize) {
 
 /// Milliseconds with three decimals (microseconds, rounded): `0.037`, `1500.000`.
 fn push_millis(out: &mut Vec<u8>, duration: Duration) {
-    let micros = u64::try_from((duration.as_nanos() + 500) / 1000).unwrap_or(u64::MAX);
+    // In u64: u128 arithmetic (`as_nanos`) costs a library call.
+    let micros = duration
+        .as_secs()
+        .saturating_mul(1_000_000)
+        .saturating_add(u64::from((duration.subsec_nanos() + 500) / 1000));
     push_digits(out, micros / 1000, 1);
     out.push(b'.');
     push_digits(out, micros % 1000, 3);
