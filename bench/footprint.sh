@@ -70,7 +70,8 @@ mkdir -p "$SRC"
 (cd "$ROOT" && git archive "$REV_SHA" | tar -x -m -C "$SRC")
 log "nice -n $NICE_BUILD cargo build --release --locked (commit ${REV_SHA:0:12}) in $SRC, target dir $TARGET_DIR"
 (cd "$SRC" && CARGO_TARGET_DIR=$TARGET_DIR nice -n "$NICE_BUILD" cargo build --release --locked --quiet)
-DUPLICATES=$(cd "$SRC" && cargo tree -d -e normal --prefix none --locked 2>/dev/null | grep -E '^[a-z]' | sort -u | paste -sd, - | sed 's/,/, /g')
+DUPLICATES=$(cd "$SRC" && cargo tree -d -e normal,no-proc-macro --depth 0 --prefix none --locked 2>/dev/null |
+    grep -E '^[a-z]' | sort -u | paste -sd, - | sed 's/,/, /g')
 rm -rf "$SRC"
 SRC=""
 BIN=$WORK/mintproxy
