@@ -13,17 +13,18 @@
 #   (the default: info, access log on), one request answered, then 1 s of rest: VmRSS, and its
 #   anonymous and file-backed parts (RssAnon, RssFile: the binary's and libc's pages, shared
 #   with every process mapping the same files), with `--threads 1` and with the default thread
-#   count (the CPUs this process may use: NPROC of them here).
+#   count (as many as the CPUs the process may use).
 # - Per idle connection: with `--threads 1`, IDLE_CONNS keep-alive connections opened by
 #   bench/idle_conns.py (one GET each, then idle); (RSS with them - RSS before) / IDLE_CONNS.
-# - The access log's CPU: instructions per proxied request counted by callgrind
-#   (bench/instructions.sh, plain upstream, mintproxy only) with RUST_LOG=warn and with the
-#   default level (one access line per request, stderr to a file), and the difference. Its
+# - The access log's and the metrics' CPU: instructions per proxied request counted by callgrind
+#   (bench/instructions.sh, plain upstream, mintproxy only) with RUST_LOG=warn, with the default
+#   level (one access line per request, stderr to a file), and with RUST_LOG=warn and an admin
+#   listener (every request counted in the metrics), each against the first. The access log's
 #   throughput cost needs a quiet machine and is bench/run.sh's "mintproxy default log" row
 #   against "mintproxy RUST_LOG=warn" in the same run (ROUNDS=4 bash bench/run.sh); this
 #   script does not repeat it. INSTRUCTIONS=0 skips this part (it needs valgrind, h2load, nginx).
 #
-# Knobs (environment): IDLE_CONNS=1000 BASE_PORT=18390 (uses BASE_PORT and BASE_PORT+1;
+# Knobs (environment): IDLE_CONNS=1000 BASE_PORT=18390 (uses BASE_PORT..BASE_PORT+2;
 #   instructions.sh uses its own) NICE_BUILD=10 INSTRUCTIONS=1 REQUESTS=20000 (for callgrind)
 #
 # Prints a markdown report on stdout, progress on stderr.
@@ -143,20 +144,23 @@ stop_proxy
 # ---------------------------------------------------------------- the access log's instructions
 INSTR_TABLE=""
 if [ "$INSTRUCTIONS" = 1 ]; then
-    for level in warn info; do
-        log "instructions per request with RUST_LOG=$level (bench/instructions.sh $REV_SHA)"
-        MP_RUST_LOG=$level TARGETS=mintproxy UPSTREAMS=plain REQUESTS=$REQUESTS \
-            bash "$HERE/instructions.sh" "$REV_SHA" >"$WORK/instructions-$level.md"
-        awk -F'|' '$2 ~ /mintproxy/ {gsub(/ /, "", $4); print $4}' "$WORK/instructions-$level.md" >"$WORK/ir-$level"
-    done
-    warn=$(cat "$WORK/ir-warn")
-    info=$(cat "$WORK/ir-info")
+    count() { # name rust-log serve-args: instructions per request into $WORK/ir-name
+        log "instructions per request, $1: RUST_LOG=$2 $3 (bench/instructions.sh $REV_SHA)"
+        MP_RUST_LOG=$2 MP_ARGS=$3 TARGETS=mintproxy UPSTREAMS=plain REQUESTS=$REQUESTS \
+            bash "$HERE/instructions.sh" "$REV_SHA" >"$WORK/instructions-$1.md"
+        awk -F'|' '$2 ~ /mintproxy/ {gsub(/ /, "", $4); print $4}' "$WORK/instructions-$1.md" >"$WORK/ir-$1"
+    }
+    count bare warn ""
+    count log info ""
+    count metrics warn "--admin-listen 127.0.0.1:$((BASE_PORT + 2))"
+    bare=$(cat "$WORK/ir-bare")
+    share() { awk -v b="$bare" -v x="$(cat "$WORK/ir-$1")" 'BEGIN{printf "%s (%+.1f %%)", x, (x - b) * 100 / b}'; }
     INSTR_TABLE=$(
-        echo "| RUST_LOG | instructions per request |"
+        echo "| mintproxy | instructions per request |"
         echo "| --- | ---: |"
-        echo "| warn (no access log) | $warn |"
-        echo "| unset: info, one access line per request | $info |"
-        echo "| the access log's share | $(awk -v w="$warn" -v i="$info" 'BEGIN{printf "%+.1f %%", (i - w) * 100 / w}') |"
+        echo "| RUST_LOG=warn: no access log, no metrics | $bare |"
+        echo "| RUST_LOG unset (info): one access line per request | $(share log) |"
+        echo "| RUST_LOG=warn, --admin-listen: every request in the metrics | $(share metrics) |"
     )
 fi
 
@@ -177,7 +181,7 @@ echo
 echo "Per idle keep-alive connection (--threads 1, $IDLE_CONNS of them): $PER_CONN KiB."
 if [ -n "$INSTR_TABLE" ]; then
     echo
-    echo "The access log's CPU, instructions per proxied request (callgrind, user space, plain upstream, --threads 1, $REQUESTS requests):"
+    echo "The access log's and the metrics' CPU, instructions per proxied request (callgrind, user space, plain upstream, --threads 1, $REQUESTS requests):"
     echo
     echo "$INSTR_TABLE"
 fi

@@ -36,7 +36,8 @@
 #   OUT=<file> (also write the table there) KEEP=1 (keep the work dir, with the callgrind files
 #   for callgrind_annotate) CG_TARGET_DIR=target/bench-rev-callgrind NICE_BUILD=10
 #   MP_RUST_LOG=warn (mintproxy's RUST_LOG: `info` counts the access log too, its lines going to
-#   a file; bench/footprint.sh compares the two)
+#   a file) MP_ARGS="" (more `serve` flags, split at spaces, e.g. "--admin-listen 127.0.0.1:18299"
+#   to count the metrics); bench/footprint.sh compares these
 #
 # Instruction counts do not depend on what else the machine runs (within a few hundred per
 # request), so this needs no quiet machine. Prints the table on stdout, progress on stderr.
@@ -56,6 +57,7 @@ KEEP=${KEEP:-0}
 CG_TARGET_DIR=${CG_TARGET_DIR:-$ROOT/target/bench-rev-callgrind}
 NICE_BUILD=${NICE_BUILD:-10}
 MP_RUST_LOG=${MP_RUST_LOG:-warn}
+read -r -a MP_ARGS <<<"${MP_ARGS:-}"
 
 BACKEND_PORT=$BASE_PORT
 BACKEND_TLS_PORT=$((BASE_PORT + 1))
@@ -270,7 +272,7 @@ measure() { # target(mintproxy|nginx) upstream(plain|https)
             local up="http://127.0.0.1:$BACKEND_PORT" extra=()
             if [ "$kind" = https ]; then up="https://localhost:$BACKEND_TLS_PORT" extra=(--upstream-ca "$WORK/tls/ca.pem"); fi
             cmd=("$BIN" serve --listen "127.0.0.1:$PROXY_PORT" --upstream "$up" --token-file "$WORK/token"
-                ${MP_THREADS[@]+"${MP_THREADS[@]}"} ${extra[@]+"${extra[@]}"})
+                ${MP_THREADS[@]+"${MP_THREADS[@]}"} ${extra[@]+"${extra[@]}"} ${MP_ARGS[@]+"${MP_ARGS[@]}"})
             ;;
         nginx)
             cmd=("$NGINX" -p "$WORK/nginx-$kind/" -e "$WORK/nginx-$kind/error.log" -c "$WORK/nginx-$kind/nginx.conf")
@@ -327,7 +329,7 @@ done
 # ---------------------------------------------------------------- report
 {
     echo "Instructions per proxied request (callgrind, user space), $(date -u '+%Y-%m-%d %H:%M UTC'):"
-    case " $TARGETS " in *" mintproxy "*) echo "mintproxy at commit ${REV_SHA:0:12} ($("$BIN" --version)), RUST_LOG=$MP_RUST_LOG, --token-file${MP_THREADS[*]+ ${MP_THREADS[*]}};" ;; esac
+    case " $TARGETS " in *" mintproxy "*) echo "mintproxy at commit ${REV_SHA:0:12} ($("$BIN" --version)), RUST_LOG=$MP_RUST_LOG, --token-file${MP_THREADS[*]+ ${MP_THREADS[*]}}${MP_ARGS[*]+ ${MP_ARGS[*]}};" ;; esac
     echo "$("$NGINX" -v 2>&1), master_process off; $(valgrind --version); $(h2load --version 2>&1 | head -1);"
     echo "h2load --h1 -t1 -n $REQUESTS -c $CLIENTS counted, after $WARMUP_REQUESTS requests of warm-up; $(rustc --version 2>/dev/null || echo rustc ?)."
     echo
