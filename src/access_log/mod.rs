@@ -31,7 +31,8 @@ pub const DEFAULT_BUFFER: usize = 256 * 1024;
 const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
 /// What the access log does, from `--access-log`, `--access-log-sample`,
-/// `--access-log-buffer` and `--log-format`.
+/// `--access-log-buffer` and `--log-format` (the flags' defaults: [`Default`], in
+/// [`crate::config`]).
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// `--access-log on`.
@@ -42,17 +43,6 @@ pub struct Settings {
     pub buffer: usize,
     /// How lines look.
     pub shape: Shape,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            sample: 1.0,
-            buffer: DEFAULT_BUFFER,
-            shape: Shape::Text,
-        }
-    }
 }
 
 /// The observer that writes access lines.
