@@ -229,7 +229,7 @@ pub struct AccessLogArgs {
     /// route), in the --log-format, as target mintproxy::access at RUST_LOG level info.
     /// Written by a background thread in large writes, never waited for: `off` saves its
     /// CPU and volume altogether.
-    #[arg(long = "access-log", env = "MINTPROXY_ACCESS_LOG", value_enum, value_name = "on|off", default_value_t = Switch::On)]
+    #[arg(long = "access-log", env = "MINTPROXY_ACCESS_LOG", value_enum, value_name = "on|off", hide_possible_values = true, default_value_t = Switch::On)]
     pub access_log: Switch,
 
     /// Log only this share of requests, picked at random, e.g. 0.1 for one in ten; 0 logs
