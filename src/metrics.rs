@@ -19,8 +19,8 @@
 //! | `mintproxy_token_expiry_timestamp_seconds` | gauge | `credential` |
 //! | `mintproxy_access_log_dropped_total` | counter | |
 
-use std::collections::HashSet;
-use std::sync::{PoisonError, RwLock};
+use std::collections::HashMap;
+use std::sync::{OnceLock, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::Method;
@@ -79,25 +79,17 @@ struct CredentialLabels {
     credential: String,
 }
 
-/// Route names as label values, each leaked once, the first time it is seen: they come
-/// from the configuration (and `-` for no route), so there are few, and a `&'static str`
-/// label costs a request no allocation.
-#[derive(Debug, Default)]
-struct RouteNames(RwLock<HashSet<&'static str>>);
-
-impl RouteNames {
-    fn get(&self, name: &str) -> &'static str {
-        if let Some(known) = self.0.read().unwrap_or_else(PoisonError::into_inner).get(name) {
-            return known;
-        }
-        let mut names = self.0.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(known) = names.get(name) {
-            return known;
-        }
-        let leaked: &'static str = Box::leak(name.into());
-        names.insert(leaked);
-        leaked
-    }
+/// One route's label value and its series in the per-route families, found with one
+/// lookup per request (instead of one hash per family) and no allocation.
+#[derive(Debug)]
+struct RouteSeries {
+    /// The route's name, leaked once: route names come from the configuration (and `-`
+    /// for no route), so there are few.
+    name: &'static str,
+    duration: Histogram,
+    /// Created at their first increment, so that a series appears with its first event.
+    bearer_injected: OnceLock<Counter>,
+    authorization_replaced: OnceLock<Counter>,
 }
 
 type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
@@ -114,7 +106,7 @@ pub struct Metrics {
     token_fetches: Family<FetchLabels, Counter>,
     token_expiry: Family<CredentialLabels, Gauge>,
     access_log_dropped: Counter,
-    routes: RouteNames,
+    routes: RwLock<HashMap<&'static str, RouteSeries>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -240,7 +232,7 @@ impl Metrics {
             token_fetches,
             token_expiry,
             access_log_dropped,
-            routes: RouteNames::default(),
+            routes: RwLock::default(),
         }
     }
 
@@ -258,6 +250,30 @@ impl Metrics {
             .inc();
     }
 
+    /// Runs `count` with the series of the route `name`, made at its first sight.
+    fn with_route<T>(&self, name: &str, count: impl FnOnce(&RouteSeries) -> T) -> T {
+        if let Some(route) = self
+            .routes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+        {
+            return count(route);
+        }
+        let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
+        if !routes.contains_key(name) {
+            let name: &'static str = Box::leak(name.into());
+            let route = RouteSeries {
+                name,
+                duration: self.duration.get_or_create_owned(&RouteLabels { route: name }),
+                bearer_injected: OnceLock::new(),
+                authorization_replaced: OnceLock::new(),
+            };
+            routes.insert(name, route);
+        }
+        count(&routes[name])
+    }
+
     /// Every metric in the OpenMetrics text format (serve it with [`CONTENT_TYPE`]).
     pub fn encode(&self) -> String {
         let mut text = String::new();
@@ -270,54 +286,65 @@ impl Metrics {
 impl RequestObserver for Metrics {
     /// Counts one finished request.
     fn request(&self, record: &RequestRecord<'_>) {
-        let route = self.routes.get(record.route);
-        self.requests
-            .get_or_create(&RequestLabels {
-                route,
-                method: method_class(record.method),
-                status: record.status.as_u16(),
-            })
-            .inc();
-        self.duration
-            .get_or_create(&RouteLabels { route })
-            .observe(record.duration.as_secs_f64());
-        match record.failure {
-            None => {
-                self.bearer_injected.get_or_create(&RouteLabels { route }).inc();
-                if record.client_authorization {
-                    self.authorization_replaced
-                        .get_or_create(&RouteLabels { route })
+        self.with_route(record.route, |route| {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    route: route.name,
+                    method: method_class(record.method),
+                    status: record.status.as_u16(),
+                })
+                .inc();
+            route.duration.observe(record.duration.as_secs_f64());
+            let labels = RouteLabels { route: route.name };
+            match record.failure {
+                None => {
+                    route
+                        .bearer_injected
+                        .get_or_init(|| self.bearer_injected.get_or_create_owned(&labels))
                         .inc();
+                    if record.client_authorization {
+                        route
+                            .authorization_replaced
+                            .get_or_init(|| self.authorization_replaced.get_or_create_owned(&labels))
+                            .inc();
+                    }
+                }
+                Some(failure) => {
+                    if let Some(kind) = failure_kind(failure) {
+                        self.upstream_errors
+                            .get_or_create(&ErrorLabels {
+                                route: route.name,
+                                kind,
+                            })
+                            .inc();
+                    }
                 }
             }
-            Some(failure) => {
-                if let Some(kind) = failure_kind(failure) {
-                    self.upstream_errors
-                        .get_or_create(&ErrorLabels { route, kind })
-                        .inc();
-                }
-            }
-        }
+        });
     }
 
     /// Counts an upstream response whose body broke off after its status went to the client.
     fn truncated(&self, route: &str) {
-        self.upstream_errors
-            .get_or_create(&ErrorLabels {
-                route: self.routes.get(route),
-                kind: "truncated",
-            })
-            .inc();
+        self.with_route(route, |route| {
+            self.upstream_errors
+                .get_or_create(&ErrorLabels {
+                    route: route.name,
+                    kind: "truncated",
+                })
+                .inc();
+        });
     }
 
     /// Counts a request replayed with a new token after the upstream's 401.
     fn retried(&self, route: &str) {
-        self.upstream_retries
-            .get_or_create(&RetryLabels {
-                route: self.routes.get(route),
-                reason: "unauthorized",
-            })
-            .inc();
+        self.with_route(route, |route| {
+            self.upstream_retries
+                .get_or_create(&RetryLabels {
+                    route: route.name,
+                    reason: "unauthorized",
+                })
+                .inc();
+        });
     }
 }
 
@@ -379,13 +406,17 @@ mod tests {
     }
 
     #[test]
-    fn a_route_name_is_kept_once_however_many_requests_name_it() {
-        let names = RouteNames::default();
-        let first = names.get(&String::from("/api"));
-        let again = names.get(&String::from("/api"));
+    fn a_route_is_found_once_however_many_requests_name_it() {
+        let metrics = Metrics::new();
+        let first = metrics.with_route(&String::from("/api"), |route| route.name);
+        let again = metrics.with_route(&String::from("/api"), |route| route.name);
         assert!(std::ptr::eq(first, again), "the same label value, not a new one");
-        assert_eq!(names.get("-"), "-");
-        assert_eq!(names.0.read().unwrap().len(), 2);
+        assert_eq!(metrics.with_route("-", |route| route.name), "-");
+        assert_eq!(metrics.routes.read().unwrap().len(), 2);
+        assert!(
+            !metrics.encode().contains("bearer_injected_total{"),
+            "no series before its first event"
+        );
     }
 
     #[test]
