@@ -6,10 +6,11 @@
 #   bash bench/instructions.sh [REV]        # REV: a commit (default HEAD)
 #
 # - mintproxy at REV: exported with `git archive REV` to /tmp/mp-<sha>, built there with
-#   `nice -n 10 cargo build --release --locked`, CARGO_PROFILE_RELEASE_DEBUG=line-tables-only,
+#   `nice -n 10 cargo build --release --locked`, CARGO_PROFILE_RELEASE_DEBUG=line-tables-only and
+#   CARGO_PROFILE_RELEASE_STRIP=false (the release profile strips; callgrind needs the symbols),
 #   CARGO_TARGET_DIR=target/bench-rev-callgrind (its own dir: the debug setting would otherwise
 #   rebuild target/bench-rev, which run.sh and h2_soak.sh use, back and forth). The working tree is
-#   not touched. Run as `serve --threads 1 --token-file <file>` with RUST_LOG=warn.
+#   not touched. Run as `serve --threads 1 --token-file <file>` with RUST_LOG=warn (MP_RUST_LOG).
 # - nginx: the proxy configuration of bench/run.sh with `master_process off` (so that callgrind
 #   sees the one process that serves), `worker_processes 1`.
 # - the backend: nginx, natively (not under valgrind), `return 200 "ok\n"` if the bearer is there
@@ -34,6 +35,9 @@
 #   BASE_PORT..BASE_PORT+2 on 127.0.0.1) TARGETS="mintproxy nginx" UPSTREAMS="plain https"
 #   OUT=<file> (also write the table there) KEEP=1 (keep the work dir, with the callgrind files
 #   for callgrind_annotate) CG_TARGET_DIR=target/bench-rev-callgrind NICE_BUILD=10
+#   MP_RUST_LOG=warn (mintproxy's RUST_LOG: `info` counts the access log too, its lines going to
+#   a file) MP_ARGS="" (more `serve` flags, split at spaces, e.g. "--admin-listen 127.0.0.1:18299"
+#   to count the metrics); bench/footprint.sh compares these
 #
 # Instruction counts do not depend on what else the machine runs (within a few hundred per
 # request), so this needs no quiet machine. Prints the table on stdout, progress on stderr.
@@ -52,6 +56,8 @@ OUT=${OUT:-}
 KEEP=${KEEP:-0}
 CG_TARGET_DIR=${CG_TARGET_DIR:-$ROOT/target/bench-rev-callgrind}
 NICE_BUILD=${NICE_BUILD:-10}
+MP_RUST_LOG=${MP_RUST_LOG:-warn}
+read -r -a MP_ARGS <<<"${MP_ARGS:-}"
 
 BACKEND_PORT=$BASE_PORT
 BACKEND_TLS_PORT=$((BASE_PORT + 1))
@@ -133,7 +139,8 @@ case " $TARGETS " in
         # times a commit made before the last build would silently reuse that build's binary.
         (cd "$ROOT" && git archive "$REV_SHA" | tar -x -m -C "$SRC")
         log "nice -n $NICE_BUILD cargo build --release --locked (commit ${REV_SHA:0:12}, line tables) in $SRC, target dir $CG_TARGET_DIR"
-        (cd "$SRC" && CARGO_PROFILE_RELEASE_DEBUG=line-tables-only CARGO_TARGET_DIR=$CG_TARGET_DIR \
+        (cd "$SRC" && CARGO_PROFILE_RELEASE_DEBUG=line-tables-only CARGO_PROFILE_RELEASE_STRIP=false \
+            CARGO_TARGET_DIR=$CG_TARGET_DIR \
             nice -n "$NICE_BUILD" cargo build --release --locked --quiet)
         rm -rf "$SRC"
         SRC=""
@@ -265,7 +272,7 @@ measure() { # target(mintproxy|nginx) upstream(plain|https)
             local up="http://127.0.0.1:$BACKEND_PORT" extra=()
             if [ "$kind" = https ]; then up="https://localhost:$BACKEND_TLS_PORT" extra=(--upstream-ca "$WORK/tls/ca.pem"); fi
             cmd=("$BIN" serve --listen "127.0.0.1:$PROXY_PORT" --upstream "$up" --token-file "$WORK/token"
-                ${MP_THREADS[@]+"${MP_THREADS[@]}"} ${extra[@]+"${extra[@]}"})
+                ${MP_THREADS[@]+"${MP_THREADS[@]}"} ${extra[@]+"${extra[@]}"} ${MP_ARGS[@]+"${MP_ARGS[@]}"})
             ;;
         nginx)
             cmd=("$NGINX" -p "$WORK/nginx-$kind/" -e "$WORK/nginx-$kind/error.log" -c "$WORK/nginx-$kind/nginx.conf")
@@ -275,7 +282,7 @@ measure() { # target(mintproxy|nginx) upstream(plain|https)
     mkdir -p "$out"
     log "$target, $kind upstream: starting under callgrind (core $PROXY_CORE)"
     # (env before valgrind: valgrind follows no exec, so `valgrind env ...` would count nothing)
-    env RUST_LOG=warn taskset -c "$PROXY_CORE" valgrind --tool=callgrind --instr-atstart=no \
+    env RUST_LOG="$MP_RUST_LOG" taskset -c "$PROXY_CORE" valgrind --tool=callgrind --instr-atstart=no \
         --callgrind-out-file="$out/callgrind.out.%p" "${cmd[@]}" >"$out/proxy.out" 2>"$out/proxy.err" &
     pid=$!
     PIDS+=("$pid")
@@ -322,7 +329,7 @@ done
 # ---------------------------------------------------------------- report
 {
     echo "Instructions per proxied request (callgrind, user space), $(date -u '+%Y-%m-%d %H:%M UTC'):"
-    case " $TARGETS " in *" mintproxy "*) echo "mintproxy at commit ${REV_SHA:0:12} ($("$BIN" --version)), RUST_LOG=warn, --token-file${MP_THREADS[*]+ ${MP_THREADS[*]}};" ;; esac
+    case " $TARGETS " in *" mintproxy "*) echo "mintproxy at commit ${REV_SHA:0:12} ($("$BIN" --version)), RUST_LOG=$MP_RUST_LOG, --token-file${MP_THREADS[*]+ ${MP_THREADS[*]}}${MP_ARGS[*]+ ${MP_ARGS[*]}};" ;; esac
     echo "$("$NGINX" -v 2>&1), master_process off; $(valgrind --version); $(h2load --version 2>&1 | head -1);"
     echo "h2load --h1 -t1 -n $REQUESTS -c $CLIENTS counted, after $WARMUP_REQUESTS requests of warm-up; $(rustc --version 2>/dev/null || echo rustc ?)."
     echo

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::access_log::{AccessLog, Writer as AccessLogWriter};
 use crate::admin::{self, Admin};
 use crate::config::{Config, Credential};
 use crate::metrics::Metrics;
@@ -33,6 +34,9 @@ pub enum StartError {
     /// The token endpoint client cannot be built.
     #[error("cannot build the token endpoint client: {0}")]
     HttpClient(#[from] reqwest::Error),
+    /// The access log's writer thread cannot be started.
+    #[error("cannot start the access log: {0}")]
+    AccessLog(#[source] std::io::Error),
 }
 
 /// The HTTP client for discovery and token requests, checking certificates per `trust`.
@@ -97,7 +101,7 @@ pub fn build_proxy(
     policy: RefreshPolicy,
     stop: CancellationToken,
 ) -> Result<Proxy, StartError> {
-    Ok(build(config, bound, policy, stop, None)?.proxy)
+    Ok(build(config, bound, policy, stop, None, None)?.proxy)
 }
 
 /// A built proxy and the token caches behind it.
@@ -109,14 +113,16 @@ pub struct Built {
     pub caches: Vec<TokenCache>,
 }
 
-/// Like [`build_proxy`], counting requests and token fetches in `metrics` when given, and
-/// handing back the token caches (for the admin listener's readiness).
+/// Like [`build_proxy`], counting requests and token fetches in `metrics` and logging
+/// requests to `access_log` when given, and handing back the token caches (for the admin
+/// listener's readiness).
 pub fn build(
     config: &Config,
     bound: Option<SocketAddr>,
     policy: RefreshPolicy,
     stop: CancellationToken,
     metrics: Option<Arc<Metrics>>,
+    access_log: Option<Arc<AccessLog>>,
 ) -> Result<Built, StartError> {
     let outbound_tls = tls::client_config(&config.trust)?;
     let http = endpoint::http_client(outbound_tls.clone())?;
@@ -165,11 +171,47 @@ pub fn build(
         HostGuard::new(bound, &config.allow_hosts),
         limits,
     )
-    .observed_by(metrics.map(|m| m as Arc<dyn RequestObserver>));
+    .observed_by(Observers::of(
+        [
+            access_log.map(|log| log as Arc<dyn RequestObserver>),
+            metrics.map(|m| m as Arc<dyn RequestObserver>),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+    ));
     Ok(Built {
         proxy,
         caches: caches.into_values().collect(),
     })
+}
+
+/// Several observers of the proxy, each told of everything.
+#[derive(Debug)]
+struct Observers(Vec<Arc<dyn RequestObserver>>);
+
+impl Observers {
+    /// One observer for all of `observers`: none, the one itself, or all of them in turn.
+    fn of(mut observers: Vec<Arc<dyn RequestObserver>>) -> Option<Arc<dyn RequestObserver>> {
+        match observers.len() {
+            0 | 1 => observers.pop(),
+            _ => Some(Arc::new(Self(observers))),
+        }
+    }
+}
+
+impl RequestObserver for Observers {
+    fn request(&self, record: &proxy::RequestRecord<'_>) {
+        self.0.iter().for_each(|observer| observer.request(record));
+    }
+
+    fn truncated(&self, route: &str) {
+        self.0.iter().for_each(|observer| observer.truncated(route));
+    }
+
+    fn retried(&self, route: &str) {
+        self.0.iter().for_each(|observer| observer.retried(route));
+    }
 }
 
 /// The listener settings of `config`: its limits, and TLS when configured.
@@ -190,9 +232,9 @@ pub fn server_options(config: &Config) -> Result<ServerOptions, TlsError> {
 }
 
 /// Runs the proxy on `listener` until `shutdown`, keeps serving for the shutdown delay,
-/// then drains and stops the refreshers. With `config.admin_listen`, also serves the admin
-/// endpoints there (with metrics), until the drain ends; `/readyz` answers 503 from the
-/// shutdown signal on.
+/// then drains, stops the refreshers and writes out the access log. With
+/// `config.admin_listen`, also serves the admin endpoints there (with metrics), until the
+/// drain ends; `/readyz` answers 503 from the shutdown signal on.
 pub async fn run_proxy(
     listener: Listener,
     config: &Config,
@@ -212,6 +254,8 @@ pub struct Prepared {
     options: ServerOptions,
     shutdown_delay: std::time::Duration,
     stop: tokio_util::sync::DropGuard,
+    /// Writes out the access log's last lines once the drain is over.
+    access_log_writer: Option<AccessLogWriter>,
 }
 
 /// The first half of [`run_proxy`]: everything but accepting connections.
@@ -232,6 +276,13 @@ pub async fn prepare(listener: Listener, config: &Config) -> Result<Prepared, St
         None => None,
     };
     let metrics = admin_listener.as_ref().map(|_| Arc::new(Metrics::new()));
+    let dropped = metrics
+        .as_ref()
+        .map(|m| m.access_log_dropped())
+        .unwrap_or_default();
+    let (access_log, access_log_writer) = AccessLog::start(&config.access_log, dropped)
+        .map_err(StartError::AccessLog)?
+        .unzip();
     let stop = CancellationToken::new();
     let built = build(
         config,
@@ -239,6 +290,7 @@ pub async fn prepare(listener: Listener, config: &Config) -> Result<Prepared, St
         RefreshPolicy::default(),
         stop.clone(),
         metrics.clone(),
+        access_log,
     )?;
     let admin = metrics.map(|metrics| Arc::new(Admin::new(built.caches.clone(), metrics)));
     if let (Some(listener), Some(admin)) = (admin_listener, &admin) {
@@ -256,6 +308,7 @@ pub async fn prepare(listener: Listener, config: &Config) -> Result<Prepared, St
         options,
         shutdown_delay: config.limits.shutdown_delay,
         stop: stop.drop_guard(),
+        access_log_writer,
     })
 }
 
@@ -283,6 +336,10 @@ impl Prepared {
         };
         let drained = server::serve(self.listener, self.proxy, self.options, shutdown).await;
         drop(self.stop); // stops the refreshers and the admin listener
+        if let Some(writer) = self.access_log_writer {
+            // Joining the writer thread blocks: off the runtime's threads.
+            let _ = tokio::task::spawn_blocking(|| writer.finish()).await;
+        }
         drained
     }
 }

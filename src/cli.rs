@@ -226,6 +226,52 @@ pub struct ProxyArgs {
     /// The admin listener.
     #[command(flatten)]
     pub admin: AdminArgs,
+
+    /// The access log.
+    #[command(flatten)]
+    pub access_log: AccessLogArgs,
+}
+
+/// The access log: one line per request on stderr.
+#[derive(Debug, Clone, Args)]
+pub struct AccessLogArgs {
+    /// One line per request on stderr (method, path without the query, status, duration,
+    /// route), in the --log-format, as target mintproxy::access at RUST_LOG level info.
+    /// Written by a background thread in large writes, never waited for: `off` saves its
+    /// CPU and volume altogether.
+    #[arg(long = "access-log", env = "MINTPROXY_ACCESS_LOG", value_enum, value_name = "on|off", hide_possible_values = true, default_value_t = Switch::On)]
+    pub access_log: Switch,
+
+    /// Log only this share of requests, picked at random, e.g. 0.1 for one in ten; 0 logs
+    /// failures only. Failures are always logged: a status of 500 or above, or an answer
+    /// of the proxy's own (refused, no token, upstream unreachable or too slow).
+    #[arg(long, env = "MINTPROXY_ACCESS_LOG_SAMPLE", value_name = "SHARE", default_value = "1", value_parser = parse_share)]
+    pub access_log_sample: f64,
+
+    /// Bytes of access lines held for the writer thread. When stderr does not keep up
+    /// and they fill it, lines are dropped (counted in mintproxy_access_log_dropped_total)
+    /// rather than slowing requests down.
+    #[arg(long, env = "MINTPROXY_ACCESS_LOG_BUFFER", value_name = "BYTES", default_value_t = crate::access_log::DEFAULT_BUFFER as u64, value_parser = clap::value_parser!(u64).range(1024..))]
+    pub access_log_buffer: u64,
+}
+
+/// `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    /// On.
+    On,
+    /// Off.
+    Off,
+}
+
+/// Reads a share from 0 to 1: `0.1`, `1`, `0`.
+pub fn parse_share(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(share) if (0.0..=1.0).contains(&share) => Ok(share),
+        _ => Err(format!(
+            "{text:?} is not a share from 0 to 1, e.g. 0.1 for one request in ten"
+        )),
+    }
 }
 
 /// Exposure and limits of the listener and of upstream calls.
@@ -461,8 +507,18 @@ pub enum LogFormat {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_duration;
+    use super::{parse_duration, parse_share};
     use std::time::Duration;
+
+    #[test]
+    fn shares_run_from_0_to_1() {
+        assert_eq!(parse_share("0.1"), Ok(0.1));
+        assert_eq!(parse_share("1"), Ok(1.0));
+        assert_eq!(parse_share("0"), Ok(0.0));
+        for bad in ["1.5", "-0.1", "NaN", "ten", ""] {
+            assert!(parse_share(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn durations_read_like_people_write_them() {

@@ -5,7 +5,8 @@
 //! The request path: [`server`] accepts, [`proxy`] cleans headers and forwards, the
 //! [`token`] cache supplies the bearer, and one table in the proxy turns failures into
 //! responses. Modules depend one way: `token` on nothing of the proxy, `proxy` on `token`,
-//! `server` on `proxy`, and [`metrics`] observes both from outside; [`app`] wires them.
+//! `server` on `proxy`, and [`metrics`] and the [`access_log`] observe them from outside;
+//! [`app`] wires them.
 //!
 //! For embedders:
 //! - [`token`]: the [`token::TokenSource`] trait, the ZITADEL key, client-credentials and
@@ -20,6 +21,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod access_log;
 pub mod admin;
 pub mod app;
 mod chain;

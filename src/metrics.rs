@@ -18,7 +18,10 @@
 //! | `mintproxy_token_fetches_total` | counter | `credential`, `result` (`ok`, `rejected`, `unavailable`, `unreachable`, `unusable`, `file`, `other`) |
 //! | `mintproxy_token_expiry_timestamp_seconds` | gauge | `credential` |
 //! | `mintproxy_credential_key_expiry_timestamp_seconds` | gauge | `credential` |
+//! | `mintproxy_access_log_dropped_total` | counter | |
 
+use std::collections::HashMap;
+use std::sync::{OnceLock, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::Method;
@@ -44,25 +47,25 @@ const LATENCY_BUCKETS: [f64; 14] = [
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    route: String,
+    route: &'static str,
     method: &'static str,
     status: u16,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    route: String,
+    route: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
-    route: String,
+    route: &'static str,
     kind: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RetryLabels {
-    route: String,
+    route: &'static str,
     reason: &'static str,
 }
 
@@ -75,6 +78,19 @@ struct FetchLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CredentialLabels {
     credential: String,
+}
+
+/// One route's label value and its series in the per-route families, found with one
+/// lookup per request (instead of one hash per family) and no allocation.
+#[derive(Debug)]
+struct RouteSeries {
+    /// The route's name, leaked once: route names come from the configuration (and `-`
+    /// for no route), so there are few.
+    name: &'static str,
+    duration: Histogram,
+    /// Created at their first increment, so that a series appears with its first event.
+    bearer_injected: OnceLock<Counter>,
+    authorization_replaced: OnceLock<Counter>,
 }
 
 type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
@@ -91,6 +107,8 @@ pub struct Metrics {
     token_fetches: Family<FetchLabels, Counter>,
     token_expiry: Family<CredentialLabels, Gauge>,
     key_expiry: Family<CredentialLabels, Gauge>,
+    access_log_dropped: Counter,
+    routes: RwLock<HashMap<&'static str, RouteSeries>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -205,6 +223,13 @@ impl Metrics {
              seconds; absent for a key without one",
             key_expiry.clone(),
         );
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "access_log_dropped",
+            "Access log lines dropped, not waited for, because stderr did not keep up and the \
+             buffer (--access-log-buffer) was full, or because stderr refused them",
+            access_log_dropped.clone(),
+        );
         Self {
             registry,
             requests,
@@ -216,12 +241,19 @@ impl Metrics {
             token_fetches,
             token_expiry,
             key_expiry,
+            access_log_dropped,
+            routes: RwLock::default(),
         }
     }
 
     /// Records when `credential`'s key expires (`None`: its file names no expiry).
     pub fn key_expiry(&self, credential: &str, expires_at: Option<SystemTime>) {
         set_timestamp(&self.key_expiry, credential, expires_at);
+    }
+
+    /// The counter of dropped access log lines, for the access log to count in.
+    pub fn access_log_dropped(&self) -> Counter {
+        self.access_log_dropped.clone()
     }
 
     fn count_fetch(&self, credential: &str, result: &'static str) {
@@ -231,6 +263,30 @@ impl Metrics {
                 result,
             })
             .inc();
+    }
+
+    /// Runs `count` with the series of the route `name`, made at its first sight.
+    fn with_route<T>(&self, name: &str, count: impl FnOnce(&RouteSeries) -> T) -> T {
+        if let Some(route) = self
+            .routes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+        {
+            return count(route);
+        }
+        let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
+        if !routes.contains_key(name) {
+            let name: &'static str = Box::leak(name.into());
+            let route = RouteSeries {
+                name,
+                duration: self.duration.get_or_create_owned(&RouteLabels { route: name }),
+                bearer_injected: OnceLock::new(),
+                authorization_replaced: OnceLock::new(),
+            };
+            routes.insert(name, route);
+        }
+        count(&routes[name])
     }
 
     /// Every metric in the OpenMetrics text format (serve it with [`CONTENT_TYPE`]).
@@ -245,56 +301,65 @@ impl Metrics {
 impl RequestObserver for Metrics {
     /// Counts one finished request.
     fn request(&self, record: &RequestRecord<'_>) {
-        let route = || RouteLabels {
-            route: record.route.to_owned(),
-        };
-        self.requests
-            .get_or_create(&RequestLabels {
-                route: record.route.to_owned(),
-                method: method_class(record.method),
-                status: record.status.as_u16(),
-            })
-            .inc();
-        self.duration
-            .get_or_create(&route())
-            .observe(record.duration.as_secs_f64());
-        match record.failure {
-            None => {
-                self.bearer_injected.get_or_create(&route()).inc();
-                if record.client_authorization {
-                    self.authorization_replaced.get_or_create(&route()).inc();
+        self.with_route(record.route, |route| {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    route: route.name,
+                    method: method_class(record.method),
+                    status: record.status.as_u16(),
+                })
+                .inc();
+            route.duration.observe(record.duration.as_secs_f64());
+            let labels = RouteLabels { route: route.name };
+            match record.failure {
+                None => {
+                    route
+                        .bearer_injected
+                        .get_or_init(|| self.bearer_injected.get_or_create_owned(&labels))
+                        .inc();
+                    if record.client_authorization {
+                        route
+                            .authorization_replaced
+                            .get_or_init(|| self.authorization_replaced.get_or_create_owned(&labels))
+                            .inc();
+                    }
+                }
+                Some(failure) => {
+                    if let Some(kind) = failure_kind(failure) {
+                        self.upstream_errors
+                            .get_or_create(&ErrorLabels {
+                                route: route.name,
+                                kind,
+                            })
+                            .inc();
+                    }
                 }
             }
-            Some(failure) => {
-                if let Some(kind) = failure_kind(failure) {
-                    let labels = ErrorLabels {
-                        route: record.route.to_owned(),
-                        kind,
-                    };
-                    self.upstream_errors.get_or_create(&labels).inc();
-                }
-            }
-        }
+        });
     }
 
     /// Counts an upstream response whose body broke off after its status went to the client.
     fn truncated(&self, route: &str) {
-        self.upstream_errors
-            .get_or_create(&ErrorLabels {
-                route: route.to_owned(),
-                kind: "truncated",
-            })
-            .inc();
+        self.with_route(route, |route| {
+            self.upstream_errors
+                .get_or_create(&ErrorLabels {
+                    route: route.name,
+                    kind: "truncated",
+                })
+                .inc();
+        });
     }
 
     /// Counts a request replayed with a new token after the upstream's 401.
     fn retried(&self, route: &str) {
-        self.upstream_retries
-            .get_or_create(&RetryLabels {
-                route: route.to_owned(),
-                reason: "unauthorized",
-            })
-            .inc();
+        self.with_route(route, |route| {
+            self.upstream_retries
+                .get_or_create(&RetryLabels {
+                    route: route.name,
+                    reason: "unauthorized",
+                })
+                .inc();
+        });
     }
 }
 
@@ -352,11 +417,26 @@ mod tests {
         RequestRecord {
             route: "/api",
             method,
+            path: "/api/users",
             status: StatusCode::from_u16(status).unwrap(),
             duration: Duration::from_millis(3),
             failure,
             client_authorization: auth,
         }
+    }
+
+    #[test]
+    fn a_route_is_found_once_however_many_requests_name_it() {
+        let metrics = Metrics::new();
+        let first = metrics.with_route(&String::from("/api"), |route| route.name);
+        let again = metrics.with_route(&String::from("/api"), |route| route.name);
+        assert!(std::ptr::eq(first, again), "the same label value, not a new one");
+        assert_eq!(metrics.with_route("-", |route| route.name), "-");
+        assert_eq!(metrics.routes.read().unwrap().len(), 2);
+        assert!(
+            !metrics.encode().contains("bearer_injected_total{"),
+            "no series before its first event"
+        );
     }
 
     #[test]

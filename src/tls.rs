@@ -3,13 +3,13 @@
 //! development), and the server configuration for an inbound TLS listener (with optional
 //! client certificates).
 
+mod lazy;
 mod pinned;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -81,7 +81,8 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 }
 
 /// Trust anchors: the Mozilla roots built in (webpki-roots) plus the system's store, so a
-/// corporate CA installed on the machine works as it does for curl.
+/// corporate CA installed on the machine works as it does for curl. Outbound connections
+/// load them at their first certificate check ([`client_config`]).
 pub fn root_store() -> RootCertStore {
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -94,35 +95,35 @@ pub fn root_store() -> RootCertStore {
     roots
 }
 
-/// The client configuration for `trust` (no ALPN: the connector or client sets it).
+/// The client configuration for `trust` (no ALPN: the connector or client sets it). The
+/// trust anchors are loaded at the first certificate to check, so a proxy with only
+/// plain-HTTP peers never reads the system's store.
 pub fn client_config(trust: &Trust) -> Result<ClientConfig, TlsError> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .expect("the aws-lc-rs provider supports the default protocol versions");
-    if trust.insecure_skip_verify {
+    let verifier: Arc<dyn ServerCertVerifier> = if trust.insecure_skip_verify {
         tracing::warn!(
             "--insecure-skip-verify: upstream and token endpoint certificates are NOT checked; \
              anyone on the path can read the tokens. Development only."
         );
-        return Ok(builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider())))
-            .with_no_client_auth());
-    }
-    let mut roots = root_store();
-    let Some(ca) = &trust.extra_ca else {
-        return Ok(builder.with_root_certificates(roots).with_no_client_auth());
+        Arc::new(AcceptAnyCertificate(provider()))
+    } else if let Some(ca) = &trust.extra_ca {
+        let pinned = certificates(ca)?;
+        let mut extra = RootCertStore::empty();
+        for cert in &pinned {
+            extra.add(cert.clone())?;
+        }
+        Arc::new(pinned::PinningVerifier::new(
+            lazy::LazyWebPki::new(provider(), extra),
+            pinned,
+        ))
+    } else {
+        Arc::new(lazy::LazyWebPki::new(provider(), RootCertStore::empty()))
     };
-    let pinned = certificates(ca)?;
-    for cert in &pinned {
-        roots.add(cert.clone())?;
-    }
-    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
-        .build()
-        .map_err(|e| rustls::Error::General(e.to_string()))?;
     Ok(builder
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(pinned::PinningVerifier::new(webpki, pinned)))
+        .with_custom_certificate_verifier(verifier)
         .with_no_client_auth())
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Method};
 use url::Url;
 
-use crate::cli::{GuardArgs, ProxyArgs};
+use crate::cli::{AccessLogArgs, GuardArgs, ProxyArgs, Switch};
 use crate::proxy::{Policy, Upstream};
 use crate::server::ListenAddr;
 use crate::token::{
@@ -51,6 +51,8 @@ pub struct Config {
     pub credentials: BTreeMap<String, Credential>,
     /// Routes, in the order given.
     pub routes: Vec<RouteConfig>,
+    /// The access log (flags and environment only; its shape follows `--log-format`).
+    pub access_log: crate::access_log::Settings,
 }
 
 /// Limits of the listener and of upstream calls (flags and environment only).
@@ -92,6 +94,29 @@ impl From<&GuardArgs> for Limits {
             max_body_size: args.max_body_size,
             shutdown_timeout: args.shutdown_timeout,
             shutdown_delay: args.shutdown_delay,
+        }
+    }
+}
+
+impl Default for crate::access_log::Settings {
+    /// The flags' defaults (and the environment), as for [`Limits`].
+    fn default() -> Self {
+        use clap::{Args, FromArgMatches};
+        let matches =
+            AccessLogArgs::augment_args(clap::Command::new("defaults")).get_matches_from(["defaults"]);
+        Self::from(&AccessLogArgs::from_arg_matches(&matches).expect("the flag defaults parse"))
+    }
+}
+
+impl From<&AccessLogArgs> for crate::access_log::Settings {
+    /// The access log the flags describe, in the default shape (`main` sets the one of
+    /// `--log-format`).
+    fn from(args: &AccessLogArgs) -> Self {
+        Self {
+            enabled: args.access_log == Switch::On,
+            sample: args.access_log_sample,
+            buffer: usize::try_from(args.access_log_buffer).unwrap_or(usize::MAX),
+            shape: crate::access_log::Shape::default(),
         }
     }
 }
@@ -340,6 +365,7 @@ impl ProxyArgs {
         }
         config.allow_hosts.extend(self.guard.allow_hosts.iter().cloned());
         config.limits = Limits::from(&self.guard);
+        config.access_log = crate::access_log::Settings::from(&self.access_log);
         Ok(config)
     }
 }
@@ -479,6 +505,7 @@ fn validate(raw: RawConfig, origin: Origin, base: &Path) -> Result<Config, Confi
         inbound_tls: None,
         credentials,
         routes,
+        access_log: crate::access_log::Settings::default(),
     })
 }
 

@@ -92,6 +92,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
             policy: Policy::default(),
             http2: false,
         }],
+        access_log: crate::access_log::Settings::default(),
     };
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let proxy = tokio::spawn(async move {

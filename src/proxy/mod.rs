@@ -127,7 +127,7 @@ impl Proxy {
         }
     }
 
-    /// Reports every request to `observer` (the metrics), when given.
+    /// Reports every request to `observer` (the access log, the metrics), when given.
     pub fn observed_by(mut self, observer: Option<Arc<dyn RequestObserver>>) -> Self {
         self.observer = observer;
         self

@@ -1,6 +1,6 @@
-//! What the proxy reports about each request: one access-log line, and events for an
-//! observer (the admin listener's metrics) that wraps the proxy from outside, so the
-//! request path knows nothing of Prometheus.
+//! What the proxy reports about each request: events for observers (the access log, the
+//! admin listener's metrics) that wrap the proxy from outside, so the request path knows
+//! nothing of log formats or Prometheus.
 
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,8 @@ pub struct RequestRecord<'a> {
     pub route: &'a str,
     /// The client's method.
     pub method: &'a Method,
+    /// The request's path, without the query.
+    pub path: &'a str,
     /// The status the client got.
     pub status: StatusCode,
     /// From the request's arrival to its response headers.
@@ -73,7 +75,7 @@ impl Failure {
     }
 }
 
-/// One request's access-log line and report, written when it is dropped: at the end of
+/// One request's report, made when it is dropped: at the end of
 /// [`super::Proxy::handle`], or earlier when the client went away and hyper dropped the
 /// request (an HTTP/2 stream reset, say), then as [`CLIENT_CLOSED`].
 pub(super) struct Report<'a> {
@@ -89,26 +91,19 @@ pub(super) struct Report<'a> {
 
 impl Drop for Report<'_> {
     fn drop(&mut self) {
+        let Some(observer) = self.observer else {
+            return;
+        };
         let (status, failure) = self.answered.unwrap_or((CLIENT_CLOSED, None));
-        let route = self.route.unwrap_or("-");
-        tracing::info!(
-            target: "mintproxy::access",
-            method = %self.method,
-            path = self.path,
-            status = status.as_u16(),
-            duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
-            route,
-        );
-        if let Some(observer) = self.observer {
-            observer.request(&RequestRecord {
-                route,
-                method: &self.method,
-                status,
-                duration: self.started.elapsed(),
-                failure,
-                client_authorization: self.client_authorization,
-            });
-        }
+        observer.request(&RequestRecord {
+            route: self.route.unwrap_or("-"),
+            method: &self.method,
+            path: self.path,
+            status,
+            duration: self.started.elapsed(),
+            failure,
+            client_authorization: self.client_authorization,
+        });
     }
 }
 

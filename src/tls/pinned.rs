@@ -8,22 +8,21 @@
 //! handshake signature is checked as for any certificate. Every other certificate goes
 //! through WebPKI as before.
 
-use std::sync::Arc;
-
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
+
+use super::lazy::LazyWebPki;
 
 /// WebPKI, plus the pinned certificates.
 #[derive(Debug)]
 pub(super) struct PinningVerifier {
-    webpki: Arc<WebPkiServerVerifier>,
+    webpki: LazyWebPki,
     pinned: Vec<CertificateDer<'static>>,
 }
 
 impl PinningVerifier {
-    pub(super) fn new(webpki: Arc<WebPkiServerVerifier>, pinned: Vec<CertificateDer<'static>>) -> Self {
+    pub(super) fn new(webpki: LazyWebPki, pinned: Vec<CertificateDer<'static>>) -> Self {
         Self { webpki, pinned }
     }
 }

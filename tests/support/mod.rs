@@ -278,8 +278,15 @@ pub async fn start_operated(config: &Config, policy: RefreshPolicy) -> Operated 
     let admin_addr = admin_listener.local_addr().unwrap();
     let stop = CancellationToken::new();
     let metrics = Arc::new(Metrics::new());
-    let built =
-        mintproxy::app::build(config, Some(addr), policy, stop.clone(), Some(metrics.clone())).unwrap();
+    let built = mintproxy::app::build(
+        config,
+        Some(addr),
+        policy,
+        stop.clone(),
+        Some(metrics.clone()),
+        None,
+    )
+    .unwrap();
     let admin = Arc::new(Admin::new(built.caches, metrics));
     tokio::spawn(admin::serve(
         admin_listener,
