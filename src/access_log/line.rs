@@ -206,7 +206,9 @@ const LAST_FOUR_DIGIT_SECOND: u64 = 253_402_300_799;
 /// `YYYY-MM-DDTHH:MM:SS.` of a second since the epoch (at most [`LAST_FOUR_DIGIT_SECOND`]).
 fn date_time(seconds: u64) -> [u8; 20] {
     let seconds = seconds.min(LAST_FOUR_DIGIT_SECOND);
-    let (year, month, day) = civil_date(seconds / 86_400);
+    let days = i64::try_from(seconds / 86_400).expect("at most 9999-12-31");
+    let (year, month, day) = crate::rfc3339::civil_from_days(days);
+    let (year, month, day) = (year.unsigned_abs(), u64::from(month), u64::from(day));
     let second_of_day = seconds % 86_400;
     let mut text = Vec::with_capacity(20);
     for (value, width, after) in [
@@ -221,25 +223,6 @@ fn date_time(seconds: u64) -> [u8; 20] {
         text.push(after);
     }
     text.try_into().expect("20 bytes with a four-digit year")
-}
-
-/// The proleptic Gregorian date of a day counted from 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`, for days on or after the epoch).
-fn civil_date(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let day_of_era = z % 146_097;
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-    let month = if month_from_march < 10 {
-        month_from_march + 3
-    } else {
-        month_from_march - 9
-    };
-    let year = year_of_era + era * 400 + u64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
