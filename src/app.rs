@@ -11,10 +11,15 @@ use crate::access_log::{AccessLog, Writer as AccessLogWriter};
 use crate::admin::{self, Admin};
 use crate::config::{Config, Credential};
 use crate::metrics::Metrics;
-use crate::proxy::{self, ForwardLimits, HostGuard, Proxy, RequestObserver, Route, Router, UpstreamClient};
+use crate::proxy::{
+    self, Bearer, ForwardLimits, HostGuard, Proxy, RequestObserver, Route, Router, UpstreamClient,
+};
 use crate::server::{self, Drained, ListenAddr, Listener, ServerOptions};
 use crate::tls::{self, TlsError};
-use crate::token::{endpoint, CacheObserver, RefreshPolicy, Token, TokenCache, TokenError, TokenSource};
+use crate::token::{
+    endpoint, CacheObserver, ExchangeCache, ExchangeObserver, RefreshPolicy, Token, TokenCache, TokenError,
+    TokenSource,
+};
 
 /// A failure while starting up.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +42,10 @@ pub enum StartError {
     /// The access log's writer thread cannot be started.
     #[error("cannot start the access log: {0}")]
     AccessLog(#[source] std::io::Error),
+    /// A route exchanges tokens with a credential that is no client (validation refuses
+    /// this; a configuration built in code may not have been validated).
+    #[error("credential {0:?} is a token file: it cannot authenticate a token exchange")]
+    NotAClient(String),
 }
 
 /// The HTTP client for discovery and token requests, checking certificates per `trust`.
@@ -129,6 +138,7 @@ pub fn build(
     let caches: std::collections::BTreeMap<&str, TokenCache> = config
         .credentials
         .iter()
+        .filter(|(name, _)| config.mints(name))
         .map(|(name, credential)| {
             let cache = TokenCache::spawn_observed(
                 name.clone(),
@@ -145,22 +155,35 @@ pub fn build(
     let routes = config
         .routes
         .iter()
-        .map(|route| Route {
-            name: if route.prefix.is_empty() {
+        .map(|route| {
+            let name = if route.prefix.is_empty() {
                 "/".to_owned()
             } else {
                 route.prefix.clone()
-            },
-            prefix: route.prefix.clone(),
-            strip_prefix: route.strip_prefix,
-            upstream: route.upstream.clone(),
-            tokens: caches[route.credential.as_str()].clone(),
-            headers: route.headers.clone(),
-            policy: route.policy.clone(),
-            replay_limit: proxy::DEFAULT_REPLAY_LIMIT,
-            origin: client.origin(&route.upstream, route.http2),
+            };
+            let tokens = match &route.exchange {
+                None => Bearer::Minted(caches[route.credential.as_str()].clone()),
+                Some(exchange) => {
+                    let exchanger = config.credentials[&route.credential]
+                        .exchanger(http.clone(), exchange)
+                        .ok_or_else(|| StartError::NotAClient(route.credential.clone()))?;
+                    let observer = metrics.clone().map(|m| m as Arc<dyn ExchangeObserver>);
+                    Bearer::Exchanged(Arc::new(ExchangeCache::new(name.clone(), exchanger, observer)))
+                }
+            };
+            Ok(Route {
+                name,
+                prefix: route.prefix.clone(),
+                strip_prefix: route.strip_prefix,
+                upstream: route.upstream.clone(),
+                tokens,
+                headers: route.headers.clone(),
+                policy: route.policy.clone(),
+                replay_limit: proxy::DEFAULT_REPLAY_LIMIT,
+                origin: client.origin(&route.upstream, route.http2),
+            })
         })
-        .collect();
+        .collect::<Result<_, StartError>>()?;
     let limits = ForwardLimits {
         upstream_timeout: config.limits.upstream_timeout,
         max_body_size: config.limits.max_body_size,

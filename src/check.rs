@@ -31,9 +31,14 @@ pub async fn check(config: &Config, online: bool) -> (String, bool) {
         } else {
             ""
         };
+        let exchange = if route.exchange.is_some() {
+            ", exchanging the caller's token"
+        } else {
+            ""
+        };
         let _ = writeln!(
             report,
-            "  {prefix} -> {} (credential {}{strip})",
+            "  {prefix} -> {} (credential {}{exchange}{strip})",
             route.upstream.origin(),
             route.credential
         );
@@ -41,6 +46,10 @@ pub async fn check(config: &Config, online: bool) -> (String, bool) {
     if online {
         let _ = writeln!(report, "minting one token per credential:");
         for (name, credential) in &config.credentials {
+            if !config.mints(name) {
+                let _ = writeln!(report, "  {name}: authenticates token exchanges only; not minted");
+                continue;
+            }
             match app::mint_once(credential, &config.trust).await {
                 Ok(token) => {
                     let expiry = token

@@ -123,6 +123,26 @@ pub struct CredentialArgs {
     /// e.g. `--token-endpoint https://my-instance.zitadel.cloud/oauth/v2/token`.
     #[arg(long, env = "MINTPROXY_TOKEN_ENDPOINT", value_name = "URL")]
     pub token_endpoint: Option<String>,
+
+    /// A form field sent with every token request, e.g. --token-param audience=billing-api
+    /// or --token-param resource=https://api.example. Repeatable; in the environment, one
+    /// per line.
+    #[arg(
+        long = "token-param",
+        env = "MINTPROXY_TOKEN_PARAM",
+        value_name = "NAME=VALUE",
+        value_delimiter = '\n',
+        value_parser = parse_token_param
+    )]
+    pub token_params: Vec<(String, String)>,
+}
+
+/// Reads `NAME=VALUE`; the value is never quoted back (it may be sensitive).
+fn parse_token_param(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.trim().is_empty() => Ok((name.trim().to_owned(), value.to_owned())),
+        _ => Err("expected NAME=VALUE, e.g. audience=billing-api".to_owned()),
+    }
 }
 
 impl CredentialArgs {
@@ -137,6 +157,7 @@ impl CredentialArgs {
             || !self.scopes.is_empty()
             || !self.project_ids.is_empty()
             || self.token_endpoint.is_some()
+            || !self.token_params.is_empty()
     }
 }
 

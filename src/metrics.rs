@@ -16,6 +16,7 @@
 //! | `mintproxy_bearer_injected_total` | counter | `route` |
 //! | `mintproxy_client_authorization_replaced_total` | counter | `route` |
 //! | `mintproxy_token_fetches_total` | counter | `credential`, `result` (`ok`, `rejected`, `unavailable`, `unreachable`, `unusable`, `file`, `other`) |
+//! | `mintproxy_token_exchanges_total` | counter | `route`, `result` (`cached`, `exchanged`, or a failed fetch's result) |
 //! | `mintproxy_token_expiry_timestamp_seconds` | gauge | `credential` |
 //! | `mintproxy_credential_key_expiry_timestamp_seconds` | gauge | `credential` |
 //! | `mintproxy_access_log_dropped_total` | counter | |
@@ -33,7 +34,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::proxy::{Failure, RequestObserver, RequestRecord};
-use crate::token::{CacheObserver, TokenError};
+use crate::token::{CacheObserver, ExchangeObserver, ExchangeOutcome, TokenError};
 
 /// The `Content-Type` of [`Metrics::encode`]'s output (OpenMetrics text, which Prometheus
 /// reads).
@@ -76,6 +77,12 @@ struct FetchLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ExchangeLabels {
+    route: String,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CredentialLabels {
     credential: String,
 }
@@ -105,6 +112,7 @@ pub struct Metrics {
     bearer_injected: Family<RouteLabels, Counter>,
     authorization_replaced: Family<RouteLabels, Counter>,
     token_fetches: Family<FetchLabels, Counter>,
+    token_exchanges: Family<ExchangeLabels, Counter>,
     token_expiry: Family<CredentialLabels, Gauge>,
     key_expiry: Family<CredentialLabels, Gauge>,
     access_log_dropped: Counter,
@@ -210,6 +218,14 @@ impl Metrics {
              unusable, file, other)",
             token_fetches.clone(),
         );
+        let token_exchanges = Family::<ExchangeLabels, Counter>::default();
+        registry.register(
+            "token_exchanges",
+            "Requests of exchange routes by route and how they got their token: cached (no \
+             exchange), exchanged, or why the exchange failed (rejected, unavailable, unreachable, \
+             unusable, file, other)",
+            token_exchanges.clone(),
+        );
         let token_expiry = Family::<CredentialLabels, Gauge>::default();
         registry.register(
             "token_expiry_timestamp_seconds",
@@ -239,6 +255,7 @@ impl Metrics {
             bearer_injected,
             authorization_replaced,
             token_fetches,
+            token_exchanges,
             token_expiry,
             key_expiry,
             access_log_dropped,
@@ -374,6 +391,23 @@ impl CacheObserver for Metrics {
     /// Counts a failed token fetch for `credential`, by a bounded reason.
     fn failed(&self, credential: &str, error: &TokenError) {
         self.count_fetch(credential, fetch_failure(error));
+    }
+}
+
+impl ExchangeObserver for Metrics {
+    /// Counts one exchange route request's token: cached, exchanged, or failed (by reason).
+    fn exchanged(&self, route: &str, outcome: ExchangeOutcome<'_>) {
+        let result = match outcome {
+            ExchangeOutcome::Cached => "cached",
+            ExchangeOutcome::Exchanged => "exchanged",
+            ExchangeOutcome::Failed(error) => fetch_failure(error),
+        };
+        self.token_exchanges
+            .get_or_create(&ExchangeLabels {
+                route: route.to_owned(),
+                result,
+            })
+            .inc();
     }
 }
 

@@ -72,6 +72,7 @@ fn cache_key(credential: &Credential) -> Result<Option<CacheKey>, MintError> {
         &endpoint.issuer,
         endpoint.token_endpoint.as_ref().map(url::Url::as_str),
         &endpoint.scopes,
+        &endpoint.params,
     )))
 }
 

@@ -15,11 +15,12 @@ use url::Url;
 use crate::cli::{AccessLogArgs, GuardArgs, ProxyArgs, Switch};
 use crate::proxy::{Policy, Upstream};
 use crate::server::ListenAddr;
+use crate::token::file::WatchedFile;
 use crate::token::{
-    ClientAuth, ClientCredentialsSource, Endpoint, JwtProfileSource, KeyKind, SigningKey, StaticTokenSource,
-    TokenSource,
+    ClientAuth, ClientCredentialsSource, Endpoint, Exchanger, JwtProfileSource, KeyKind, SigningKey,
+    StaticTokenSource, TokenSource,
 };
-use raw::{RawConfig, RawCredential, RawRoute};
+use raw::{RawConfig, RawCredential, RawExchange, RawRoute};
 
 /// The scopes ZITADEL's own SDKs ask for, so ZITADEL's APIs accept the token.
 pub const DEFAULT_SCOPES: [&str; 2] = ["openid", "urn:zitadel:iam:org:project:id:zitadel:aud"];
@@ -53,6 +54,17 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// The access log (flags and environment only; its shape follows `--log-format`).
     pub access_log: crate::access_log::Settings,
+}
+
+impl Config {
+    /// Whether some route injects `credential`'s own token, so it is minted: a credential
+    /// only token exchanges authenticate with mints nothing (its client may be allowed the
+    /// exchange alone).
+    pub fn mints(&self, credential: &str) -> bool {
+        self.routes
+            .iter()
+            .any(|route| route.exchange.is_none() && route.credential == credential)
+    }
 }
 
 /// Limits of the listener and of upstream calls (flags and environment only).
@@ -121,8 +133,9 @@ impl From<&AccessLogArgs> for crate::access_log::Settings {
     }
 }
 
-/// Where a token comes from, validated (files exist and parse).
-#[derive(Debug, Clone)]
+/// Where a token comes from, validated (files exist and parse). Equal definitions mint
+/// the same tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Credential {
     /// ZITADEL service user key: JWT profile grant.
     JwtProfile {
@@ -156,8 +169,8 @@ pub enum Credential {
     },
 }
 
-/// Where and for what scopes tokens are requested.
-#[derive(Debug, Clone)]
+/// Where, for what scopes and with which parameters tokens are requested.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointConfig {
     /// The issuer as given (discovery states the exact string used as `aud`).
     pub issuer: String,
@@ -165,11 +178,29 @@ pub struct EndpointConfig {
     pub token_endpoint: Option<Url>,
     /// The scopes requested.
     pub scopes: Vec<String>,
+    /// More form fields for every token request (`token_params`, `--token-param`).
+    pub params: Vec<(String, String)>,
 }
 
 impl EndpointConfig {
     fn endpoint(&self, http: reqwest::Client) -> Endpoint {
-        Endpoint::new(http, self.issuer.clone(), self.token_endpoint.clone())
+        Endpoint::new(http, self.issuer.clone(), self.token_endpoint.clone()).with_params(self.params.clone())
+    }
+}
+
+/// A client proving itself with an application's or a service user's key.
+fn key_client(key_file: &Path, kind: KeyKind) -> ClientAuth {
+    ClientAuth::Assertion {
+        key_file: WatchedFile::new(key_file),
+        kind,
+    }
+}
+
+/// A client proving itself with a secret.
+fn secret_client(client_id: &str, secret_file: &Path) -> ClientAuth {
+    ClientAuth::Secret {
+        client_id: client_id.to_owned(),
+        file: WatchedFile::new(secret_file),
     }
 }
 
@@ -187,18 +218,14 @@ impl Credential {
                 secret_file,
                 endpoint,
             } => Box::new(ClientCredentialsSource::new(
-                client_id,
-                ClientAuth::Secret(crate::token::file::WatchedFile::new(secret_file)),
+                secret_client(client_id, secret_file),
                 endpoint.endpoint(http),
                 &endpoint.scopes,
             )),
             Self::ClientKey {
-                client_id,
-                key_file,
-                endpoint,
+                key_file, endpoint, ..
             } => Box::new(ClientCredentialsSource::new(
-                client_id,
-                ClientAuth::PrivateKeyJwt(crate::token::file::WatchedFile::new(key_file)),
+                key_client(key_file, KeyKind::Application),
                 endpoint.endpoint(http),
                 &endpoint.scopes,
             )),
@@ -206,8 +233,50 @@ impl Credential {
         }
     }
 
-    /// One line saying what this credential is, for `check` (no secrets).
+    /// The token exchange of `exchange`, authenticated as this credential's client (a
+    /// service user's key signs a client assertion too); `None` for a token file, which
+    /// is no client (validation refuses it).
+    pub fn exchanger(&self, http: reqwest::Client, exchange: &ExchangeConfig) -> Option<Exchanger> {
+        let (client, endpoint) = match self {
+            Self::JwtProfile { key_file, endpoint } => {
+                (key_client(key_file, KeyKind::ServiceAccount), endpoint)
+            }
+            Self::ClientSecret {
+                client_id,
+                secret_file,
+                endpoint,
+            } => (secret_client(client_id, secret_file), endpoint),
+            Self::ClientKey {
+                key_file, endpoint, ..
+            } => (key_client(key_file, KeyKind::Application), endpoint),
+            Self::StaticToken { .. } => return None,
+        };
+        Some(Exchanger::new(
+            client,
+            endpoint.endpoint(http),
+            exchange.audience.clone(),
+            &exchange.scopes,
+        ))
+    }
+
+    /// One line saying what this credential is, for `check` (no secrets; parameters by
+    /// name only).
     pub fn describe(&self) -> String {
+        let params = match self {
+            Self::JwtProfile { endpoint, .. }
+            | Self::ClientSecret { endpoint, .. }
+            | Self::ClientKey { endpoint, .. } => &endpoint.params[..],
+            Self::StaticToken { .. } => &[],
+        };
+        let mut line = self.describe_kind();
+        if !params.is_empty() {
+            let names: Vec<&str> = params.iter().map(|(name, _)| name.as_str()).collect();
+            line.push_str(&format!(", token parameters {}", names.join(", ")));
+        }
+        line
+    }
+
+    fn describe_kind(&self) -> String {
         match self {
             Self::JwtProfile { key_file, endpoint } => {
                 format!("service user key {} at {}", key_file.display(), endpoint.issuer)
@@ -247,14 +316,26 @@ pub struct RouteConfig {
     pub strip_prefix: bool,
     /// Where the route goes.
     pub upstream: Upstream,
-    /// The credential's name.
+    /// The credential's name: whose token is injected, or, with `exchange`, which
+    /// authenticates the exchange as a client.
     pub credential: String,
+    /// Exchange the caller's token rather than inject the credential's own.
+    pub exchange: Option<ExchangeConfig>,
     /// Extra headers.
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Allowlists.
     pub policy: Policy,
     /// Speak HTTP/2 with prior knowledge (h2c) to the upstream.
     pub http2: bool,
+}
+
+/// A route's token exchange (RFC 8693): what to ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExchangeConfig {
+    /// The `audience` asked for, if any.
+    pub audience: Option<String>,
+    /// The scopes asked for; none: the issuer decides.
+    pub scopes: Vec<String>,
 }
 
 /// Configuration that cannot be used: where, and why.
@@ -300,6 +381,7 @@ impl At<'_> {
                 "allow_methods" => "--allow-method".to_owned(),
                 "allow_paths" => "--allow-path".to_owned(),
                 "deny_paths" => "--deny-path".to_owned(),
+                "token_params" => "--token-param".to_owned(),
                 other => format!("--{}", other.replace('_', "-")),
             },
         }
@@ -518,14 +600,38 @@ fn validate_route(
         return Err(at.error("prefix", format!("{:?} must start with /", raw.prefix)));
     }
     let upstream = Upstream::parse(&raw.upstream).map_err(|e| at.error("upstream", e.to_string()))?;
-    if !credentials.contains_key(&raw.credential) {
-        let reason = if at.origin == Origin::Flags {
-            "give one of --key-file, --client-secret-file, --client-key-file or --token-file".to_owned()
-        } else {
-            format!("unknown credential {:?}", raw.credential)
-        };
-        return Err(at.error("credential", reason));
-    }
+    let (credential, exchange) = match (&raw.credential, &raw.exchange) {
+        (Some(name), None) => {
+            if !credentials.contains_key(name) {
+                let reason = if at.origin == Origin::Flags {
+                    "give one of --key-file, --client-secret-file, --client-key-file or --token-file".to_owned()
+                } else {
+                    format!("unknown credential {name:?}")
+                };
+                return Err(at.error("credential", reason));
+            }
+            (name.clone(), None)
+        }
+        (None, Some(exchange)) => validate_exchange(exchange, at, credentials)?,
+        (Some(_), Some(_)) => {
+            return Err(at.error(
+                "exchange",
+                format!(
+                    "cannot be combined with {}: a route injects its credential's token or exchanges the caller's, not both",
+                    at.key("credential")
+                ),
+            ))
+        }
+        (None, None) => {
+            return Err(at.error(
+                "credential",
+                format!(
+                    "is required, or {} = {{ credential = \"NAME\" }} to exchange the caller's token",
+                    at.key("exchange")
+                ),
+            ))
+        }
+    };
     let mut headers = Vec::with_capacity(raw.headers.len());
     for (name, value) in &raw.headers {
         // Only the name is quoted: a header value may be a secret.
@@ -571,7 +677,8 @@ fn validate_route(
         prefix: raw.prefix.trim_end_matches('/').to_owned(),
         strip_prefix: raw.strip_prefix,
         upstream,
-        credential: raw.credential.clone(),
+        credential,
+        exchange,
         http2: raw.http2,
         headers,
         policy: Policy::new(
@@ -580,6 +687,39 @@ fn validate_route(
             paths("deny_paths", &raw.deny_paths)?,
         ),
     })
+}
+
+/// Validates a route's `exchange`: its credential must be a client (not a token file).
+fn validate_exchange(
+    raw: &RawExchange,
+    at: &At<'_>,
+    credentials: &BTreeMap<String, RawCredential>,
+) -> Result<(String, Option<ExchangeConfig>), ConfigError> {
+    let name = &raw.credential;
+    match credentials.get(name) {
+        None => return Err(at.error("exchange.credential", format!("unknown credential {name:?}"))),
+        Some(credential) if credential.token_file.is_some() => {
+            return Err(at.error(
+                "exchange.credential",
+                format!(
+                    "credential {name:?} is a token file, not a client: an exchange authenticates with \
+                     client_secret_file, client_key_file or key_file"
+                ),
+            ))
+        }
+        Some(_) => {}
+    }
+    if raw.audience.as_deref().is_some_and(str::is_empty) {
+        return Err(at.error(
+            "exchange.audience",
+            "is empty: leave it out, or name the audience",
+        ));
+    }
+    let exchange = ExchangeConfig {
+        audience: raw.audience.clone(),
+        scopes: raw.scope.iter().filter(|s| !s.is_empty()).cloned().collect(),
+    };
+    Ok((name.clone(), Some(exchange)))
 }
 
 /// Validates a credential, and warns when others can read its files: every command that
@@ -636,6 +776,17 @@ fn validate_credential_fields(
         }
     };
     if kind == "token_file" {
+        if !raw.token_params.is_empty() {
+            return Err(at.error(
+                "token_params",
+                format!(
+                    "a token file makes no token request to send them with; they need {}, {} or {}",
+                    at.key("key_file"),
+                    at.key("client_secret_file"),
+                    at.key("client_key_file")
+                ),
+            ));
+        }
         let token_file = resolve(raw.token_file.as_ref().expect("kind says present"));
         check_secret_file(&token_file, at, "token_file")?;
         return Ok(Credential::StaticToken { token_file });
@@ -731,7 +882,48 @@ fn validate_endpoint(
         issuer,
         token_endpoint,
         scopes,
+        params: validate_token_params(&raw.token_params, at)?,
     })
+}
+
+/// The fields a grant sends itself (or a prefix of them): a parameter must not replace or
+/// repeat one. Compared without regard to case.
+const GRANT_FIELDS: [&str; 5] = ["grant_type", "assertion", "client_id", "client_secret", "scope"];
+const GRANT_FIELD_PREFIXES: [&str; 3] = ["client_assertion", "subject_token", "actor_token"];
+
+fn validate_token_params(
+    params: &[(String, String)],
+    at: &At<'_>,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    for (name, _) in params {
+        let path = match at.origin {
+            Origin::File => format!("{}.token_params.{name}", at.prefix),
+            Origin::Flags => at.key("token_params"),
+        };
+        let lower = name.to_ascii_lowercase();
+        let grants_own = GRANT_FIELDS.contains(&lower.as_str())
+            || GRANT_FIELD_PREFIXES
+                .iter()
+                .any(|prefix| lower.starts_with(prefix));
+        if name.is_empty() {
+            return Err(ConfigError::new(path, "a parameter needs a name"));
+        }
+        if grants_own {
+            let hint = if lower == "scope" {
+                format!("; give scopes with {}", at.key("scopes"))
+            } else {
+                String::new()
+            };
+            return Err(ConfigError::new(
+                path,
+                format!(
+                    "{name:?} is a field the grant sends itself (grant_type, assertion, client_assertion*, \
+                     client_id, client_secret, scope, subject_token*, actor_token*){hint}"
+                ),
+            ));
+        }
+    }
+    Ok(params.to_vec())
 }
 
 /// A secret or token file must be readable and not empty; its contents are never quoted.

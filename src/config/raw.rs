@@ -55,6 +55,17 @@ pub struct RawCredential {
     pub project_ids: Vec<String>,
     /// Token endpoint, skipping discovery.
     pub token_endpoint: Option<String>,
+    /// `token_params = { audience = "..." }`: more form fields for every token request,
+    /// in name order (from flags, in the order given).
+    #[serde(default, deserialize_with = "table_of_strings")]
+    pub token_params: Vec<(String, String)>,
+}
+
+/// A TOML table of strings as (name, value) pairs, in name order.
+fn table_of_strings<'de, D: serde::Deserializer<'de>>(table: D) -> Result<Vec<(String, String)>, D::Error> {
+    Ok(BTreeMap::<String, String>::deserialize(table)?
+        .into_iter()
+        .collect())
 }
 
 /// One `[[routes]]` table.
@@ -69,7 +80,9 @@ pub struct RawRoute {
     /// Upstream URL.
     pub upstream: String,
     /// Name of the credential whose token is added.
-    pub credential: String,
+    pub credential: Option<String>,
+    /// Instead of `credential`: exchange the caller's token (RFC 8693).
+    pub exchange: Option<RawExchange>,
     /// Extra headers.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
@@ -85,6 +98,19 @@ pub struct RawRoute {
     /// HTTP/2 with prior knowledge (h2c) to a plaintext upstream, e.g. a gRPC server.
     #[serde(default)]
     pub http2: bool,
+}
+
+/// A route's `exchange = { credential = "NAME", audience = "...", scope = ["..."] }`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExchange {
+    /// The credential that authenticates the exchange as a client.
+    pub credential: String,
+    /// The `audience` asked for.
+    pub audience: Option<String>,
+    /// The scopes asked for; none: the issuer decides (ZITADEL: the subject token's).
+    #[serde(default)]
+    pub scope: Vec<String>,
 }
 
 impl RawConfig {
@@ -146,6 +172,7 @@ impl CredentialArgs {
             scopes: (!self.scopes.is_empty()).then(|| self.scopes.clone()),
             project_ids: self.project_ids.clone(),
             token_endpoint: self.token_endpoint.clone(),
+            token_params: self.token_params.clone(),
         }
     }
 }
@@ -174,7 +201,8 @@ impl ProxyArgs {
                 prefix: "/".to_owned(),
                 strip_prefix: false,
                 upstream,
-                credential: FLAGS_NAME.to_owned(),
+                credential: Some(FLAGS_NAME.to_owned()),
+                exchange: None,
                 headers,
                 allow_methods: self.policy.allow_methods.clone(),
                 allow_paths: self.policy.allow_paths.clone(),

@@ -79,6 +79,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
                     issuer: issuer.url().to_owned(),
                     token_endpoint: None,
                     scopes: default_scopes(),
+                    params: Vec::new(),
                 },
             },
         )]
@@ -88,6 +89,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
             strip_prefix: false,
             upstream: Upstream::parse(echo.url()).expect("the echo's own URL parses"),
             credential: "demo".to_owned(),
+            exchange: None,
             headers: Vec::new(),
             policy: Policy::default(),
             http2: false,

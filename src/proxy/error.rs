@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 use super::forward::BoxError;
 use super::ProxyBody;
 use crate::chain::Chain;
-use crate::token::NoToken;
+use crate::token::{NoToken, TokenError};
 
 /// Every way the proxy itself can fail a request.
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +17,12 @@ pub enum ProxyError {
     /// No valid token for the route's credential.
     #[error(transparent)]
     NoToken(#[from] NoToken),
+    /// An exchange route's request carries no `Authorization: Bearer` token of the caller.
+    #[error("this route exchanges the caller's token: send one as Authorization: Bearer <token>")]
+    NoCallerToken,
+    /// The issuer refused to exchange the caller's token.
+    #[error("the issuer refused to exchange the caller's token: {0}")]
+    ExchangeRefused(#[source] Box<TokenError>),
     /// The upstream could not be reached, or broke off.
     #[error("upstream unreachable: {}", Chain(.0))]
     UpstreamUnreachable(#[source] super::pool::SendError),
@@ -88,6 +94,24 @@ impl ProxyError {
                 "proxy_internal_error",
                 grpc::UNAUTHENTICATED,
             ),
+            Self::NoCallerToken => (
+                StatusCode::UNAUTHORIZED,
+                "no_caller_token",
+                "http_request_denied",
+                grpc::UNAUTHENTICATED,
+            ),
+            Self::ExchangeRefused(refusal) if exchange_unauthorized(refusal) => (
+                StatusCode::UNAUTHORIZED,
+                "exchange_refused",
+                "http_request_denied",
+                grpc::UNAUTHENTICATED,
+            ),
+            Self::ExchangeRefused(_) => (
+                StatusCode::FORBIDDEN,
+                "exchange_refused",
+                "http_request_denied",
+                grpc::PERMISSION_DENIED,
+            ),
             Self::UpstreamUnreachable(_) => (
                 StatusCode::BAD_GATEWAY,
                 "upstream_unreachable",
@@ -152,23 +176,37 @@ impl ProxyError {
     }
 
     /// The JSON body: `error` and `detail`, plus the token endpoint's own words when the
-    /// failure is theirs.
+    /// failure is theirs, and what the proxy's own failure likely means.
     fn body(&self, code: &str) -> Value {
         let mut body = Map::new();
         body.insert("error".into(), json!(code));
         body.insert("detail".into(), json!(self.to_string()));
-        if let Self::NoToken(no_token) = self {
-            if let Some(cause) = no_token.cause() {
-                if let Some((error, description)) = cause.provider_error() {
-                    body.insert("provider_error".into(), json!(error));
-                    body.insert("provider_error_description".into(), json!(description));
-                }
-                if let Some(diagnosis) = cause.diagnosis() {
-                    body.insert("diagnosis".into(), json!(diagnosis));
-                }
+        let (cause, own) = match self {
+            Self::NoToken(no_token) => (no_token.cause(), true),
+            Self::ExchangeRefused(refusal) => (Some(&**refusal), false),
+            _ => (None, false),
+        };
+        if let Some(cause) = cause {
+            if let Some((error, description)) = cause.provider_error() {
+                body.insert("provider_error".into(), json!(error));
+                body.insert("provider_error_description".into(), json!(description));
+            }
+            if let Some(diagnosis) = cause.diagnosis().filter(|_| own) {
+                body.insert("diagnosis".into(), json!(diagnosis));
             }
         }
         Value::Object(body)
+    }
+
+    /// The `WWW-Authenticate` challenge of a 401 for the caller's own token (RFC 6750 §3).
+    fn challenge(&self) -> Option<&'static str> {
+        match self {
+            Self::NoCallerToken => Some("Bearer"),
+            Self::ExchangeRefused(refusal) if exchange_unauthorized(refusal) => {
+                Some("Bearer error=\"invalid_token\"")
+            }
+            _ => None,
+        }
     }
 
     /// The response a caller gets; `grpc` adds the gRPC status headers.
@@ -179,6 +217,9 @@ impl ProxyError {
         *response.status_mut() = status;
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(challenge) = self.challenge() {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        }
         let proxy_status = format!(
             "mintproxy; error={proxy_status}; details=\"{}\"",
             sf_string(&detail)
@@ -193,6 +234,16 @@ impl ProxyError {
             }
         }
         response
+    }
+}
+
+/// Whether the issuer's refusal says the caller's token is no good (401 to the caller:
+/// `invalid_grant`, or the issuer's own 401), rather than that it may not have what the
+/// route asks for (403).
+fn exchange_unauthorized(refusal: &TokenError) -> bool {
+    match refusal {
+        TokenError::Rejected { status, error, .. } => *status == 401 || error == "invalid_grant",
+        _ => false,
     }
 }
 

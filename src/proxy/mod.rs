@@ -1,6 +1,7 @@
 //! The request path: from a plain client request to an authenticated upstream request
 //! and back.
 
+pub(crate) mod bearer;
 pub(crate) mod error;
 pub(crate) mod forward;
 pub(crate) mod guard;
@@ -25,7 +26,8 @@ use hyper::body::{Body, Incoming};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
-use crate::token::{CachedToken, TokenCache};
+pub use bearer::Bearer;
+use bearer::Issued;
 pub use error::ProxyError;
 pub(crate) use forward::{ForwardError, Outbound, OutboundBody, UpstreamBody, UpstreamClient};
 pub(crate) use guard::HostGuard;
@@ -83,8 +85,8 @@ pub struct Route {
     pub strip_prefix: bool,
     /// Where requests go.
     pub upstream: Upstream,
-    /// The credential's token cache.
-    pub tokens: TokenCache,
+    /// Where its bearer tokens come from.
+    pub tokens: Bearer,
     /// Extra headers set on every upstream request.
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Allowlists.
@@ -214,7 +216,7 @@ impl Proxy {
                 return Err(ProxyError::BodyTooLarge(limit));
             }
         }
-        let token = route.tokens.token().await?;
+        let token = route.tokens.issue(request.headers()).await?;
         let (mut parts, body) = request.into_parts();
         let client_host = parts
             .uri
@@ -258,7 +260,7 @@ impl Proxy {
         let response = match body {
             Either::Left(buffered) => {
                 let first = self
-                    .send(route, &outbound, &token, Either::Left(buffered.clone()))
+                    .send(route, &outbound, token.header(), Either::Left(buffered.clone()))
                     .await?;
                 if first.status() != StatusCode::UNAUTHORIZED {
                     first
@@ -267,10 +269,10 @@ impl Proxy {
                     // rare, and inline they would enlarge every request's future (from 2.7
                     // to 1.9 KiB), which hyper moves whole.
                     drop(first);
-                    Box::pin(self.replay(route, &outbound, &token, buffered)).await?
+                    Box::pin(self.replay(route, &outbound, token, buffered)).await?
                 }
             }
-            streaming => self.send(route, &outbound, &token, streaming).await?,
+            streaming => self.send(route, &outbound, token.header(), streaming).await?,
         };
         match client_upgrade {
             Some(client) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
@@ -289,27 +291,27 @@ impl Proxy {
         &self,
         route: &Route,
         outbound: &Outbound,
-        token: &Arc<CachedToken>,
+        token: Issued<'_>,
         body: Full<Bytes>,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
-        route.tokens.reject(token);
-        let fresh = route.tokens.token().await?;
+        let fresh = token.replace().await?;
         tracing::debug!("replaying the request after 401 with a new token");
         if let Some(observer) = &self.observer {
             observer.retried(&route.name);
         }
-        self.send(route, outbound, &fresh, Either::Left(body)).await
+        self.send(route, outbound, fresh.header(), Either::Left(body))
+            .await
     }
 
     async fn send(
         &self,
         route: &Route,
         outbound: &Outbound,
-        token: &CachedToken,
+        authorization: &HeaderValue,
         body: OutboundBody,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
         let timeout = self.limits.upstream_timeout;
-        match forward::send(&route.origin, outbound, token.header(), body, timeout).await {
+        match forward::send(&route.origin, outbound, authorization, body, timeout).await {
             Ok(response) if headers::section_size(response.headers()) > forward::MAX_RESPONSE_HEAD => {
                 Err(ProxyError::UpstreamHeadTooLarge(forward::MAX_RESPONSE_HEAD))
             }

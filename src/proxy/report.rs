@@ -51,8 +51,8 @@ pub enum Failure {
     BodyTooLarge,
     /// The client's request body broke off: the client's doing, not the upstream's.
     ClientBody,
-    /// Refused before forwarding: no route, policy, Host guard, `CONNECT`. These are the
-    /// client's errors.
+    /// Refused before forwarding: no route, policy, Host guard, `CONNECT`, no caller
+    /// token or one the issuer would not exchange. These are the client's errors.
     Refused,
 }
 
@@ -66,6 +66,8 @@ impl Failure {
             ProxyError::BodyTooLarge(_) => Self::BodyTooLarge,
             ProxyError::ClientBody(_) => Self::ClientBody,
             ProxyError::NoRoute(_)
+            | ProxyError::NoCallerToken
+            | ProxyError::ExchangeRefused(_)
             | ProxyError::Forbidden(_)
             | ProxyError::ConnectRefused
             | ProxyError::TraceRefused(_)

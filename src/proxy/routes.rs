@@ -82,7 +82,7 @@ mod tests {
             strip_prefix,
             origin: client.origin(&upstream, false),
             upstream,
-            tokens,
+            tokens: crate::proxy::Bearer::Minted(tokens),
             headers: Vec::new(),
             policy: Policy::default(),
             replay_limit: 0,

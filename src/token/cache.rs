@@ -123,7 +123,7 @@ pub struct CachedToken {
 impl CachedToken {
     /// `None` when the token cannot be carried in a header. Never panics on a huge
     /// lifetime: a source's `expires_in` is not to be trusted with the process.
-    fn new(token: Token, requested_at: Instant, requested_at_wall: SystemTime) -> Option<Self> {
+    pub(crate) fn new(token: Token, requested_at: Instant, requested_at_wall: SystemTime) -> Option<Self> {
         let mut header = HeaderValue::try_from(format!("Bearer {}", token.access_token.expose())).ok()?;
         header.set_sensitive(true);
         // Stop using a token slightly before it expires so it does not die in flight.
@@ -143,8 +143,14 @@ impl CachedToken {
         &self.header
     }
 
-    fn is_usable(&self) -> bool {
+    /// Whether the token is still good to send (its refresh margin not yet reached).
+    pub(crate) fn is_usable(&self) -> bool {
         self.usable_until.is_none_or(|until| Instant::now() < until)
+    }
+
+    /// Until when the token is sent; `None`: no expiry known.
+    pub(crate) fn usable_until(&self) -> Option<Instant> {
+        self.usable_until
     }
 }
 

@@ -1,6 +1,6 @@
-//! The client credentials grant (RFC 6749 §4.4), the client authenticated by a secret
-//! (HTTP Basic, §2.3.1) or by a signed assertion (`private_key_jwt`, RFC 7523 §2.2, with a
-//! ZITADEL application key file).
+//! Client authentication, by a secret (HTTP Basic, RFC 6749 §2.3.1) or by a signed
+//! assertion (RFC 7523 §2.2: `private_key_jwt` with a ZITADEL application key file, or a
+//! service user's key), and the client credentials grant (RFC 6749 §4.4) that uses it.
 
 use base64::Engine;
 use http::HeaderValue;
@@ -8,48 +8,83 @@ use http::HeaderValue;
 use super::file::WatchedFile;
 use super::jwt_profile::signed_assertion;
 use super::keyfile::KeyKind;
-use super::{ChangeFuture, Endpoint, FetchFuture, TokenError, TokenSource};
+use super::{ChangeFuture, Endpoint, FetchFuture, Token, TokenError, TokenSource};
 
 /// `client_assertion_type` for `private_key_jwt` (RFC 7523 §2.2).
 pub const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
-/// How the client proves who it is.
+/// How the client proves who it is: for the client credentials grant, and for a token
+/// exchange, which authenticates the proxy as a client the same ways.
 #[derive(Debug)]
 pub enum ClientAuth {
-    /// A client secret, read from this file (surrounding whitespace ignored).
-    Secret(WatchedFile),
-    /// A ZITADEL application key file signing a client assertion.
-    PrivateKeyJwt(WatchedFile),
+    /// A client secret, read from this file (surrounding whitespace ignored), sent with
+    /// HTTP Basic.
+    Secret {
+        /// The client id.
+        client_id: String,
+        /// The file holding the secret.
+        file: WatchedFile,
+    },
+    /// A client assertion signed with a ZITADEL key file: an application's key
+    /// (`private_key_jwt`) or a service user's key; its id is the client id.
+    Assertion {
+        /// The key file.
+        key_file: WatchedFile,
+        /// Which kind of key the file must hold.
+        kind: KeyKind,
+    },
+}
+
+impl ClientAuth {
+    /// Sends `grant` (form fields) to `endpoint`, authenticated as this client.
+    pub(crate) async fn request(
+        &self,
+        endpoint: &Endpoint,
+        grant: &[(&str, &str)],
+    ) -> Result<Token, TokenError> {
+        match self {
+            Self::Secret { client_id, file } => {
+                let secret = file.read(read_secret)?;
+                endpoint
+                    .request(grant, Some(basic_auth(client_id, &secret)))
+                    .await
+            }
+            Self::Assertion { key_file, kind } => {
+                let signed = signed_assertion(key_file, *kind, endpoint).await?;
+                let mut form = grant.to_vec();
+                form.extend([
+                    ("client_id", signed.subject.as_str()),
+                    ("client_assertion_type", CLIENT_ASSERTION_TYPE),
+                    ("client_assertion", signed.assertion.expose()),
+                ]);
+                signed.explain(endpoint.request(&form, None).await)
+            }
+        }
+    }
+
+    /// The file the client's secret or key is read from.
+    pub(crate) fn file(&self) -> &WatchedFile {
+        match self {
+            Self::Secret { file, .. } | Self::Assertion { key_file: file, .. } => file,
+        }
+    }
 }
 
 /// Mints tokens with the client credentials grant.
 #[derive(Debug)]
 pub struct ClientCredentialsSource {
-    client_id: String,
     auth: ClientAuth,
     endpoint: Endpoint,
     scope: String,
 }
 
 impl ClientCredentialsSource {
-    /// A source for `client_id` authenticating with `auth` at `endpoint`.
-    pub fn new(
-        client_id: impl Into<String>,
-        auth: ClientAuth,
-        endpoint: Endpoint,
-        scopes: &[String],
-    ) -> Self {
+    /// A source for the client `auth` proves at `endpoint`.
+    pub fn new(auth: ClientAuth, endpoint: Endpoint, scopes: &[String]) -> Self {
         Self {
-            client_id: client_id.into(),
             auth,
             endpoint,
             scope: scopes.join(" "),
-        }
-    }
-
-    fn file(&self) -> &WatchedFile {
-        match &self.auth {
-            ClientAuth::Secret(file) | ClientAuth::PrivateKeyJwt(file) => file,
         }
     }
 }
@@ -57,31 +92,16 @@ impl ClientCredentialsSource {
 impl TokenSource for ClientCredentialsSource {
     fn fetch(&self) -> FetchFuture<'_> {
         Box::pin(async move {
-            let mut form = vec![
+            let grant = [
                 ("grant_type", "client_credentials"),
                 ("scope", self.scope.as_str()),
             ];
-            match &self.auth {
-                ClientAuth::Secret(file) => {
-                    let secret = file.read(read_secret)?;
-                    let basic = basic_auth(&self.client_id, &secret);
-                    self.endpoint.request(&form, Some(basic)).await
-                }
-                ClientAuth::PrivateKeyJwt(file) => {
-                    let signed = signed_assertion(file, KeyKind::Application, &self.endpoint).await?;
-                    form.extend([
-                        ("client_id", self.client_id.as_str()),
-                        ("client_assertion_type", CLIENT_ASSERTION_TYPE),
-                        ("client_assertion", signed.assertion.expose()),
-                    ]);
-                    signed.explain(self.endpoint.request(&form, None).await)
-                }
-            }
+            self.auth.request(&self.endpoint, &grant).await
         })
     }
 
     fn changed(&self) -> ChangeFuture<'_> {
-        Box::pin(self.file().changed())
+        Box::pin(self.auth.file().changed())
     }
 }
 

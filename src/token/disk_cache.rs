@@ -35,16 +35,30 @@ pub struct CacheKey(String);
 
 impl CacheKey {
     /// The key for a credential: `principal` is the key id or client id; `token_endpoint`
-    /// the override, if any.
-    pub fn new(principal: &str, issuer: &str, token_endpoint: Option<&str>, scopes: &[String]) -> Self {
+    /// the override, if any; `params` its token parameters (another audience is another
+    /// token).
+    pub fn new(
+        principal: &str,
+        issuer: &str,
+        token_endpoint: Option<&str>,
+        scopes: &[String],
+        params: &[(String, String)],
+    ) -> Self {
         // A JSON array keeps the parts apart: no two lists of strings serialise alike.
-        let identity = serde_json::json!([
+        let mut identity = serde_json::json!([
             "mintproxy token cache 1",
             principal,
             issuer,
             token_endpoint.unwrap_or(""),
             scopes
         ]);
+        if !params.is_empty() {
+            // Only then: the keys of credentials without parameters stay as they were.
+            identity
+                .as_array_mut()
+                .expect("built as an array")
+                .push(serde_json::json!(params));
+        }
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, identity.to_string().as_bytes());
         Self(digest.as_ref().iter().map(|byte| format!("{byte:02x}")).collect())
     }
@@ -283,21 +297,41 @@ mod tests {
     #[test]
     fn keys_differ_by_every_part() {
         let scopes = vec!["openid".to_owned()];
-        let key = CacheKey::new("key-1", "https://a.example", None, &scopes);
+        let key = CacheKey::new("key-1", "https://a.example", None, &scopes, &[]);
         assert_eq!(key.0.len(), 64);
-        assert_eq!(key, CacheKey::new("key-1", "https://a.example", None, &scopes));
-        assert_ne!(key, CacheKey::new("key-2", "https://a.example", None, &scopes));
-        assert_ne!(key, CacheKey::new("key-1", "https://b.example", None, &scopes));
+        assert_eq!(
+            key,
+            CacheKey::new("key-1", "https://a.example", None, &scopes, &[])
+        );
         assert_ne!(
             key,
-            CacheKey::new("key-1", "https://a.example", Some("https://a.example/t"), &scopes)
+            CacheKey::new("key-2", "https://a.example", None, &scopes, &[])
         );
-        assert_ne!(key, CacheKey::new("key-1", "https://a.example", None, &[]));
+        assert_ne!(
+            key,
+            CacheKey::new("key-1", "https://b.example", None, &scopes, &[])
+        );
+        assert_ne!(
+            key,
+            CacheKey::new(
+                "key-1",
+                "https://a.example",
+                Some("https://a.example/t"),
+                &scopes,
+                &[]
+            )
+        );
+        assert_ne!(key, CacheKey::new("key-1", "https://a.example", None, &[], &[]));
+        let audience = [("audience".to_owned(), "billing".to_owned())];
+        assert_ne!(
+            key,
+            CacheKey::new("key-1", "https://a.example", None, &scopes, &audience)
+        );
         let split = ["openid".to_owned(), "profile".to_owned()];
         let joined = ["openid profile".to_owned()];
         assert_ne!(
-            CacheKey::new("k", "i", None, &split),
-            CacheKey::new("k", "i", None, &joined)
+            CacheKey::new("k", "i", None, &split, &[]),
+            CacheKey::new("k", "i", None, &joined, &[])
         );
     }
 
@@ -307,7 +341,7 @@ mod tests {
     fn stores_owner_only_and_reads_back() {
         let dir = tempfile::tempdir().unwrap();
         let cache = DiskCache::open(dir.path().join("mintproxy")).unwrap();
-        let key = CacheKey::new("k", "i", None, &[]);
+        let key = CacheKey::new("k", "i", None, &[], &[]);
         let now = SystemTime::now();
         let token = Token {
             access_token: AccessToken::new("secret-token"),
@@ -327,7 +361,7 @@ mod tests {
         assert_eq!(back.scope, token.scope, "the list and where it came from");
         assert!(back.lifetime.unwrap() > Duration::from_secs(3598));
         // A file without expiry is not kept.
-        let other = CacheKey::new("k2", "i", None, &[]);
+        let other = CacheKey::new("k2", "i", None, &[], &[]);
         cache.store(
             &other,
             &Token {
@@ -346,7 +380,7 @@ mod tests {
     fn unusable_files_are_refused_without_quoting_them() {
         let dir = tempfile::tempdir().unwrap();
         let cache = DiskCache::open(dir.path().to_path_buf()).unwrap();
-        let key = CacheKey::new("k", "i", None, &[]);
+        let key = CacheKey::new("k", "i", None, &[], &[]);
         let path = cache.path(&key);
         let write = |text: &str, mode: u32| {
             std::fs::write(&path, text).unwrap();

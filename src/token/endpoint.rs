@@ -37,6 +37,8 @@ pub struct Endpoint {
     client: reqwest::Client,
     issuer: String,
     token_endpoint: Option<Url>,
+    /// The credential's own parameters (`token_params`), sent with every grant.
+    params: Vec<(String, String)>,
     resolved: OnceCell<Resolved>,
 }
 
@@ -54,8 +56,16 @@ impl Endpoint {
             client,
             issuer: issuer.into(),
             token_endpoint,
+            params: Vec::new(),
             resolved: OnceCell::new(),
         }
+    }
+
+    /// Sends `params` (a credential's `token_params`: `audience`, `resource`, ...) with
+    /// every grant, after the grant's own fields.
+    pub fn with_params(mut self, params: Vec<(String, String)>) -> Self {
+        self.params = params;
+        self
     }
 
     /// The issuer exactly as discovery states it: the `aud` of an assertion.
@@ -113,19 +123,25 @@ impl Endpoint {
         })
     }
 
-    /// POSTs a grant (form fields), with `authorization` (client authentication) when
-    /// given, and reads the token response.
+    /// POSTs a grant (form fields, then the credential's parameters), with
+    /// `authorization` (client authentication) when given, and reads the token response:
+    /// the one place a token request is made.
     pub async fn request(
         &self,
         form: &[(&str, &str)],
         authorization: Option<http::HeaderValue>,
     ) -> Result<Token, TokenError> {
         let url = &self.resolve().await?.token_endpoint;
+        let params = self
+            .params
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()));
+        let fields: Vec<(&str, &str)> = form.iter().copied().chain(params).collect();
         let mut request = self
             .client
             .post(url.clone())
             .header(http::header::ACCEPT, "application/json")
-            .form(form);
+            .form(&fields);
         if let Some(authorization) = authorization {
             request = request.header(http::header::AUTHORIZATION, authorization);
         }

@@ -34,6 +34,8 @@ impl JwtProfileSource {
 /// An assertion, and the expiry of the key that signed it if that has passed.
 pub(crate) struct SignedAssertion {
     pub(crate) assertion: crate::secret::Assertion,
+    /// The key's user or client id: the assertion's `iss` and `sub`.
+    pub(crate) subject: String,
     expired_at: Option<SystemTime>,
     key_file: PathBuf,
 }
@@ -70,6 +72,7 @@ pub(crate) async fn signed_assertion(
     let claims = Claims::new(&key, audience, now, assertion::DEFAULT_LIFETIME);
     Ok(SignedAssertion {
         assertion: assertion::sign(&key, &claims).map_err(TokenError::Sign)?,
+        subject: key.subject.clone(),
         expired_at: key.expired_at(now),
         key_file: key_file.path().to_path_buf(),
     })
