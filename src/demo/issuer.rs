@@ -7,8 +7,13 @@
 //! (RFC 6749 §2.3.1, form-encoded id and secret) or by a `private_key_jwt` assertion signed
 //! with a registered application key (same checks, `iss` = `sub` = the client id).
 //!
-//! It issues opaque tokens, counts token requests, and can be told to fail, so the demo
-//! and the tests run the real flow without a ZITADEL.
+//! And the RFC 8693 token exchange grant: the client authenticated as above (or by a
+//! client assertion signed with a service user's key), the `subject_token` an access token
+//! it issued itself ([`Issuer::issue`] makes one for a caller) and still valid; the new
+//! token is the subject's.
+//!
+//! It issues opaque tokens, counts and records token requests, and can be told to fail or
+//! refuse, so the demo and the tests run the real flow without a ZITADEL.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,6 +33,7 @@ use tokio::time::Instant;
 
 use super::{json_response, spawn_server};
 use crate::token::client_credentials::CLIENT_ASSERTION_TYPE;
+use crate::token::exchange::{ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT};
 use crate::token::jwt_profile::JWT_BEARER_GRANT;
 use crate::token::KeyKind;
 
@@ -67,6 +73,48 @@ pub enum Failure {
     Unavailable,
     /// 200 with a body that holds no token.
     NoToken,
+    /// This status, `error` and `error_description`, as a refusal.
+    Refused {
+        /// The HTTP status.
+        status: StatusCode,
+        /// `error`.
+        error: String,
+        /// `error_description`.
+        description: String,
+    },
+}
+
+/// One token request as the issuer received it. No `Debug`: it holds secrets.
+#[derive(Clone)]
+pub struct TokenRequest {
+    /// The form fields, in the order sent.
+    pub form: Vec<(String, String)>,
+    /// The client id of HTTP Basic client authentication, if used.
+    pub basic_client: Option<String>,
+    /// Whom the request authenticated (the user or client), if it was granted.
+    pub authenticated: Option<String>,
+}
+
+impl TokenRequest {
+    /// The first value of form field `name`.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.form.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of form field `name`.
+    pub fn fields(&self, name: &str) -> Vec<&str> {
+        self.form
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// A granted request: whom the token is for, and who authenticated.
+struct Grant {
+    subject: String,
+    authenticated: String,
 }
 
 struct RegisteredKey {
@@ -87,6 +135,7 @@ pub struct Issuer {
     client_secrets: Mutex<HashMap<String, String>>,
     issued: Mutex<HashMap<String, Issued>>,
     assertions: Mutex<Vec<String>>,
+    received: Mutex<Vec<TokenRequest>>,
     token_requests: AtomicUsize,
     behaviour: Mutex<Behaviour>,
 }
@@ -123,6 +172,7 @@ impl Issuer {
             client_secrets: Mutex::default(),
             issued: Mutex::default(),
             assertions: Mutex::default(),
+            received: Mutex::default(),
             token_requests: AtomicUsize::new(0),
             behaviour: Mutex::default(),
         });
@@ -173,6 +223,32 @@ impl Issuer {
         self.token_requests.load(Ordering::SeqCst)
     }
 
+    /// Every token request received so far, in order.
+    pub fn received(&self) -> Vec<TokenRequest> {
+        lock(&self.received).clone()
+    }
+
+    /// The token requests of `grant_type` received so far.
+    pub fn received_grants(&self, grant_type: &str) -> Vec<TokenRequest> {
+        let received = lock(&self.received);
+        let of_grant = received
+            .iter()
+            .filter(|r| r.field("grant_type") == Some(grant_type));
+        of_grant.cloned().collect()
+    }
+
+    /// Issues a token for `subject` living `lifetime`, as if a caller had obtained it
+    /// elsewhere: a subject token to exchange.
+    pub fn issue(&self, subject: &str, lifetime: Duration) -> String {
+        let token = random_token();
+        let issued = Issued {
+            subject: subject.to_owned(),
+            expires: Instant::now() + lifetime,
+        };
+        lock(&self.issued).insert(token.clone(), issued);
+        token
+    }
+
     /// Changes how token requests are answered.
     pub fn set_behaviour(&self, behaviour: Behaviour) {
         *lock(&self.behaviour) = behaviour;
@@ -206,7 +282,7 @@ impl Issuer {
                 &json!({
                     "issuer": self.url,
                     "token_endpoint": format!("{}{TOKEN_PATH}", self.url),
-                    "grant_types_supported": [JWT_BEARER_GRANT, "client_credentials"],
+                    "grant_types_supported": [JWT_BEARER_GRANT, "client_credentials", TOKEN_EXCHANGE_GRANT],
                 }),
             ),
             (&Method::POST, TOKEN_PATH) => self.token(request).await,
@@ -228,19 +304,43 @@ impl Issuer {
             Ok(body) => body.to_bytes(),
             Err(_) => return json_response(StatusCode::BAD_REQUEST, &json!({"error": "invalid_request"})),
         };
+        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
+        let mut received = TokenRequest {
+            form: pairs.clone(),
+            basic_client: basic
+                .as_deref()
+                .and_then(|b| basic_credentials(b).map(|(id, _)| id)),
+            authenticated: None,
+        };
+        let record = |received: TokenRequest| lock(&self.received).push(received);
         match behaviour.failure {
+            Some(Failure::Refused {
+                status,
+                error,
+                description,
+            }) => {
+                record(received);
+                return json_response(status, &json!({"error": error, "error_description": description}));
+            }
             Some(Failure::Unavailable) => {
+                record(received);
                 return json_response(
                     StatusCode::SERVICE_UNAVAILABLE,
                     &json!({"error": "temporarily_unavailable", "error_description": "the issuer is down"}),
-                )
+                );
             }
-            Some(Failure::NoToken) => return json_response(StatusCode::OK, &json!({"token_type": "Bearer"})),
+            Some(Failure::NoToken) => {
+                record(received);
+                return json_response(StatusCode::OK, &json!({"token_type": "Bearer"}));
+            }
             None => {}
         }
-        let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
-        match self.grant(&form, basic.as_deref()) {
-            Ok(subject) => {
+        let form: HashMap<String, String> = pairs.into_iter().collect();
+        let granted = self.grant(&form, basic.as_deref());
+        received.authenticated = granted.as_ref().ok().map(|g| g.authenticated.clone());
+        record(received);
+        match granted {
+            Ok(Grant { subject, .. }) => {
                 let token = random_token();
                 let expires = Instant::now() + Duration::from_secs(behaviour.expires_in);
                 lock(&self.issued).insert(token.clone(), Issued { subject, expires });
@@ -260,52 +360,66 @@ impl Issuer {
         }
     }
 
-    /// Checks a grant; returns the user or client it authenticates.
-    fn grant(&self, form: &HashMap<String, String>, basic: Option<&str>) -> Result<String, Refusal> {
+    /// Checks a grant; returns whom the token is for and who authenticated.
+    fn grant(&self, form: &HashMap<String, String>, basic: Option<&str>) -> Result<Grant, Refusal> {
         let field = |name: &str| form.get(name).map(String::as_str);
         let scopes = field("scope").unwrap_or_default();
+        let by_itself = |subject: String| Grant {
+            authenticated: subject.clone(),
+            subject,
+        };
         match field("grant_type") {
             Some(JWT_BEARER_GRANT) => {
                 require_openid(scopes)?;
                 let assertion = field("assertion").ok_or_else(|| invalid_grant("assertion missing"))?;
-                self.verify_assertion(assertion, KeyKind::ServiceAccount)
+                self.verify_assertion(assertion, &[KeyKind::ServiceAccount])
+                    .map(by_itself)
             }
             Some("client_credentials") => {
-                let client = self.authenticate_client(form, basic)?;
+                let client = self.authenticate_client(form, basic, &[KeyKind::Application])?;
                 require_openid(scopes)?;
-                Ok(client)
+                Ok(by_itself(client))
+            }
+            Some(TOKEN_EXCHANGE_GRANT) => {
+                let client =
+                    self.authenticate_client(form, basic, &[KeyKind::Application, KeyKind::ServiceAccount])?;
+                if field("subject_token_type") != Some(ACCESS_TOKEN_TYPE) {
+                    return Err((
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request",
+                        "subject_token_type must be an access token".into(),
+                    ));
+                }
+                let subject = field("subject_token").unwrap_or_default();
+                let user = self
+                    .token_user(subject)
+                    .ok_or_else(|| invalid_grant("subject_token is invalid or has expired"))?;
+                Ok(Grant {
+                    subject: user,
+                    authenticated: client,
+                })
             }
             _ => Err((
                 StatusCode::BAD_REQUEST,
                 "unsupported_grant_type",
-                "only the jwt-bearer and client_credentials grants are supported".into(),
+                "only the jwt-bearer, client_credentials and token-exchange grants are supported".into(),
             )),
         }
     }
 
-    /// Client authentication: HTTP Basic with a registered secret, or `private_key_jwt`.
+    /// Client authentication: HTTP Basic with a registered secret, or a client assertion
+    /// signed with a registered key of one of `kinds`.
     fn authenticate_client(
         &self,
         form: &HashMap<String, String>,
         basic: Option<&str>,
+        kinds: &[KeyKind],
     ) -> Result<String, Refusal> {
         let invalid_client =
             |description: &str| (StatusCode::UNAUTHORIZED, "invalid_client", description.to_owned());
         if let Some(basic) = basic {
-            let decoded = base64::engine::general_purpose::STANDARD
-                .decode(basic)
-                .ok()
-                .and_then(|bytes| String::from_utf8(bytes).ok())
-                .ok_or_else(|| invalid_client("malformed Basic credentials"))?;
-            let (id, secret) = decoded
-                .split_once(':')
-                .ok_or_else(|| invalid_client("malformed Basic credentials"))?;
-            let decode = |s: &str| {
-                url::form_urlencoded::parse(format!("x={s}").as_bytes())
-                    .next()
-                    .map(|(_, v)| v.into_owned())
-            };
-            let (id, secret) = (decode(id).unwrap_or_default(), decode(secret).unwrap_or_default());
+            let (id, secret) =
+                basic_credentials(basic).ok_or_else(|| invalid_client("malformed Basic credentials"))?;
             return match lock(&self.client_secrets).get(&id) {
                 Some(known) if *known == secret => Ok(id),
                 _ => Err(invalid_client("client authentication failed")),
@@ -315,7 +429,7 @@ impl Issuer {
             let assertion = form
                 .get("client_assertion")
                 .ok_or_else(|| invalid_client("client_assertion missing"))?;
-            let client = self.verify_assertion(assertion, KeyKind::Application)?;
+            let client = self.verify_assertion(assertion, kinds)?;
             if form.get("client_id").is_some_and(|id| *id != client) {
                 return Err(invalid_client("client_id does not match the assertion"));
             }
@@ -324,9 +438,9 @@ impl Issuer {
         Err(invalid_client("no client authentication"))
     }
 
-    /// Verifies an RFC 7523 assertion signed by a registered key of `kind`; returns its
-    /// subject.
-    fn verify_assertion(&self, assertion: &str, kind: KeyKind) -> Result<String, Refusal> {
+    /// Verifies an RFC 7523 assertion signed by a registered key of one of `kinds`; returns
+    /// its subject.
+    fn verify_assertion(&self, assertion: &str, kinds: &[KeyKind]) -> Result<String, Refusal> {
         lock(&self.assertions).push(assertion.to_owned());
         let header =
             jsonwebtoken::decode_header(assertion).map_err(|_| invalid_grant("assertion is not a JWT"))?;
@@ -337,7 +451,7 @@ impl Issuer {
         let keys = lock(&self.keys);
         let key = keys
             .get(&kid)
-            .filter(|key| key.kind == kind)
+            .filter(|key| kinds.contains(&key.kind))
             .ok_or_else(|| invalid_grant("key not found: unknown kid"))?;
 
         let mut validation = Validation::new(Algorithm::RS256);
@@ -369,6 +483,20 @@ impl Issuer {
         }
         Ok(key.subject.clone())
     }
+}
+
+/// The client id and secret of a Basic value (RFC 6749 §2.3.1: each form-encoded first).
+fn basic_credentials(basic: &str) -> Option<(String, String)> {
+    let decoded = base64::engine::general_purpose::STANDARD.decode(basic).ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (id, secret) = decoded.split_once(':')?;
+    let decode = |s: &str| {
+        url::form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    Some((decode(id), decode(secret)))
 }
 
 fn invalid_grant(description: &str) -> Refusal {

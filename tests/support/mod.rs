@@ -305,3 +305,17 @@ pub async fn start_operated(config: &Config, policy: RefreshPolicy) -> Operated 
         admin: admin_addr,
     }
 }
+
+/// Writes `toml` as `mintproxy.toml` beside the issued key and loads it as `serve --config`
+/// would, returning the configuration error as the user would see it.
+pub fn file_config(issued: &Issued, toml: &str) -> Result<Config, String> {
+    let file = issued.dir.path().join("mintproxy.toml");
+    std::fs::write(&file, toml).unwrap();
+    try_serve_config(&["--config", file.to_str().expect("temp paths are UTF-8")])
+}
+
+/// Writes a client secret file `name` beside the issued key; returns its name.
+pub fn secret_file<'a>(issued: &Issued, name: &'a str, secret: &str) -> &'a str {
+    write_private(&issued.dir.path().join(name), secret);
+    name
+}
