@@ -78,8 +78,30 @@ async fn call(addr: std::net::SocketAddr, method: &str, path: &str, authorizatio
     send(request.body(Full::new(Bytes::new())).unwrap()).await
 }
 
+/// Has the issuer answer every token request with this refusal.
+fn refuse(issuer: &Issuer, status: StatusCode, error: &str, description: &str) {
+    issuer.set_behaviour(Behaviour {
+        failure: Some(Failure::Refused {
+            status,
+            error: error.into(),
+            description: description.into(),
+        }),
+        ..Behaviour::default()
+    });
+}
+
 fn exchanges(issuer: &Issuer) -> Vec<TokenRequest> {
     issuer.received_grants(TOKEN_EXCHANGE_GRANT)
+}
+
+/// The one exchange the issuer received, checked to carry `subject` as an access token.
+fn only_exchange(issuer: &Issuer, subject: &str) -> TokenRequest {
+    let mut sent = exchanges(issuer);
+    assert_eq!(sent.len(), 1);
+    let exchange = sent.remove(0);
+    assert_eq!(exchange.fields("subject_token"), [subject]);
+    assert_eq!(exchange.fields("subject_token_type"), [ACCESS_TOKEN_TYPE]);
+    exchange
 }
 
 /// The bearer token of every request the upstream received, and no header carrying `secret`.
@@ -127,11 +149,7 @@ async fn exchanges_the_callers_token_as_a_client_with_a_secret_and_caches_the_re
     );
     assert_eq!(answer.json()["target"], "/invoices?page=2");
 
-    let sent = exchanges(issuer);
-    assert_eq!(sent.len(), 1);
-    let exchange = &sent[0];
-    assert_eq!(exchange.fields("subject_token"), [alice.as_str()]);
-    assert_eq!(exchange.fields("subject_token_type"), [ACCESS_TOKEN_TYPE]);
+    let exchange = &only_exchange(issuer, &alice);
     assert_eq!(exchange.fields("audience"), ["billing-api"]);
     assert_eq!(exchange.fields("scope"), ["openid billing"]);
     assert_eq!(
@@ -186,10 +204,7 @@ async fn exchanges_as_a_client_with_a_service_users_key() {
     let answer = call(proxy.addr, "GET", "/key/me", Some(&format!("bearer {carol}"))).await;
     assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
     assert_eq!(answer.json()["token_user"], "carol");
-    let sent = exchanges(issuer);
-    assert_eq!(sent.len(), 1);
-    let exchange = &sent[0];
-    assert_eq!(exchange.fields("subject_token"), [carol.as_str()]);
+    let exchange = &only_exchange(issuer, &carol);
     assert_eq!(exchange.fields("client_assertion_type"), [CLIENT_ASSERTION_TYPE]);
     assert_eq!(exchange.basic_client, None);
     assert_eq!(
@@ -261,14 +276,8 @@ async fn the_issuers_refusal_is_passed_on_without_the_callers_token() {
     // A refusal of what the route asks for: 403, the provider's words (its echo of the
     // caller's token cut out).
     let erin = issuer.issue("erin", Duration::from_secs(3600));
-    issuer.set_behaviour(Behaviour {
-        failure: Some(Failure::Refused {
-            status: StatusCode::BAD_REQUEST,
-            error: "invalid_target".into(),
-            description: format!("audience billing-api is not for {erin}"),
-        }),
-        ..Behaviour::default()
-    });
+    let description = format!("audience billing-api is not for {erin}");
+    refuse(issuer, StatusCode::BAD_REQUEST, "invalid_target", &description);
     let answer = call(proxy.addr, "GET", "/basic/x", Some(&format!("Bearer {erin}"))).await;
     assert_eq!(answer.status, StatusCode::FORBIDDEN);
     assert!(!answer.headers.contains_key(header::WWW_AUTHENTICATE));
@@ -282,14 +291,12 @@ async fn the_issuers_refusal_is_passed_on_without_the_callers_token() {
     assert!(!answer.headers["proxy-status"].to_str().unwrap().contains(&erin));
 
     // The proxy's own client refused: not the caller's fault, 503 as for any credential.
-    issuer.set_behaviour(Behaviour {
-        failure: Some(Failure::Refused {
-            status: StatusCode::UNAUTHORIZED,
-            error: "invalid_client".into(),
-            description: "client authentication failed".into(),
-        }),
-        ..Behaviour::default()
-    });
+    refuse(
+        issuer,
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+        "client authentication failed",
+    );
     let answer = call(proxy.addr, "GET", "/basic/x", Some(&format!("Bearer {erin}"))).await;
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(answer.json()["error"], "no_token");
