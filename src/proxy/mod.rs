@@ -5,6 +5,7 @@ pub(crate) mod error;
 pub(crate) mod forward;
 pub(crate) mod guard;
 pub mod headers;
+pub(crate) mod http1;
 pub mod normalize;
 pub(crate) mod policy;
 pub(crate) mod pool;
@@ -27,6 +28,9 @@ use hyper_util::rt::TokioIo;
 
 use crate::token::{CachedToken, TokenCache};
 pub use error::ProxyError;
+/// The HTTP/1.1 client's response decoder on a whole response, for the fuzz target.
+#[doc(hidden)]
+pub use http1::codec::decode_all;
 pub(crate) use forward::{ForwardError, Outbound, OutboundBody, UpstreamBody, UpstreamClient};
 pub(crate) use guard::HostGuard;
 pub use policy::Policy;
@@ -328,15 +332,16 @@ impl Proxy {
 }
 
 /// Hands back the upstream's `101 Switching Protocols` and joins the two upgraded
-/// connections once both sides have switched.
+/// connections once the client's has switched: the upstream's is the HTTP/1.1 client's
+/// own stream, with any bytes that came after its response head.
 fn tunnel(mut response: Response<UpstreamBody>, client: OnUpgrade) -> Response<UpstreamBody> {
-    let upstream = hyper::upgrade::on(&mut response);
+    let Some(mut upstream) = response.body_mut().take_upgrade() else {
+        return response;
+    };
     tokio::spawn(async move {
-        match tokio::try_join!(client, upstream) {
-            Ok((client, upstream)) => {
-                let copied =
-                    tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(upstream))
-                        .await;
+        match client.await {
+            Ok(client) => {
+                let copied = tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut upstream).await;
                 tracing::debug!(?copied, "upgraded connection closed");
             }
             Err(error) => tracing::debug!(%error, "upgrade did not complete"),
