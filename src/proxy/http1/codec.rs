@@ -300,7 +300,7 @@ impl Decoder {
                     return Err(WireError::Malformed("invalid chunk size line"));
                 }
                 State::Chunked(Chunk::Size) if !buf.is_empty() => match httparse::parse_chunk_size(buf) {
-                    Ok(httparse::Status::Complete((used, size))) => {
+                    Ok(httparse::Status::Complete((used, size))) if used <= MAX_CHUNK_LINE => {
                         buf.advance(used);
                         self.state = State::Chunked(if size == 0 {
                             Chunk::Trailers
@@ -321,7 +321,7 @@ impl Decoder {
                 State::Chunked(Chunk::Trailers) if !buf.is_empty() => {
                     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
                     match httparse::parse_headers(buf, &mut slots) {
-                        Ok(httparse::Status::Complete((used, fields))) => {
+                        Ok(httparse::Status::Complete((used, fields))) if used <= MAX_RESPONSE_HEAD => {
                             let mut trailers = HeaderMap::new();
                             for field in fields {
                                 let name = HeaderName::from_bytes(field.name.as_bytes());
@@ -561,10 +561,17 @@ mod tests {
             "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1;{}",
             "x".repeat(MAX_CHUNK_LINE)
         );
-        assert!(matches!(
-            decode_all(long_line.as_bytes(), &get, 100),
-            Err(WireError::Malformed(_))
-        ));
+        for piece in [100, 1 << 20] {
+            assert!(matches!(
+                decode_all(long_line.as_bytes(), &get, piece),
+                Err(WireError::Malformed(_))
+            ));
+            let whole_line = format!("{long_line}\r\nx\r\n0\r\n\r\n");
+            assert!(matches!(
+                decode_all(whole_line.as_bytes(), &get, piece),
+                Err(WireError::Malformed(_))
+            ));
+        }
         assert!(matches!(decode_all(b"", &get, 1), Err(WireError::Closed)));
         assert!(matches!(decode_all(b"HTTP/1.1 200", &get, 1), Err(WireError::Truncated)));
     }
