@@ -53,7 +53,8 @@ async fn raw_upstream_over(script: Script, acceptor: Option<tokio_rustls::TlsAcc
         loop {
             let (stream, _) = listener.accept().await.unwrap();
             *accepted.lock().unwrap() += 1;
-            let (seen, script, done, acceptor) = (seen.clone(), script.clone(), done.clone(), acceptor.clone());
+            let (seen, script, done, acceptor) =
+                (seen.clone(), script.clone(), done.clone(), acceptor.clone());
             tokio::spawn(async move {
                 match acceptor {
                     Some(acceptor) => {
@@ -210,7 +211,8 @@ async fn get_chunked_with_trailers(proxy: &support::Proxy) {
     assert_eq!(collected.to_bytes(), "hello, world");
 }
 
-const CHUNKED_WITH_TRAILERS: &str = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-checksum\r\n\r\n\
+const CHUNKED_WITH_TRAILERS: &str =
+    "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-checksum\r\n\r\n\
      5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nx-checksum: 42\r\n\r\n";
 
 #[tokio::test]

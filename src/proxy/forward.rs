@@ -214,8 +214,7 @@ pub async fn send(
         send_once(origin, outbound, authorization, body, timeout).await,
         again,
     ) {
-        (Err(ForwardError::Upstream(error)), Some(body)) if resendable(&outbound.method, &error) =>
-        {
+        (Err(ForwardError::Upstream(error)), Some(body)) if resendable(&outbound.method, &error) => {
             tracing::debug!(%error, "the upstream closed the connection before answering; sending the request again");
             origin.forget_http2();
             send_once(origin, outbound, authorization, Either::Left(body), timeout).await

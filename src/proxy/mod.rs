@@ -28,11 +28,11 @@ use hyper_util::rt::TokioIo;
 
 use crate::token::{CachedToken, TokenCache};
 pub use error::ProxyError;
+pub(crate) use forward::{ForwardError, Outbound, OutboundBody, UpstreamBody, UpstreamClient};
+pub(crate) use guard::HostGuard;
 /// The HTTP/1.1 client's response decoder on a whole response, for the fuzz target.
 #[doc(hidden)]
 pub use http1::codec::decode_all;
-pub(crate) use forward::{ForwardError, Outbound, OutboundBody, UpstreamBody, UpstreamClient};
-pub(crate) use guard::HostGuard;
 pub use policy::Policy;
 pub(crate) use pool::Origin;
 pub use relay::Relay;

@@ -292,10 +292,18 @@ impl Origin {
         let framing = http1::request_framing(&body, parts.headers.contains_key(header::CONTENT_LENGTH));
         let target = parts.uri.path_and_query().map_or("/", |target| target.as_str());
         let mut head = BytesMut::new();
-        codec::encode_head(&mut head, &parts.method, target, &self.host, &parts.headers, framing);
+        codec::encode_head(
+            &mut head,
+            &parts.method,
+            target,
+            &self.host,
+            &parts.headers,
+            framing,
+        );
         let upgrade = parts.headers.contains_key(header::UPGRADE);
         let home: Arc<dyn Home<Stream>> = self.clone();
-        let response = http1::exchange(conn, head.freeze(), framing, body, &parts.method, upgrade, home).await?;
+        let response =
+            http1::exchange(conn, head.freeze(), framing, body, &parts.method, upgrade, home).await?;
         Ok(response.map(PooledBody::http1))
     }
 

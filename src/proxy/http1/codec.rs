@@ -130,9 +130,13 @@ pub(crate) fn parse_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, Wir
             return Err(WireError::HeadTooLarge)
         }
         Ok(httparse::Status::Complete(length)) => length,
-        Ok(httparse::Status::Partial) if buf.len() > MAX_RESPONSE_HEAD => return Err(WireError::HeadTooLarge),
+        Ok(httparse::Status::Partial) if buf.len() > MAX_RESPONSE_HEAD => {
+            return Err(WireError::HeadTooLarge)
+        }
         Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(WireError::Malformed("more than 100 header fields")),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(WireError::Malformed("more than 100 header fields"))
+        }
         Err(_) => return Err(WireError::Malformed("invalid status line or header field")),
     };
     let status = response
@@ -178,7 +182,9 @@ pub(crate) fn framing(method: &Method, head: &ResponseHead) -> Result<(Framing, 
     let keep_alive = head.version == Version::HTTP_11
         && !super::super::headers::tokens(headers, &header::CONNECTION)
             .any(|token| token.eq_ignore_ascii_case(b"close"));
-    if *method == Method::HEAD || head.status == StatusCode::NO_CONTENT || head.status == StatusCode::NOT_MODIFIED
+    if *method == Method::HEAD
+        || head.status == StatusCode::NO_CONTENT
+        || head.status == StatusCode::NOT_MODIFIED
     {
         return Ok((Framing::Length(0), keep_alive));
     }
@@ -188,7 +194,9 @@ pub(crate) fn framing(method: &Method, head: &ResponseHead) -> Result<(Framing, 
         let alone = !headers.contains_key(header::CONTENT_LENGTH);
         let last = super::super::headers::tokens(headers, &header::TRANSFER_ENCODING).last();
         return Ok(match last {
-            Some(coding) if coding.eq_ignore_ascii_case(b"chunked") => (Framing::Chunked, alone && keep_alive),
+            Some(coding) if coding.eq_ignore_ascii_case(b"chunked") => {
+                (Framing::Chunked, alone && keep_alive)
+            }
             _ => (Framing::UntilClose, false),
         });
     }
@@ -213,7 +221,9 @@ fn content_length(value: &[u8], known: Option<u64>) -> Result<Option<u64>, WireE
         }
         let parsed = part
             .iter()
-            .try_fold(0u64, |n, &digit| n.checked_mul(10)?.checked_add(u64::from(digit - b'0')))
+            .try_fold(0u64, |n, &digit| {
+                n.checked_mul(10)?.checked_add(u64::from(digit - b'0'))
+            })
             .ok_or(WireError::Malformed(INVALID))?;
         if length.is_some_and(|l| l != parsed) {
             return Err(WireError::Malformed("differing Content-Length values"));
@@ -308,7 +318,9 @@ impl Decoder {
                             Chunk::Data(size)
                         });
                     }
-                    Ok(httparse::Status::Partial) if buf.len() <= MAX_CHUNK_LINE => return Ok(Step::NeedMore),
+                    Ok(httparse::Status::Partial) if buf.len() <= MAX_CHUNK_LINE => {
+                        return Ok(Step::NeedMore)
+                    }
                     _ => return Err(WireError::Malformed("invalid chunk size line")),
                 },
                 State::Chunked(Chunk::DataEnd) if buf.len() >= 2 => {
@@ -446,7 +458,11 @@ mod tests {
         assert_eq!(parsed.status, StatusCode::NO_CONTENT);
         assert_eq!(parsed.headers["x-a"], "1");
         assert_eq!(&buf[..], b"rest");
-        for bad in ["HTTP/1.1 2000 OK\r\n\r\n", "NOT HTTP\r\n\r\n", "HTTP/1.1 2OO OK\r\n\r\n"] {
+        for bad in [
+            "HTTP/1.1 2000 OK\r\n\r\n",
+            "NOT HTTP\r\n\r\n",
+            "HTTP/1.1 2OO OK\r\n\r\n",
+        ] {
             assert!(matches!(
                 parse_head(&mut BytesMut::from(bad)),
                 Err(WireError::Malformed(_))
@@ -454,7 +470,9 @@ mod tests {
         }
         let many: String = (0..101).map(|i| format!("x-{i}: 1\r\n")).collect();
         assert!(matches!(
-            parse_head(&mut BytesMut::from(format!("HTTP/1.1 200 OK\r\n{many}\r\n").as_str())),
+            parse_head(&mut BytesMut::from(
+                format!("HTTP/1.1 200 OK\r\n{many}\r\n").as_str()
+            )),
             Err(WireError::Malformed(_))
         ));
         let big = format!("HTTP/1.1 200 OK\r\nx-big: {}\r\n", "a".repeat(MAX_RESPONSE_HEAD));
@@ -546,7 +564,10 @@ mod tests {
         let short = b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nhello!";
         assert!(matches!(decode_all(short, &get, 4), Err(WireError::Truncated)));
         let unfinished = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhel";
-        assert!(matches!(decode_all(unfinished, &get, 4), Err(WireError::Truncated)));
+        assert!(matches!(
+            decode_all(unfinished, &get, 4),
+            Err(WireError::Truncated)
+        ));
         let no_digits = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\r\n";
         assert!(matches!(
             decode_all(no_digits, &get, 100),
@@ -573,7 +594,10 @@ mod tests {
             ));
         }
         assert!(matches!(decode_all(b"", &get, 1), Err(WireError::Closed)));
-        assert!(matches!(decode_all(b"HTTP/1.1 200", &get, 1), Err(WireError::Truncated)));
+        assert!(matches!(
+            decode_all(b"HTTP/1.1 200", &get, 1),
+            Err(WireError::Truncated)
+        ));
     }
 
     #[test]

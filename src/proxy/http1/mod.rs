@@ -51,7 +51,10 @@ pub enum WireError {
     #[error("malformed response: {0}")]
     Malformed(&'static str),
     /// The response head is larger than [`super::forward::MAX_RESPONSE_HEAD`].
-    #[error("the response head is larger than {} bytes", super::forward::MAX_RESPONSE_HEAD)]
+    #[error(
+        "the response head is larger than {} bytes",
+        super::forward::MAX_RESPONSE_HEAD
+    )]
     HeadTooLarge,
     /// The request body failed (the client's, or over the size limit).
     #[error("the request body failed")]
@@ -152,7 +155,9 @@ where
         }
         loop {
             match codec::parse_head(&mut conn.buf)? {
-                Some(head) if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS => {
+                Some(head)
+                    if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS =>
+                {
                     continue
                 }
                 Some(head) => return Poll::Ready(Ok(head)),
@@ -163,9 +168,7 @@ where
                 Ok(0) if fresh => return Poll::Ready(Err(WireError::Closed)),
                 Ok(0) => return Poll::Ready(Err(WireError::Truncated)),
                 Ok(_) => answered = true,
-                Err(error) if fresh && is_reset(&error) => {
-                    return Poll::Ready(Err(WireError::Closed))
-                }
+                Err(error) if fresh && is_reset(&error) => return Poll::Ready(Err(WireError::Closed)),
                 Err(error) => return Poll::Ready(Err(WireError::Read(error))),
             }
         }
@@ -335,7 +338,11 @@ impl Sending {
         result
     }
 
-    fn drive<S: AsyncWrite + Unpin>(&mut self, stream: &mut S, cx: &mut Context<'_>) -> Poll<Result<(), SendFailure>> {
+    fn drive<S: AsyncWrite + Unpin>(
+        &mut self,
+        stream: &mut S,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), SendFailure>> {
         loop {
             while self.queued > 0 {
                 let slices: [io::IoSlice<'_>; 3] = [
@@ -371,7 +378,9 @@ impl Sending {
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) => {
                         if self.framing != RequestFraming::Chunked && data.len() as u64 > self.promised {
-                            return Poll::Ready(Err(SendFailure::Body("the request body is longer than its Content-Length".into())));
+                            return Poll::Ready(Err(SendFailure::Body(
+                                "the request body is longer than its Content-Length".into(),
+                            )));
                         }
                         self.queue_data(data);
                     }
@@ -393,7 +402,9 @@ impl Sending {
         match self.framing {
             RequestFraming::Chunked => self.push(codec::last_chunk(trailers)),
             _ if self.promised > 0 => {
-                return Err(SendFailure::Body("the request body is shorter than its Content-Length".into()))
+                return Err(SendFailure::Body(
+                    "the request body is shorter than its Content-Length".into(),
+                ))
             }
             _ => {}
         }
@@ -582,7 +593,11 @@ pub(crate) struct Upgraded<S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Upgraded<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let conn = &mut self.conn;
         if !conn.buf.is_empty() {
             let n = conn.buf.len().min(out.remaining());
