@@ -23,7 +23,7 @@ fi
 if [[ $# -gt 0 ]]; then
     targets=("$@")
 else
-    targets=(keyfile config headers fields normalize)
+    targets=(keyfile config headers fields normalize response)
 fi
 
 export RUSTC_BOOTSTRAP=1

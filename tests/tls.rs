@@ -61,19 +61,7 @@ fn write(issued: &Issued, name: &str, text: &str) -> PathBuf {
 }
 
 fn server_config(certified: &Certified) -> Arc<rustls::ServerConfig> {
-    let chain = CertificateDer::pem_slice_iter(certified.cert.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = PrivateKeyDer::from_pem_slice(certified.key.as_bytes()).unwrap();
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Arc::new(config)
+    support::tls_server_config(&certified.cert, &certified.key, &[b"h2", b"http/1.1"])
 }
 
 /// A TLS upstream recording each request's `Authorization`; its `https://localhost` URL.

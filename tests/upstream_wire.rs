@@ -1,8 +1,11 @@
-//! The exchange with plain-HTTP upstreams (hyper's `client::conn` over the proxy's pool,
-//! src/proxy/pool.rs), mostly against a raw TCP upstream that answers with exactly the
-//! bytes each test scripts: framings hyper's servers would never send, connection reuse,
-//! and upstreams that close; and the one HTTP/2 connection that requests share.
+//! The exchange with HTTP/1.1 upstreams (the in-house client, src/proxy/http1, over the
+//! proxy's pool, src/proxy/pool.rs), mostly against a raw upstream, plain or TLS, that
+//! answers with exactly the bytes each test scripts: framings hyper's servers would never
+//! send, connection reuse, early answers, and upstreams that close; and the one HTTP/2
+//! connection that requests share.
 
+#[path = "support/peers.rs"]
+mod peers;
 mod support;
 
 use std::sync::{Arc, Mutex};
@@ -11,43 +14,73 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Semaphore;
 
 /// One scripted answer to the n-th request: the raw bytes, and whether to close the
 /// connection after them.
 type Script = Arc<dyn Fn(usize, &str) -> (Vec<u8>, bool) + Send + Sync>;
 
-/// A raw upstream: what it was asked, and how many connections it accepted.
+/// A raw upstream: what it was asked, how many connections it accepted, and one permit
+/// per connection it has closed.
 struct Raw {
     url: String,
     requests: Arc<Mutex<Vec<String>>>,
     connections: Arc<Mutex<usize>>,
+    closed: Arc<Semaphore>,
 }
 
 /// Starts an upstream answering the n-th request (counted over all connections) with
 /// `script(n)`.
 async fn raw_upstream(script: Script) -> Raw {
+    raw_upstream_over(script, None).await
+}
+
+/// As [`raw_upstream`], over TLS with `acceptor` when given (then its URL names
+/// `localhost`, which the certificate is for).
+async fn raw_upstream_over(script: Script, acceptor: Option<tokio_rustls::TlsAcceptor>) -> Raw {
     let listener = support::local_listener().await;
-    let url = format!("http://{}", listener.local_addr().unwrap());
+    let port = listener.local_addr().unwrap().port();
+    let url = match acceptor {
+        Some(_) => format!("https://localhost:{port}"),
+        None => format!("http://127.0.0.1:{port}"),
+    };
     let requests = Arc::new(Mutex::new(Vec::new()));
     let connections = Arc::new(Mutex::new(0));
-    let (seen, accepted) = (requests.clone(), connections.clone());
+    let closed = Arc::new(Semaphore::new(0));
+    let (seen, accepted, done) = (requests.clone(), connections.clone(), closed.clone());
     tokio::spawn(async move {
         loop {
             let (stream, _) = listener.accept().await.unwrap();
             *accepted.lock().unwrap() += 1;
-            tokio::spawn(serve_raw(stream, seen.clone(), script.clone()));
+            let (seen, script, done, acceptor) =
+                (seen.clone(), script.clone(), done.clone(), acceptor.clone());
+            tokio::spawn(async move {
+                match acceptor {
+                    Some(acceptor) => {
+                        if let Ok(stream) = acceptor.accept(stream).await {
+                            serve_raw(stream, seen, script).await;
+                        }
+                    }
+                    None => serve_raw(stream, seen, script).await,
+                }
+                done.add_permits(1);
+            });
         }
     });
     Raw {
         url,
         requests,
         connections,
+        closed,
     }
 }
 
-async fn serve_raw(mut stream: TcpStream, seen: Arc<Mutex<Vec<String>>>, script: Script) {
+async fn serve_raw<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    seen: Arc<Mutex<Vec<String>>>,
+    script: Script,
+) {
     let mut buf = Vec::new();
     loop {
         // One request: the head, then a Content-Length body.
@@ -61,6 +94,16 @@ async fn serve_raw(mut stream: TcpStream, seen: Arc<Mutex<Vec<String>>>, script:
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
         };
+        if buf.starts_with(b"POST /early") {
+            // Answers from the head alone, reads none of the body, and holds the connection.
+            let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+            seen.lock().unwrap().push(head.clone());
+            let (answer, _) = script(0, &head);
+            if stream.write_all(&answer).await.is_ok() {
+                std::future::pending::<()>().await;
+            }
+            return;
+        }
         let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
         let length: usize = head
             .lines()
@@ -85,7 +128,8 @@ async fn serve_raw(mut stream: TcpStream, seen: Arc<Mutex<Vec<String>>>, script:
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let (answer, close) = script(index, &request_text);
-        if stream.write_all(&answer).await.is_err() || close {
+        if stream.write_all(&answer).await.is_err() || stream.flush().await.is_err() || close {
+            let _ = stream.shutdown().await;
             return;
         }
     }
@@ -146,32 +190,37 @@ async fn requests_reuse_one_connection_and_carry_the_bearer_and_their_length() {
     assert!(requests[5].ends_with("\r\n\r\nhello"), "{}", requests[5]);
 }
 
+/// The chunked answer of [`CHUNKED_WITH_TRAILERS`]: a client that asks for trailers
+/// gets them, and the body reassembled.
+async fn get_chunked_with_trailers(proxy: &support::Proxy) {
+    let response = support::client()
+        .request(
+            Request::get(format!("http://{}/", proxy.addr))
+                .header("te", "trailers")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let collected = response.into_body().collect().await.unwrap();
+    assert_eq!(
+        collected.trailers().map(|t| t["x-checksum"].clone()).unwrap(),
+        "42"
+    );
+    assert_eq!(collected.to_bytes(), "hello, world");
+}
+
+const CHUNKED_WITH_TRAILERS: &str =
+    "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-checksum\r\n\r\n\
+     5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nx-checksum: 42\r\n\r\n";
+
 #[tokio::test]
 async fn chunked_responses_are_decoded_with_their_trailers() {
-    let upstream = raw_upstream(fixed(
-        "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-checksum\r\n\r\n\
-         5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nx-checksum: 42\r\n\r\n",
-    ))
-    .await;
+    let upstream = raw_upstream(fixed(CHUNKED_WITH_TRAILERS)).await;
     let (_issued, proxy) = proxy_to(&upstream).await;
-    // A client that asks for trailers gets them; the body is reassembled either way.
     for _ in 0..3 {
-        let response = support::client()
-            .request(
-                Request::get(format!("http://{}/", proxy.addr))
-                    .header("te", "trailers")
-                    .body(Full::default())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        let collected = response.into_body().collect().await.unwrap();
-        assert_eq!(
-            collected.trailers().map(|t| t["x-checksum"].clone()).unwrap(),
-            "42"
-        );
-        assert_eq!(collected.to_bytes(), "hello, world");
+        get_chunked_with_trailers(&proxy).await;
     }
     assert_eq!(
         *upstream.connections.lock().unwrap(),
@@ -394,4 +443,138 @@ async fn a_request_that_drops_the_upstream_connection_is_sent_at_most_twice() {
         tries, 2,
         "once on a kept-alive connection, once more on a fresh one"
     );
+}
+
+#[tokio::test]
+async fn an_early_answer_to_a_large_upload_arrives_and_its_connection_is_not_reused() {
+    let upstream = raw_upstream(Arc::new(|_, request| {
+        if request.starts_with("POST /early") {
+            (
+                b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 21\r\n\r\nupstream says too big".to_vec(),
+                false,
+            )
+        } else {
+            (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(), false)
+        }
+    }))
+    .await;
+    let (_issued, proxy) = proxy_to(&upstream).await;
+    // 64 MiB announced: far more than the socket buffers between proxy and upstream hold.
+    let size = 64 << 20;
+    let client = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut reader, mut writer) = client.into_split();
+    let head = format!(
+        "POST /early HTTP/1.1\r\nHost: {}\r\nContent-Length: {size}\r\n\r\n",
+        proxy.addr
+    );
+    writer.write_all(head.as_bytes()).await.unwrap();
+    let upload = tokio::spawn(async move {
+        let piece = vec![b'x'; 1 << 20];
+        for _ in 0..64 {
+            if writer.write_all(&piece).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !answer.ends_with(b"upstream says too big") {
+            let mut chunk = [0u8; 4096];
+            match reader.read(&mut chunk).await.unwrap() {
+                0 => break,
+                n => answer.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await
+    .expect("the upstream's early answer reaches the client while the upload is unsent");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.ends_with("upstream says too big"), "{answer}");
+    upload.abort();
+    let next = support::get(proxy.addr, "/").await;
+    assert_eq!(next.body, "ok");
+    assert_eq!(
+        *upstream.connections.lock().unwrap(),
+        2,
+        "the connection with the upload half sent is not reused"
+    );
+}
+
+#[tokio::test]
+async fn over_tls_chunked_bodies_keep_their_trailers_and_close_delimited_ones_end_their_connection() {
+    let certs = peers::Certs::new();
+    let upstream = raw_upstream_over(
+        Arc::new(|_, request| {
+            if request.starts_with("GET /close") {
+                (
+                    b"HTTP/1.1 200 OK\r\nx-kind: close-delimited\r\n\r\nuntil the close".to_vec(),
+                    true,
+                )
+            } else {
+                (CHUNKED_WITH_TRAILERS.as_bytes().to_vec(), false)
+            }
+        }),
+        Some(certs.acceptor()),
+    )
+    .await;
+    let issued = support::issuer().await;
+    let ca = certs.ca.to_str().unwrap();
+    let proxy = support::proxy(&issued, &upstream.url, &["--upstream-ca", ca]).await;
+    for _ in 0..3 {
+        get_chunked_with_trailers(&proxy).await;
+    }
+    assert_eq!(
+        *upstream.connections.lock().unwrap(),
+        1,
+        "one TLS connection for the chunked responses"
+    );
+    for _ in 0..2 {
+        let answer = support::get(proxy.addr, "/close").await;
+        assert_eq!(answer.headers["x-kind"], "close-delimited");
+        assert_eq!(answer.body, "until the close");
+    }
+    // The first went on the kept-alive connection, the second on a new one: each body
+    // ended with its connection.
+    assert_eq!(*upstream.connections.lock().unwrap(), 2);
+    let bearer = &upstream.requests.lock().unwrap()[0];
+    assert!(bearer.contains("\r\nauthorization: Bearer "), "{bearer}");
+}
+
+#[tokio::test]
+async fn a_connection_the_upstream_closed_while_idle_is_not_used_for_the_next_request() {
+    // Answers as if keeping the connection, then closes it.
+    let upstream = raw_upstream(Arc::new(|_, _| {
+        (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(), true)
+    }))
+    .await;
+    let (_issued, proxy) = proxy_to(&upstream).await;
+    assert_eq!(support::get(proxy.addr, "/").await.body, "ok");
+    upstream.closed.acquire().await.unwrap().forget();
+    // A POST: sent on the closed connection it could not go again. It is not sent there.
+    let answer = support::send(
+        Request::post(format!("http://{}/post", proxy.addr))
+            .body(Full::new(Bytes::from_static(b"hello")))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    assert_eq!(*upstream.connections.lock().unwrap(), 2);
+    assert_eq!(upstream.requests.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_70_kb_response_head_is_refused_with_502() {
+    let upstream = raw_upstream(Arc::new(|_, _| {
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nx-big: {}\r\ncontent-length: 2\r\n\r\nok",
+            "b".repeat(70_000)
+        );
+        (head.into_bytes(), false)
+    }))
+    .await;
+    let (_issued, proxy) = proxy_to(&upstream).await;
+    let answer = support::get(proxy.addr, "/").await;
+    assert_eq!(answer.status, 502);
+    assert_eq!(answer.json()["error"], "upstream_head_too_large");
 }

@@ -1,6 +1,6 @@
-//! Sending a prepared request upstream: every upstream, plain or TLS, HTTP/1.1 or HTTP/2,
-//! goes through one pool of hyper `client::conn` connections ([`super::pool`]), so every
-//! request is framed, limited and retried by one implementation.
+//! Sending a prepared request upstream: every upstream, plain or TLS, goes through one
+//! pool ([`super::pool`]): HTTP/1.1 by the in-house client ([`super::http1`]), HTTP/2 by
+//! hyper's `client::conn`; one rule says when a request may go again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +16,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_rustls::HttpsConnectorBuilder;
 use hyper_util::client::legacy::connect::HttpConnector;
 
+use super::http1::WireError;
 use super::pool::{Connector, Origin, PooledBody, SendError};
 use super::Upstream;
 use crate::chain::caused_by;
@@ -42,14 +43,14 @@ pub enum ForwardError {
     TimedOut(Duration),
     /// The streamed request body passed the size limit.
     #[error("the request body is larger than allowed")]
-    BodyTooLarge(#[source] hyper::Error),
+    BodyTooLarge(#[source] SendError),
     /// The client's request body broke off while it streamed upstream: the client's
     /// doing, not the upstream's.
     #[error("the client's request body broke off")]
-    ClientAborted(#[source] hyper::Error),
+    ClientAborted(#[source] SendError),
     /// The upstream's response head is larger than [`MAX_RESPONSE_HEAD`].
     #[error("the response head is larger than allowed")]
-    HeadTooLarge(#[source] hyper::Error),
+    HeadTooLarge(#[source] SendError),
     /// The upstream could not be reached, refused the connection or the TLS handshake, or
     /// broke off before its response head.
     #[error(transparent)]
@@ -57,13 +58,15 @@ pub enum ForwardError {
 }
 
 impl From<SendError> for ForwardError {
-    /// Sorts hyper's error by what its causes say: a body error is ours or the client's.
+    /// Sorts the error by what its causes say: a body error is ours or the client's.
     fn from(error: SendError) -> Self {
-        match error {
-            SendError::Http(error) if caused_by::<LengthLimitError>(&error) => Self::BodyTooLarge(error),
-            SendError::Http(error) if caused_by::<ClientAborted>(&error) => Self::ClientAborted(error),
-            SendError::Http(error) if error.is_parse_too_large() => Self::HeadTooLarge(error),
-            error => Self::Upstream(error),
+        match &error {
+            SendError::Connect(_) => Self::Upstream(error),
+            _ if caused_by::<LengthLimitError>(&error) => Self::BodyTooLarge(error),
+            _ if caused_by::<ClientAborted>(&error) => Self::ClientAborted(error),
+            SendError::Http2(cause) if cause.is_parse_too_large() => Self::HeadTooLarge(error),
+            SendError::Http1(WireError::HeadTooLarge) => Self::HeadTooLarge(error),
+            _ => Self::Upstream(error),
         }
     }
 }
@@ -141,7 +144,8 @@ pub struct Outbound {
     /// Absolute: the upstream's origin and the target.
     pub uri: Uri,
     /// The client's end-to-end fields and the proxy's own (`X-Forwarded-*`, the route's);
-    /// not `Host`, which the pool writes on HTTP/1.1 only ([`Origin::send`]).
+    /// not `Host`, which the HTTP/1.1 client writes from the origin ([`Origin::send`]), and
+    /// HTTP/2 carries as `:authority`.
     pub headers: HeaderMap,
 }
 
@@ -210,9 +214,7 @@ pub async fn send(
         send_once(origin, outbound, authorization, body, timeout).await,
         again,
     ) {
-        (Err(ForwardError::Upstream(SendError::Http(error))), Some(body))
-            if resendable(&outbound.method, &error) =>
-        {
+        (Err(ForwardError::Upstream(error)), Some(body)) if resendable(&outbound.method, &error) => {
             tracing::debug!(%error, "the upstream closed the connection before answering; sending the request again");
             origin.forget_http2();
             send_once(origin, outbound, authorization, Either::Left(body), timeout).await
@@ -246,8 +248,9 @@ async fn send_once(
 /// came after, as nginx sends after `keepalive_requests`, or `REFUSED_STREAM`); hyper
 /// cancelled it unsent because its connection closed first (a request queued on an HTTP/2
 /// connection just as it went away); or it is idempotent and an HTTP/1.1 upstream closed
-/// the connection before any answer (a kept-alive connection the upstream closed as it was
-/// reused, typically).
+/// the connection before any byte of an answer (a kept-alive connection the upstream closed
+/// as it was reused, typically). A request that no byte of left at all went on another
+/// connection already, whatever its method ([`Origin::send`]).
 fn resendable(method: &Method, error: &(dyn std::error::Error + 'static)) -> bool {
     let mut cause = Some(error);
     while let Some(error) = cause {
@@ -266,6 +269,9 @@ fn resendable(method: &Method, error: &(dyn std::error::Error + 'static)) -> boo
             if hyper.is_incomplete_message() {
                 return idempotent(method);
             }
+        }
+        if let Some(wire) = error.downcast_ref::<WireError>() {
+            return wire.closed_before_answer() && idempotent(method);
         }
         cause = error.source();
     }

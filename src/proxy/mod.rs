@@ -6,6 +6,7 @@ pub(crate) mod error;
 pub(crate) mod forward;
 pub(crate) mod guard;
 pub mod headers;
+pub(crate) mod http1;
 pub mod normalize;
 pub(crate) mod policy;
 pub(crate) mod pool;
@@ -31,6 +32,9 @@ use bearer::Issued;
 pub use error::ProxyError;
 pub(crate) use forward::{ForwardError, Outbound, OutboundBody, UpstreamBody, UpstreamClient};
 pub(crate) use guard::HostGuard;
+/// The HTTP/1.1 client's response decoder on a whole response, for the fuzz target.
+#[doc(hidden)]
+pub use http1::codec::decode_all;
 pub use policy::Policy;
 pub(crate) use pool::Origin;
 pub use relay::Relay;
@@ -330,15 +334,16 @@ impl Proxy {
 }
 
 /// Hands back the upstream's `101 Switching Protocols` and joins the two upgraded
-/// connections once both sides have switched.
+/// connections once the client's has switched: the upstream's is the HTTP/1.1 client's
+/// own stream, with any bytes that came after its response head.
 fn tunnel(mut response: Response<UpstreamBody>, client: OnUpgrade) -> Response<UpstreamBody> {
-    let upstream = hyper::upgrade::on(&mut response);
+    let Some(mut upstream) = response.body_mut().take_upgrade() else {
+        return response;
+    };
     tokio::spawn(async move {
-        match tokio::try_join!(client, upstream) {
-            Ok((client, upstream)) => {
-                let copied =
-                    tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(upstream))
-                        .await;
+        match client.await {
+            Ok(client) => {
+                let copied = tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut upstream).await;
                 tracing::debug!(?copied, "upgraded connection closed");
             }
             Err(error) => tracing::debug!(%error, "upgrade did not complete"),

@@ -1,31 +1,36 @@
 //! The connections to one upstream origin, kept alive between requests.
 //!
-//! hyper's `client::conn` speaks HTTP/1.1 and HTTP/2 on each connection; this module only
-//! decides which connection a request takes. Idle HTTP/1.1 connections wait on a stack, the
-//! most recently used on top (its socket is the warmest, and the least likely to have
-//! passed the upstream's idle timeout); every request shares one HTTP/2 connection. Each
-//! route holds its origin, so a request finds its connections without hashing, and an
-//! HTTP/1.1 connection returns to the stack from the response body's last read, without a
-//! task of its own.
+//! HTTP/1.1 is spoken by the in-house client ([`super::http1`]) inside the request's own
+//! task, over plain TCP or TLS alike; HTTP/2 by hyper's `client::conn`. This module decides
+//! which connection a request takes. Idle HTTP/1.1 connections wait on a stack, the most
+//! recently used on top (its socket is the warmest, and the least likely to have passed the
+//! upstream's idle timeout); every request shares one HTTP/2 connection. Each route holds
+//! its origin, so a request finds its connections without hashing, and an HTTP/1.1
+//! connection returns to the stack from the response body's last read, without a task of
+//! its own.
 
+use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, Scheme};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Request, Response, Uri, Version};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::{Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tower::ServiceExt;
 
 use super::forward::{BoxError, OutboundBody, MAX_RESPONSE_HEAD};
+use super::http1::{self, codec, Conn, Home, Upgraded, WireBody, WireError};
 use crate::chain::Chain;
 
 /// An idle HTTP/1.1 connection older than this is closed rather than reused: by then the
@@ -41,8 +46,96 @@ const MAX_IDLE: usize = 512;
 /// What dials the upstream: TCP, and TLS for `https` (rustls, with the proxy's trust).
 pub(crate) type Connector = HttpsConnector<HttpConnector>;
 
-/// A connection's byte stream.
-type Io = MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>;
+/// What the connector hands over: TCP, or TLS over it.
+type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
+
+/// The rustls stream the connector makes, over hyper's adapters around the socket.
+type TlsStream = tokio_rustls::client::TlsStream<TokioIo<TokioIo<TcpStream>>>;
+
+/// An HTTP/1.1 connection's byte stream, unwrapped from the connector's.
+pub(crate) enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream>),
+}
+
+impl Stream {
+    fn from_io(io: Io) -> Self {
+        match io {
+            MaybeHttpsStream::Http(tcp) => Self::Plain(tcp.into_inner()),
+            MaybeHttpsStream::Https(tls) => Self::Tls(Box::new(tls.into_inner())),
+        }
+    }
+
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Self::Plain(tcp) => tcp,
+            Self::Tls(tls) => tls.get_ref().0.inner().inner(),
+        }
+    }
+
+    /// Whether the upstream closed (or sent something unasked, a TLS alert say) while the
+    /// connection idled. No system call unless the runtime saw the socket become readable
+    /// since the last read that emptied it: then one `recv` of a byte (any byte there
+    /// condemns the connection, as nothing is due on an idle one).
+    fn closed_while_idle(&self) -> bool {
+        let tcp = self.tcp();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        if tcp.poll_read_ready(&mut cx).is_pending() {
+            return false;
+        }
+        !matches!(tcp.try_read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            Self::Tls(tls) => Pin::new(&mut **tls).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(tcp) => Pin::new(tcp).poll_write(cx, data),
+            Self::Tls(tls) => Pin::new(&mut **tls).poll_write(cx, data),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(tcp) => Pin::new(tcp).poll_write_vectored(cx, data),
+            Self::Tls(tls) => Pin::new(&mut **tls).poll_write_vectored(cx, data),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(tcp) => tcp.is_write_vectored(),
+            Self::Tls(tls) => tls.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
+            Self::Tls(tls) => Pin::new(&mut **tls).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            Self::Tls(tls) => Pin::new(&mut **tls).poll_shutdown(cx),
+        }
+    }
+}
 
 /// Why a request got no response from the upstream.
 #[derive(Debug, thiserror::Error)]
@@ -50,10 +143,13 @@ pub enum SendError {
     /// No connection: DNS, TCP or the TLS handshake failed, or the connect timeout passed.
     #[error("cannot connect: {}", Chain(&**.0))]
     Connect(#[source] BoxError),
-    /// The connection failed while the request was sent or its response head read (hyper
-    /// names which); the request body's own failures are among its causes.
+    /// The HTTP/2 connection failed while the request was sent or its response head read
+    /// (hyper names which); the request body's own failures are among its causes.
     #[error("{}", Chain(.0))]
-    Http(#[source] hyper::Error),
+    Http2(#[source] hyper::Error),
+    /// The HTTP/1.1 exchange failed.
+    #[error("{}", Chain(.0))]
+    Http1(#[source] WireError),
 }
 
 /// One upstream origin (`scheme://authority`) and its connections.
@@ -77,14 +173,14 @@ pub struct Origin {
 
 /// An HTTP/1.1 connection between requests.
 struct Idle {
-    sender: http1::SendRequest<OutboundBody>,
+    conn: Box<Conn<Stream>>,
     since: Instant,
 }
 
 /// A connection taken for one request.
 enum Taken {
     Http1 {
-        sender: http1::SendRequest<OutboundBody>,
+        conn: Box<Conn<Stream>>,
         /// Used before: it may have been closed by the upstream while it idled.
         reused: bool,
     },
@@ -137,54 +233,78 @@ impl Origin {
     }
 
     /// Sends `request` (its URI absolute) on a connection of this origin. A reused
-    /// connection that turns out closed (or, on HTTP/2, going away) before the request left
-    /// gives it back unsent, and it goes on another (RFC 9112 §9.3.1, RFC 9113 §8.7:
-    /// nothing was sent, whatever the method), at most [`MAX_TAKES`] times.
+    /// connection that turns out closed (or, on HTTP/2, going away) before any byte of the
+    /// request left gives it back unsent, and it goes on another (RFC 9112 §9.3.1, RFC 9113
+    /// §8.7: nothing was sent, whatever the method), at most [`MAX_TAKES`] times.
     pub(crate) async fn send(
         self: &Arc<Self>,
         mut request: Request<OutboundBody>,
     ) -> Result<Response<PooledBody>, SendError> {
-        let absolute = request.uri().clone();
         let mut takes = 0;
         loop {
             takes += 1;
-            let (failed, reused) = match self.take().await? {
+            let (unsent, error, reused) = match self.take().await? {
                 Taken::Http2 { mut sender, reused } => {
                     // The authority travels in `:authority`, from the absolute URI.
-                    *request.uri_mut() = absolute.clone();
-                    request.headers_mut().remove(header::HOST);
                     *request.version_mut() = Version::HTTP_2;
                     match sender.try_send_request(request).await {
-                        Ok(response) => return Ok(response.map(PooledBody::unpooled)),
-                        Err(failed) => {
-                            if failed.message().is_some() {
+                        Ok(response) => return Ok(response.map(PooledBody::http2)),
+                        Err(mut failed) => {
+                            let unsent = failed.take_message();
+                            if unsent.is_some() {
                                 // Unsent: the connection takes no more streams.
                                 self.forget_http2();
                             }
-                            (failed, reused)
+                            (unsent, SendError::Http2(failed.into_error()), reused)
                         }
                     }
                 }
-                Taken::Http1 { mut sender, reused } => {
-                    let target = absolute
-                        .path_and_query()
-                        .cloned()
-                        .map_or_else(|| Uri::from_static("/"), Uri::from);
-                    *request.uri_mut() = target;
-                    request.headers_mut().insert(header::HOST, self.host.clone());
-                    *request.version_mut() = Version::HTTP_11;
-                    match sender.try_send_request(request).await {
-                        Ok(response) => return Ok(self.watch(response, sender)),
-                        Err(failed) => (failed, reused),
+                Taken::Http1 { conn, reused } => {
+                    let (parts, body) = request.into_parts();
+                    match self.send_http1(conn, &parts, body).await {
+                        Ok(response) => return Ok(response),
+                        Err(http1::Failed { error, body }) => (
+                            body.map(|body| Request::from_parts(parts, body)),
+                            SendError::Http1(error),
+                            reused,
+                        ),
                     }
                 }
             };
-            let mut failed = failed;
-            match failed.take_message() {
-                Some(unsent) if reused && takes < MAX_TAKES => request = unsent,
-                _ => return Err(SendError::Http(failed.into_error())),
+            match unsent {
+                Some(unsent) if reused && takes < MAX_TAKES => {
+                    tracing::debug!(%error, "a kept-alive upstream connection closed; the request goes on another");
+                    request = unsent;
+                }
+                _ => return Err(error),
             }
         }
+    }
+
+    /// One HTTP/1.1 exchange on `conn`: the head as prepared, with `Host`, the target in
+    /// origin form and the body's framing.
+    async fn send_http1(
+        self: &Arc<Self>,
+        conn: Box<Conn<Stream>>,
+        parts: &http::request::Parts,
+        body: OutboundBody,
+    ) -> Result<Response<PooledBody>, http1::Failed> {
+        let framing = http1::request_framing(&body, parts.headers.contains_key(header::CONTENT_LENGTH));
+        let target = parts.uri.path_and_query().map_or("/", |target| target.as_str());
+        let mut head = BytesMut::new();
+        codec::encode_head(
+            &mut head,
+            &parts.method,
+            target,
+            &self.host,
+            &parts.headers,
+            framing,
+        );
+        let upgrade = parts.headers.contains_key(header::UPGRADE);
+        let home: Arc<dyn Home<Stream>> = self.clone();
+        let response =
+            http1::exchange(conn, head.freeze(), framing, body, &parts.method, upgrade, home).await?;
+        Ok(response.map(PooledBody::http1))
     }
 
     /// Forgets the shared HTTP/2 connection after it refused a request (it is going away,
@@ -200,12 +320,8 @@ impl Origin {
             return Ok(Taken::Http2 { sender, reused: true });
         }
         if !self.http2_only {
-            while let Some(mut sender) = self.pop_idle() {
-                // Ready once hyper has read the previous response to its end; an error
-                // means the connection closed meanwhile.
-                if sender.ready().await.is_ok() {
-                    return Ok(Taken::Http1 { sender, reused: true });
-                }
+            if let Some(conn) = self.pop_idle() {
+                return Ok(Taken::Http1 { conn, reused: true });
             }
         }
         // Out of line and boxed: opening a connection is rare, and its future (DNS, TCP,
@@ -231,20 +347,28 @@ impl Origin {
         shared.as_ref().filter(|sender| !sender.is_closed()).cloned()
     }
 
-    /// The most recently used idle connection that is still open and fresh.
-    fn pop_idle(&self) -> Option<http1::SendRequest<OutboundBody>> {
-        let mut idle = lock(&self.idle);
-        while let Some(entry) = idle.pop() {
-            if entry.since.elapsed() > IDLE_TIMEOUT {
-                // Everything below has idled longer still.
-                idle.clear();
-                return None;
+    /// The most recently used idle connection that is still open and fresh. Those found
+    /// closed are dropped after the lock is released.
+    fn pop_idle(&self) -> Option<Box<Conn<Stream>>> {
+        let mut closed = Vec::new();
+        let found = {
+            let mut idle = lock(&self.idle);
+            loop {
+                match idle.pop() {
+                    // Everything below has idled longer still.
+                    Some(entry) if entry.since.elapsed() > IDLE_TIMEOUT => {
+                        closed.push(entry);
+                        closed.append(&mut idle);
+                        break None;
+                    }
+                    Some(entry) if entry.conn.stream.closed_while_idle() => closed.push(entry),
+                    Some(entry) => break Some(entry.conn),
+                    None => break None,
+                }
             }
-            if !entry.sender.is_closed() {
-                return Some(entry.sender);
-            }
-        }
-        None
+        };
+        drop(closed);
+        found
     }
 
     /// Dials a new connection; HTTP/2 when the route asks for it or TLS's ALPN chose it.
@@ -260,7 +384,7 @@ impl Origin {
                 .max_header_list_size(MAX_RESPONSE_HEAD as u32)
                 .handshake(io)
                 .await
-                .map_err(SendError::Http)?;
+                .map_err(SendError::Http2)?;
             tokio::spawn(async move {
                 if let Err(error) = connection.await {
                     tracing::debug!(%error, "upstream HTTP/2 connection closed");
@@ -273,123 +397,97 @@ impl Origin {
                 reused: false,
             });
         }
-        let (sender, connection) = http1::Builder::new()
-            .max_header_size(MAX_RESPONSE_HEAD)
-            .handshake(io)
-            .await
-            .map_err(SendError::Http)?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.with_upgrades().await {
-                tracing::debug!(%error, "upstream HTTP/1.1 connection closed");
-            }
-        });
         Ok(Taken::Http1 {
-            sender,
+            conn: Conn::new(Stream::from_io(io)),
             reused: false,
         })
     }
+}
 
-    /// `response` with a body that gives `sender` back once read to its end, unless the
-    /// connection cannot carry another request.
-    fn watch(
-        self: &Arc<Self>,
-        response: Response<Incoming>,
-        sender: http1::SendRequest<OutboundBody>,
-    ) -> Response<PooledBody> {
-        // After `101` the connection belongs to the tunnel. A response framed by both
-        // `Transfer-Encoding` and `Content-Length` leaves doubt where it ended (RFC 9112
-        // §6.3): whatever follows on the connection is not trusted to be the next response.
-        let reusable = response.status() != StatusCode::SWITCHING_PROTOCOLS
-            && !(response.headers().contains_key(header::TRANSFER_ENCODING)
-                && response.headers().contains_key(header::CONTENT_LENGTH));
-        let mut response = response.map(PooledBody::unpooled);
-        if reusable {
-            let body = response.body_mut();
-            body.checkin = Some(Checkin {
-                sender,
-                origin: self.clone(),
-            });
-            body.checkin_if_done();
-        }
-        response
-    }
-
-    fn checkin(&self, sender: http1::SendRequest<OutboundBody>) {
+impl Home<Stream> for Origin {
+    fn put_back(&self, conn: Box<Conn<Stream>>) {
         let mut idle = lock(&self.idle);
         if idle.len() >= MAX_IDLE {
-            idle.retain(|entry| !entry.sender.is_closed());
+            idle.retain(|entry| !entry.conn.stream.closed_while_idle());
         }
         if idle.len() < MAX_IDLE {
             idle.push(Idle {
-                sender,
+                conn,
                 since: Instant::now(),
             });
         }
     }
 }
 
-/// A lock that a panic elsewhere cannot poison: the data (senders) stays consistent.
+/// A lock that a panic elsewhere cannot poison: the data (connections) stays consistent.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// An HTTP/1.1 connection to hand back when its response has been read.
-struct Checkin {
-    sender: http1::SendRequest<OutboundBody>,
-    origin: Arc<Origin>,
+/// An upstream response body: read from an HTTP/1.1 connection in the reader's task
+/// (which goes back to its origin's idle stack when the body has been read to its end, and
+/// closes when the body is dropped before), or an HTTP/2 stream.
+pub struct PooledBody(Inner);
+
+enum Inner {
+    Http1(WireBody<Stream>),
+    Http2(Incoming),
 }
 
-/// An upstream response body. An HTTP/1.1 connection goes back to its origin's idle stack
-/// when the body has been read to its end; a body dropped before that takes its connection
-/// with it (hyper closes it: the rest of the response is still on the wire).
-pub struct PooledBody {
-    body: Incoming,
-    checkin: Option<Checkin>,
+/// Why an upstream response body broke off.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// On HTTP/2.
+    #[error(transparent)]
+    Http2(hyper::Error),
+    /// On HTTP/1.1.
+    #[error(transparent)]
+    Http1(WireError),
 }
 
 impl PooledBody {
-    fn unpooled(body: Incoming) -> Self {
-        Self { body, checkin: None }
+    fn http1(body: WireBody<Stream>) -> Self {
+        Self(Inner::Http1(body))
     }
 
-    fn checkin_if_done(&mut self) {
-        if self.body.is_end_stream() {
-            self.give_back();
-        }
+    fn http2(body: Incoming) -> Self {
+        Self(Inner::Http2(body))
     }
 
-    fn give_back(&mut self) {
-        if let Some(Checkin { sender, origin }) = self.checkin.take() {
-            origin.checkin(sender);
+    /// After `101 Switching Protocols`: the upstream connection, for the tunnel.
+    pub(crate) fn take_upgrade(&mut self) -> Option<Upgraded<Stream>> {
+        match &mut self.0 {
+            Inner::Http1(body) => body.take_upgrade(),
+            Inner::Http2(_) => None,
         }
     }
 }
 
 impl Body for PooledBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => self.give_back(),
-            // Trailers end a body, though hyper's body may not say so yet.
-            Poll::Ready(Some(Ok(frame))) if frame.is_trailers() => self.give_back(),
-            Poll::Ready(Some(Ok(_))) => self.checkin_if_done(),
-            Poll::Ready(Some(Err(_))) => self.checkin = None,
-            Poll::Pending => {}
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match &mut self.0 {
+            Inner::Http1(body) => Pin::new(body).poll_frame(cx).map_err(BodyError::Http1),
+            Inner::Http2(body) => Pin::new(body).poll_frame(cx).map_err(BodyError::Http2),
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        match &self.0 {
+            Inner::Http1(body) => body.is_end_stream(),
+            Inner::Http2(body) => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        match &self.0 {
+            Inner::Http1(body) => body.size_hint(),
+            Inner::Http2(body) => body.size_hint(),
+        }
     }
 }

@@ -319,3 +319,23 @@ pub fn secret_file<'a>(issued: &Issued, name: &'a str, secret: &str) -> &'a str 
     write_private(&issued.dir.path().join(name), secret);
     name
 }
+
+/// A rustls server configuration (aws-lc-rs) serving the PEM certificate chain `cert` with
+/// `key`, offering `alpn`.
+pub fn tls_server_config(cert: &str, key: &str, alpn: &[&[u8]]) -> Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
+    Arc::new(config)
+}

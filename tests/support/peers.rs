@@ -223,6 +223,16 @@ impl Certs {
     }
 }
 
+impl Certs {
+    /// A TLS acceptor serving the certificate for `localhost`, offering HTTP/1.1 only by
+    /// ALPN.
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        let cert = std::fs::read_to_string(&self.cert).unwrap();
+        let key = std::fs::read_to_string(&self.key).unwrap();
+        tokio_rustls::TlsAcceptor::from(crate::support::tls_server_config(&cert, &key, &[b"http/1.1"]))
+    }
+}
+
 /// A self-signed certificate made the usual way with the openssl CLI (so it carries
 /// `basicConstraints CA:TRUE`, as OpenSSL's default config adds).
 pub struct SelfSigned {
