@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -36,7 +37,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// What the admin endpoints report on: the token caches (readiness) and the metrics.
 #[derive(Debug)]
 pub struct Admin {
-    caches: Vec<TokenCache>,
+    /// One per credential; a reload replaces them.
+    caches: ArcSwap<Vec<TokenCache>>,
     metrics: Arc<Metrics>,
     draining: AtomicBool,
 }
@@ -45,10 +47,15 @@ impl Admin {
     /// Reports on `caches` (one per credential) and serves `metrics`.
     pub fn new(caches: Vec<TokenCache>, metrics: Arc<Metrics>) -> Self {
         Self {
-            caches,
+            caches: ArcSwap::from_pointee(caches),
             metrics,
             draining: AtomicBool::new(false),
         }
+    }
+
+    /// Reports on `caches` from now on: the credentials of a reloaded configuration.
+    pub(crate) fn replace_caches(&self, caches: Vec<TokenCache>) {
+        self.caches.store(Arc::new(caches));
     }
 
     /// Marks the process as shutting down: `/readyz` answers 503 from now on.
@@ -97,6 +104,7 @@ impl Admin {
         let mut all_serving = true;
         let credentials: Vec<serde_json::Value> = self
             .caches
+            .load()
             .iter()
             .map(|cache| {
                 let valid = cache.valid();

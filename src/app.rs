@@ -1,19 +1,21 @@
 //! Wiring: turns a validated configuration into running parts (token cache, upstream
 //! client, proxy), shared by `serve`, `token`, `demo` and the tests.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::access_log::{AccessLog, Writer as AccessLogWriter};
 use crate::admin::{self, Admin};
 use crate::config::{Config, Credential};
 use crate::metrics::Metrics;
 use crate::proxy::{
-    self, Bearer, ForwardLimits, HostGuard, Proxy, RequestObserver, Route, Router, UpstreamClient,
+    self, Bearer, ForwardLimits, HostGuard, Proxy, RequestObserver, Route, Router, Routing, UpstreamClient,
 };
+use crate::reload::{self, Hangups, Reloader, Source};
 use crate::server::{self, Drained, ListenAddr, Listener, ServerOptions};
 use crate::tls::{self, TlsError};
 use crate::token::{
@@ -118,8 +120,12 @@ pub fn build_proxy(
 pub struct Built {
     /// The proxy.
     pub proxy: Proxy,
-    /// One token cache per credential, for readiness.
+    /// One token cache per minted credential, for readiness.
     pub caches: Vec<TokenCache>,
+    /// Builds the same way again, for a reload.
+    assembler: Assembler,
+    /// The running credentials, for a reload to keep the unchanged ones.
+    credentials: Credentials,
 }
 
 /// Like [`build_proxy`], counting requests and token fetches in `metrics` and logging
@@ -133,68 +139,14 @@ pub fn build(
     metrics: Option<Arc<Metrics>>,
     access_log: Option<Arc<AccessLog>>,
 ) -> Result<Built, StartError> {
-    let outbound_tls = tls::client_config(&config.trust)?;
-    let http = endpoint::http_client(outbound_tls.clone())?;
-    let caches: std::collections::BTreeMap<&str, TokenCache> = config
-        .credentials
-        .iter()
-        .filter(|(name, _)| config.mints(name))
-        .map(|(name, credential)| {
-            let cache = TokenCache::spawn_observed(
-                name.clone(),
-                credential.source(http.clone()),
-                policy.clone(),
-                stop.clone(),
-                metrics.clone().map(|m| m as Arc<dyn CacheObserver>),
-            );
-            (name.as_str(), cache)
-        })
-        .collect();
-    crate::key_expiry::watch(config, metrics.clone(), stop.clone());
-    let client = UpstreamClient::new(outbound_tls);
-    let routes = config
-        .routes
-        .iter()
-        .map(|route| {
-            let name = if route.prefix.is_empty() {
-                "/".to_owned()
-            } else {
-                route.prefix.clone()
-            };
-            let tokens = match &route.exchange {
-                None => Bearer::Minted(caches[route.credential.as_str()].clone()),
-                Some(exchange) => {
-                    let exchanger = config.credentials[&route.credential]
-                        .exchanger(http.clone(), exchange)
-                        .ok_or_else(|| StartError::NotAClient(route.credential.clone()))?;
-                    let observer = metrics.clone().map(|m| m as Arc<dyn ExchangeObserver>);
-                    Bearer::Exchanged(Arc::new(ExchangeCache::new(name.clone(), exchanger, observer)))
-                }
-            };
-            Ok(Route {
-                name,
-                prefix: route.prefix.clone(),
-                strip_prefix: route.strip_prefix,
-                upstream: route.upstream.clone(),
-                tokens,
-                headers: route.headers.clone(),
-                policy: route.policy.clone(),
-                replay_limit: proxy::DEFAULT_REPLAY_LIMIT,
-                origin: client.origin(&route.upstream, route.http2),
-            })
-        })
-        .collect::<Result<_, StartError>>()?;
+    let assembler = Assembler::new(config, bound, policy, stop, metrics.clone())?;
+    let (routing, credentials) = assembler.assemble(config, &Credentials::new())?;
     let limits = ForwardLimits {
         upstream_timeout: config.limits.upstream_timeout,
         max_body_size: config.limits.max_body_size,
         max_header_size: config.limits.max_header_size,
     };
-    let proxy = Proxy::new(
-        Router::new(routes),
-        HostGuard::new(bound, &config.allow_hosts),
-        limits,
-    )
-    .observed_by(Observers::of(
+    let proxy = Proxy::new(routing, limits).observed_by(Observers::of(
         [
             access_log.map(|log| log as Arc<dyn RequestObserver>),
             metrics.map(|m| m as Arc<dyn RequestObserver>),
@@ -205,8 +157,154 @@ pub fn build(
     ));
     Ok(Built {
         proxy,
-        caches: caches.into_values().collect(),
+        caches: caches(&credentials),
+        assembler,
+        credentials,
     })
+}
+
+/// Turns a configuration into routes and running credentials: made once at start and kept,
+/// so that a reload builds exactly as the start did.
+#[derive(Debug)]
+pub(crate) struct Assembler {
+    bound: Option<SocketAddr>,
+    policy: RefreshPolicy,
+    /// Cancelled when the proxy stops: every refresher and key watch ends with it.
+    stop: CancellationToken,
+    metrics: Option<Arc<Metrics>>,
+    /// The token endpoint client.
+    http: reqwest::Client,
+    upstreams: UpstreamClient,
+}
+
+/// A credential whose refresher runs: its definition (to tell whether a reload changed
+/// it), its token cache, and the lease that keeps the refresher running.
+#[derive(Debug, Clone)]
+pub(crate) struct Running {
+    pub definition: Credential,
+    pub cache: TokenCache,
+    lease: Arc<DropGuard>,
+}
+
+/// The running (minted) credentials, by name.
+pub(crate) type Credentials = BTreeMap<String, Running>;
+
+/// The token caches of `credentials`, for readiness.
+pub(crate) fn caches(credentials: &Credentials) -> Vec<TokenCache> {
+    credentials
+        .values()
+        .map(|running| running.cache.clone())
+        .collect()
+}
+
+impl Assembler {
+    /// Starts nothing yet: the clients for the token endpoints and the upstreams, checking
+    /// certificates per `config.trust`.
+    fn new(
+        config: &Config,
+        bound: Option<SocketAddr>,
+        policy: RefreshPolicy,
+        stop: CancellationToken,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Result<Self, StartError> {
+        let outbound_tls = tls::client_config(&config.trust)?;
+        Ok(Self {
+            bound,
+            policy,
+            stop,
+            metrics,
+            http: endpoint::http_client(outbound_tls.clone())?,
+            upstreams: UpstreamClient::new(outbound_tls),
+        })
+    }
+
+    /// Cancelled when the proxy stops.
+    pub fn stopped(&self) -> &CancellationToken {
+        &self.stop
+    }
+
+    /// The routes and minted credentials of `config`. A credential whose whole definition
+    /// equals one in `running` keeps its cache, and so its token; any other gets a cache
+    /// and refresher of its own. Exchange routes get an exchange cache of their own. Also
+    /// watches the configuration's key files for expiry. The refreshers and the watch run
+    /// as long as the routing, or a request on it, lives.
+    pub fn assemble(
+        &self,
+        config: &Config,
+        running: &Credentials,
+    ) -> Result<(Routing, Credentials), StartError> {
+        let credentials: Credentials = config
+            .credentials
+            .iter()
+            .filter(|(name, _)| config.mints(name))
+            .map(|(name, definition)| {
+                let kept = running
+                    .get(name)
+                    .filter(|running| running.definition == *definition);
+                let running = kept.cloned().unwrap_or_else(|| self.start(name, definition));
+                (name.clone(), running)
+            })
+            .collect();
+        let key_watch = self.stop.child_token();
+        crate::key_expiry::watch(config, self.metrics.clone(), key_watch.clone());
+        let routes = config
+            .routes
+            .iter()
+            .map(|route| {
+                let name = if route.prefix.is_empty() {
+                    "/".to_owned()
+                } else {
+                    route.prefix.clone()
+                };
+                let tokens = match &route.exchange {
+                    None => Bearer::Minted(credentials[route.credential.as_str()].cache.clone()),
+                    Some(exchange) => {
+                        let exchanger = config.credentials[&route.credential]
+                            .exchanger(self.http.clone(), exchange)
+                            .ok_or_else(|| StartError::NotAClient(route.credential.clone()))?;
+                        let observer = self.metrics.clone().map(|m| m as Arc<dyn ExchangeObserver>);
+                        Bearer::Exchanged(Arc::new(ExchangeCache::new(name.clone(), exchanger, observer)))
+                    }
+                };
+                Ok(Route {
+                    name,
+                    prefix: route.prefix.clone(),
+                    strip_prefix: route.strip_prefix,
+                    upstream: route.upstream.clone(),
+                    tokens,
+                    headers: route.headers.clone(),
+                    policy: route.policy.clone(),
+                    replay_limit: proxy::DEFAULT_REPLAY_LIMIT,
+                    origin: self.upstreams.origin(&route.upstream, route.http2),
+                })
+            })
+            .collect::<Result<_, StartError>>()?;
+        let leases = credentials
+            .values()
+            .map(|running| running.lease.clone())
+            .chain([Arc::new(key_watch.drop_guard())])
+            .collect();
+        let guard = HostGuard::new(self.bound, &config.allow_hosts);
+        Ok((Routing::new(Router::new(routes), guard, leases), credentials))
+    }
+
+    /// A token cache for `definition`, refreshing until its lease is dropped or the proxy
+    /// stops.
+    fn start(&self, name: &str, definition: &Credential) -> Running {
+        let stop = self.stop.child_token();
+        let cache = TokenCache::spawn_observed(
+            name,
+            definition.source(self.http.clone()),
+            self.policy.clone(),
+            stop.clone(),
+            self.metrics.clone().map(|m| m as Arc<dyn CacheObserver>),
+        );
+        Running {
+            definition: definition.clone(),
+            cache,
+            lease: Arc::new(stop.drop_guard()),
+        }
+    }
 }
 
 /// Several observers of the proxy, each told of everything.
@@ -279,6 +377,10 @@ pub struct Prepared {
     stop: tokio_util::sync::DropGuard,
     /// Writes out the access log's last lines once the drain is over.
     access_log_writer: Option<AccessLogWriter>,
+    /// Applies a reloaded configuration.
+    reloader: Reloader,
+    /// Set by [`Prepared::reload_on`]: the signals that reload, and where from.
+    reload: Option<(Hangups, Option<Source>)>,
 }
 
 /// The first half of [`run_proxy`]: everything but accepting connections.
@@ -315,7 +417,9 @@ pub async fn prepare(listener: Listener, config: &Config) -> Result<Prepared, St
         metrics.clone(),
         access_log,
     )?;
-    let admin = metrics.map(|metrics| Arc::new(Admin::new(built.caches.clone(), metrics)));
+    let admin = metrics
+        .clone()
+        .map(|metrics| Arc::new(Admin::new(built.caches.clone(), metrics)));
     if let (Some(listener), Some(admin)) = (admin_listener, &admin) {
         tokio::spawn(admin::serve(
             listener,
@@ -323,6 +427,15 @@ pub async fn prepare(listener: Listener, config: &Config) -> Result<Prepared, St
             stop.clone().cancelled_owned(),
         ));
     }
+    let reloader = Reloader {
+        running: config.clone(),
+        credentials: built.credentials,
+        assembler: built.assembler,
+        proxy: built.proxy.clone(),
+        admin: admin.clone(),
+        metrics,
+        reloads: 0,
+    };
     Ok(Prepared {
         listener,
         proxy: built.proxy,
@@ -332,6 +445,8 @@ pub async fn prepare(listener: Listener, config: &Config) -> Result<Prepared, St
         shutdown_delay: config.limits.shutdown_delay,
         stop: stop.drop_guard(),
         access_log_writer,
+        reloader,
+        reload: None,
     })
 }
 
@@ -341,8 +456,18 @@ impl Prepared {
         &self.caches
     }
 
+    /// Once serving, reloads the configuration from `source` on every SIGHUP in
+    /// `hangups`; with no source (flags only), logs that there is nothing to reload.
+    pub fn reload_on(mut self, hangups: Hangups, source: Option<Source>) -> Self {
+        self.reload = Some((hangups, source));
+        self
+    }
+
     /// The second half of [`run_proxy`]: serves until `shutdown`, then drains.
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) -> Drained {
+        if let Some((hangups, source)) = self.reload {
+            tokio::spawn(reload::on_hangups(self.reloader, hangups, source));
+        }
         let (admin, delay) = (self.admin, self.shutdown_delay);
         let shutdown = async move {
             shutdown.await;

@@ -15,8 +15,8 @@
 //! - [`config`] and [`app::run_proxy`] (or [`app::build`] and [`server::serve`]): the whole
 //!   proxy on a listener of your own.
 //!
-//! [`demo`], [`cli`], [`check`], [`admin`], [`exec`], [`scripts`] and [`key_expiry`] are
-//! public for the binary and the tests.
+//! [`demo`], [`cli`], [`check`], [`admin`], [`exec`], [`scripts`], [`reload`] and
+//! [`key_expiry`] are public for the binary and the tests.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -34,6 +34,7 @@ pub mod key_expiry;
 pub mod layer;
 pub mod metrics;
 pub mod proxy;
+pub mod reload;
 pub mod rfc3339;
 pub mod scripts;
 pub mod secret;

@@ -5,10 +5,12 @@
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 use mintproxy::access_log::Shape;
 use mintproxy::cli::{Cli, Command, LogFormat, TokenFormat};
+use mintproxy::reload::{Hangups, Source};
 use mintproxy::server::{shutdown_signals, Drained};
 use mintproxy::{app, check, config, demo, exec, scripts};
 use tracing_subscriber::EnvFilter;
@@ -80,13 +82,24 @@ async fn start(cli: Cli) -> ExitCode {
 async fn run(command: Command, shape: Shape) -> Result<ExitCode, Box<dyn std::error::Error>> {
     match command {
         Command::Serve(args) => {
-            let mut config = args.load()?;
-            config.access_log.shape = shape;
+            // First: from here on SIGHUP reloads instead of ending the process.
+            let hangups = Hangups::subscribe()?;
+            let file = args.config.is_some();
+            // The one way the configuration is read, at start and on every reload.
+            let source: Source = Arc::new(move || {
+                let mut config = args.load()?;
+                config.access_log.shape = shape;
+                Ok(config)
+            });
+            let config = source()?;
             let listener = app::bind(&config.listen).await?;
             println!("mintproxy listening on {}", listener.local_addr()?.url());
             let (drain, now) = shutdown_signals()?;
+            let prepared = app::prepare(listener, &config)
+                .await?
+                .reload_on(hangups, file.then_some(source));
             let drained = tokio::select! {
-                drained = app::run_proxy(listener, &config, drain) => drained?,
+                drained = prepared.serve(drain) => drained,
                 signal = now => {
                     eprintln!("mintproxy: a second signal ({signal}): stopping now, without waiting for the requests in flight");
                     return Ok(ExitCode::from(signal.exit_code()));

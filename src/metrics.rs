@@ -20,6 +20,7 @@
 //! | `mintproxy_token_expiry_timestamp_seconds` | gauge | `credential` |
 //! | `mintproxy_credential_key_expiry_timestamp_seconds` | gauge | `credential` |
 //! | `mintproxy_access_log_dropped_total` | counter | |
+//! | `mintproxy_config_reloads_total` | counter | `result` (`ok`, `error`) |
 
 use std::collections::HashMap;
 use std::sync::{OnceLock, PoisonError, RwLock};
@@ -83,6 +84,11 @@ struct ExchangeLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CredentialLabels {
     credential: String,
 }
@@ -116,6 +122,7 @@ pub struct Metrics {
     token_expiry: Family<CredentialLabels, Gauge>,
     key_expiry: Family<CredentialLabels, Gauge>,
     access_log_dropped: Counter,
+    reloads: Family<ReloadLabels, Counter>,
     routes: RwLock<HashMap<&'static str, RouteSeries>>,
 }
 
@@ -246,6 +253,17 @@ impl Metrics {
              buffer (--access-log-buffer) was full, or because stderr refused them",
             access_log_dropped.clone(),
         );
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Reloads of the config file on SIGHUP, by result (ok: applied; error: refused, the \
+             running configuration stays)",
+            reloads.clone(),
+        );
+        // Both series from the start, so an alert on the errors' increase sees the first.
+        for result in ["ok", "error"] {
+            let _ = reloads.get_or_create(&ReloadLabels { result });
+        }
         Self {
             registry,
             requests,
@@ -259,6 +277,7 @@ impl Metrics {
             token_expiry,
             key_expiry,
             access_log_dropped,
+            reloads,
             routes: RwLock::default(),
         }
     }
@@ -271,6 +290,19 @@ impl Metrics {
     /// The counter of dropped access log lines, for the access log to count in.
     pub fn access_log_dropped(&self) -> Counter {
         self.access_log_dropped.clone()
+    }
+
+    /// Counts a reload of the config file: applied (`ok`) or refused.
+    pub fn reloaded(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.reloads.get_or_create(&ReloadLabels { result }).inc();
+    }
+
+    /// Drops the series of a credential the configuration no longer has, so no alert
+    /// watches a token nobody renews.
+    pub fn forget_credential(&self, credential: &str) {
+        set_timestamp(&self.token_expiry, credential, None);
+        set_timestamp(&self.key_expiry, credential, None);
     }
 
     fn count_fetch(&self, credential: &str, result: &'static str) {
@@ -578,6 +610,58 @@ mod tests {
         assert_eq!(
             at(r#"mintproxy_token_expiry_timestamp_seconds{credential="pat"}"#),
             None
+        );
+    }
+
+    #[test]
+    fn reloads_are_counted_from_zero_and_a_dropped_credential_loses_its_gauges() {
+        let metrics = Metrics::new();
+        let reloads = |text: &str, result: &str| {
+            sample(
+                text,
+                &format!(r#"mintproxy_config_reloads_total{{result="{result}"}}"#),
+            )
+        };
+        let text = metrics.encode();
+        assert_eq!(
+            (reloads(&text, "ok"), reloads(&text, "error")),
+            (Some(0.0), Some(0.0))
+        );
+        metrics.reloaded(true);
+        metrics.reloaded(false);
+        metrics.reloaded(false);
+        let text = metrics.encode();
+        assert_eq!(
+            (reloads(&text, "ok"), reloads(&text, "error")),
+            (Some(1.0), Some(2.0))
+        );
+
+        let expires = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        metrics.minted("gone", Some(expires));
+        metrics.key_expiry("gone", Some(expires));
+        metrics.minted("kept", Some(expires));
+        metrics.forget_credential("gone");
+        let text = metrics.encode();
+        assert_eq!(
+            sample(
+                &text,
+                r#"mintproxy_token_expiry_timestamp_seconds{credential="gone"}"#
+            ),
+            None
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"mintproxy_credential_key_expiry_timestamp_seconds{credential="gone"}"#
+            ),
+            None
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"mintproxy_token_expiry_timestamp_seconds{credential="kept"}"#
+            ),
+            Some(1_800_000_000.0)
         );
     }
 }

@@ -17,7 +17,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 
 /// How outbound certificates are checked.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Trust {
     /// A CA (PEM) trusted besides the system and webpki roots, e.g. a cluster's own CA.
     /// A certificate in it that is exactly the one a server presents is trusted as that
@@ -29,7 +29,7 @@ pub struct Trust {
 
 /// Inbound TLS: the listener's certificate and, for mTLS, the CA its clients must present
 /// certificates from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Inbound {
     /// Certificate chain (PEM).
     pub cert: PathBuf,

@@ -33,7 +33,7 @@ const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// What the access log does, from `--access-log`, `--access-log-sample`,
 /// `--access-log-buffer` and `--log-format` (the flags' defaults: [`Default`], in
 /// [`crate::config`]).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     /// `--access-log on`.
     pub enabled: bool,

@@ -68,7 +68,7 @@ impl Config {
 }
 
 /// Limits of the listener and of upstream calls (flags and environment only).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     /// Longest wait for an upstream's response headers (504 after).
     pub upstream_timeout: Duration,
@@ -134,7 +134,8 @@ impl From<&AccessLogArgs> for crate::access_log::Settings {
 }
 
 /// Where a token comes from, validated (files exist and parse). Equal definitions mint
-/// the same tokens.
+/// the same tokens: a reload keeps the token cache of a credential whose definition it
+/// finds unchanged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Credential {
     /// ZITADEL service user key: JWT profile grant.

@@ -19,6 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
@@ -113,24 +114,52 @@ pub struct ForwardLimits {
     pub max_header_size: usize,
 }
 
-/// The proxy service. Cheap to clone: one per connection.
+/// What a reload replaces as one: the routes, the Host guard, and the leases that keep
+/// the refreshers of the routes' token caches running. A request takes one snapshot and
+/// finishes on it, so a refresher stops only once no request uses its credential.
+#[derive(Debug)]
+pub(crate) struct Routing {
+    router: Router,
+    guard: HostGuard,
+    /// Dropped with the last snapshot holding them; a lease a newer routing shares lives on.
+    _leases: Vec<Arc<tokio_util::sync::DropGuard>>,
+}
+
+impl Routing {
+    /// Requests that pass `guard` go through `router`, while `leases` keep what they need
+    /// running.
+    pub fn new(router: Router, guard: HostGuard, leases: Vec<Arc<tokio_util::sync::DropGuard>>) -> Self {
+        Self {
+            router,
+            guard,
+            _leases: leases,
+        }
+    }
+}
+
+/// The proxy service. Cheap to clone: one per connection; every clone sees a
+/// [`Proxy::replace`] made through any other.
 #[derive(Debug, Clone)]
 pub struct Proxy {
-    router: Arc<Router>,
-    guard: Arc<HostGuard>,
+    routing: Arc<ArcSwap<Routing>>,
     limits: ForwardLimits,
     observer: Option<Arc<dyn RequestObserver>>,
 }
 
 impl Proxy {
-    /// A proxy sending requests that pass `guard` through `router`.
-    pub(crate) fn new(router: Router, guard: HostGuard, limits: ForwardLimits) -> Self {
+    /// A proxy sending requests that pass the guard through the routes of `routing`.
+    pub(crate) fn new(routing: Routing, limits: ForwardLimits) -> Self {
         Self {
-            router: Arc::new(router),
-            guard: Arc::new(guard),
+            routing: Arc::new(ArcSwap::from_pointee(routing)),
             limits,
             observer: None,
         }
+    }
+
+    /// Serves new requests with `routing`; requests under way finish on the one they
+    /// started with.
+    pub(crate) fn replace(&self, routing: Routing) {
+        self.routing.store(Arc::new(routing));
     }
 
     /// Reports every request to `observer` (the access log, the metrics), when given.
@@ -141,12 +170,14 @@ impl Proxy {
 
     /// Handles one request from `peer`; failures become JSON error responses.
     pub async fn handle(&self, mut request: Request<Incoming>, peer: &Peer) -> Response<ProxyBody> {
-        let normalized = self.normalize_path(&mut request);
+        // One snapshot for the whole request, however a reload changes the routes meanwhile.
+        let routing = self.routing.load_full();
+        let normalized = normalize_path(&routing.router, &mut request);
         // Shares the request's bytes; a copy of the path would cost an allocation.
         let uri = request.uri().clone();
         let path = uri.path();
         let grpc = is_grpc(request.headers());
-        let route = self.router.find(path);
+        let route = routing.router.find(path);
         let mut report = Report {
             observer: self.observer.as_deref(),
             started: Instant::now(),
@@ -164,7 +195,7 @@ impl Proxy {
             Err(ProxyError::RequestHeadTooLarge(self.limits.max_header_size))
         } else if let Err(ambiguous) = normalized {
             Err(ProxyError::Malformed(ambiguous.into()))
-        } else if let Err(error) = self.guard.check(request.uri(), request.headers()) {
+        } else if let Err(error) = routing.guard.check(request.uri(), request.headers()) {
             Err(error)
         } else {
             match route {
@@ -180,28 +211,6 @@ impl Proxy {
         });
         report.answered = Some((response.status(), failure));
         response
-    }
-
-    /// While some route lists paths, routes and rules see, and the upstream gets, the
-    /// path in its normal form ([`normalize`]); a path without one is refused.
-    fn normalize_path(&self, request: &mut Request<Incoming>) -> Result<(), normalize::Ambiguous> {
-        if !self.router.has_path_rules() {
-            return Ok(());
-        }
-        let uri = request.uri();
-        let path = normalize::normalize(uri.path())?;
-        if path != uri.path() {
-            let target = match uri.query() {
-                Some(query) => format!("{path}?{query}"),
-                None => path,
-            };
-            let mut parts = uri.clone().into_parts();
-            // The normal form is a valid path by construction; should it not parse, the
-            // request is refused rather than forwarded unnormalized.
-            parts.path_and_query = Some(target.parse().map_err(|_| normalize::Ambiguous::NotAbsolute)?);
-            *request.uri_mut() = Uri::from_parts(parts).map_err(|_| normalize::Ambiguous::NotAbsolute)?;
-        }
-        Ok(())
     }
 
     async fn forward(
@@ -331,6 +340,28 @@ impl Proxy {
             Err(ForwardError::Upstream(error)) => Err(ProxyError::UpstreamUnreachable(error)),
         }
     }
+}
+
+/// While some route of `router` lists paths, routes and rules see, and the upstream gets,
+/// the path in its normal form ([`normalize`]); a path without one is refused.
+fn normalize_path(router: &Router, request: &mut Request<Incoming>) -> Result<(), normalize::Ambiguous> {
+    if !router.has_path_rules() {
+        return Ok(());
+    }
+    let uri = request.uri();
+    let path = normalize::normalize(uri.path())?;
+    if path != uri.path() {
+        let target = match uri.query() {
+            Some(query) => format!("{path}?{query}"),
+            None => path,
+        };
+        let mut parts = uri.clone().into_parts();
+        // The normal form is a valid path by construction; should it not parse, the
+        // request is refused rather than forwarded unnormalized.
+        parts.path_and_query = Some(target.parse().map_err(|_| normalize::Ambiguous::NotAbsolute)?);
+        *request.uri_mut() = Uri::from_parts(parts).map_err(|_| normalize::Ambiguous::NotAbsolute)?;
+    }
+    Ok(())
 }
 
 /// Hands back the upstream's `101 Switching Protocols` and joins the two upgraded
