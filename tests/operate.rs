@@ -4,13 +4,14 @@
 //! flag's validation, and the Kubernetes manifests and Dockerfile using only flags that
 //! `mintproxy serve --help` lists.
 
+#[path = "support/served.rs"]
+mod served;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -20,23 +21,8 @@ use http_body_util::Full;
 use mintproxy::cli::{Cli, Command};
 use mintproxy::demo::echo::Echo;
 use mintproxy::demo::issuer::{Behaviour, Failure};
+use served::{eventually, samples, scrape, value, wait_ready, Served};
 use support::{fast_policy, local_listener, serve_config, start_operated, Issued};
-
-/// Polls `check` every 20 ms until it returns `Some`, failing the test after `limit`.
-async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "{what} within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// The flags of `serve` for the issued key in front of `upstream`.
 fn flags<'a>(issued: &'a Issued, upstream: &'a str) -> Vec<&'a str> {
@@ -48,108 +34,6 @@ fn flags<'a>(issued: &'a Issued, upstream: &'a str) -> Vec<&'a str> {
         "--issuer",
         issued.issuer.url(),
     ]
-}
-
-/// One sample line of a Prometheus/OpenMetrics text exposition.
-#[derive(Debug)]
-struct Sample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
-}
-
-/// Parses every sample line (comments skipped); panics on a line it cannot read, so a
-/// malformed exposition fails the test.
-fn samples(text: &str) -> Vec<Sample> {
-    text.lines()
-        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
-        .map(|line| {
-            let (series, value) = line
-                .rsplit_once(' ')
-                .unwrap_or_else(|| panic!("no value: {line}"));
-            let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value: {line}"));
-            let (name, labels) = match series.split_once('{') {
-                None => (series.to_owned(), BTreeMap::new()),
-                Some((name, rest)) => {
-                    let body = rest
-                        .strip_suffix('}')
-                        .unwrap_or_else(|| panic!("bad labels: {line}"));
-                    (name.to_owned(), parse_labels(body, line))
-                }
-            };
-            Sample { name, labels, value }
-        })
-        .collect()
-}
-
-/// `a="x",b="y\"z"` -> {a: x, b: y"z}.
-fn parse_labels(mut body: &str, line: &str) -> BTreeMap<String, String> {
-    let mut labels = BTreeMap::new();
-    while !body.is_empty() {
-        let (key, rest) = body
-            .split_once("=\"")
-            .unwrap_or_else(|| panic!("bad label: {line}"));
-        let mut value = String::new();
-        let mut chars = rest.char_indices();
-        let end = loop {
-            match chars.next() {
-                Some((_, '\\')) => match chars.next() {
-                    Some((_, 'n')) => value.push('\n'),
-                    Some((_, c)) => value.push(c),
-                    None => panic!("bad escape: {line}"),
-                },
-                Some((i, '"')) => break i,
-                Some((_, c)) => value.push(c),
-                None => panic!("unterminated label value: {line}"),
-            }
-        };
-        labels.insert(key.to_owned(), value);
-        body = rest[end + 1..].trim_start_matches(',');
-    }
-    labels
-}
-
-/// The value of the one sample `name` whose labels include `labels`; 0 when there is
-/// none (a counter not yet incremented has no series).
-fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let matching: Vec<Sample> = samples(text)
-        .into_iter()
-        .filter(|s| {
-            s.name == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(v))
-        })
-        .collect();
-    assert!(
-        matching.len() <= 1,
-        "several series match {name} {labels:?}: {matching:?}"
-    );
-    matching.first().map_or(0.0, |s| s.value)
-}
-
-/// Scrapes `/metrics` on the admin listener.
-async fn scrape(admin: SocketAddr) -> String {
-    let answer = support::get(admin, "/metrics").await;
-    assert_eq!(answer.status, StatusCode::OK);
-    assert!(
-        answer.headers["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("application/openmetrics-text"),
-        "{:?}",
-        answer.headers
-    );
-    let text = String::from_utf8(answer.body.to_vec()).unwrap();
-    assert!(text.ends_with("# EOF\n"), "{text}");
-    text
-}
-
-async fn wait_ready(admin: SocketAddr) {
-    eventually(Duration::from_secs(10), "/readyz answers 200", || async {
-        (support::get(admin, "/readyz").await.status == StatusCode::OK).then_some(())
-    })
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -546,147 +430,6 @@ fn the_admin_address_is_validated() {
         Some("127.0.0.1:0".parse().unwrap()),
         "two free ports"
     );
-}
-
-/// The real binary serving with `--log-format json` and an admin listener: its
-/// addresses, and its stderr lines as they come.
-struct Served {
-    child: tokio::process::Child,
-    proxy: SocketAddr,
-    admin: SocketAddr,
-    first_line: String,
-    stderr_lines: Arc<Mutex<Vec<String>>>,
-    /// Bumped on every new stderr line; closed when stderr ends.
-    stderr_grew: tokio::sync::watch::Receiver<()>,
-    stderr_done: tokio::task::JoinHandle<()>,
-}
-
-impl Served {
-    /// Starts `mintproxy serve` with `flags` (after the listen, admin and log flags).
-    async fn start(flags: &[&str]) -> Self {
-        use tokio::io::{AsyncBufReadExt, BufReader};
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_mintproxy"));
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("MINTPROXY_") {
-                command.env_remove(name);
-            }
-        }
-        let mut args = vec![
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-        ];
-        args.extend(flags);
-        let mut child = command
-            .args(&args)
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let stderr_lines = Arc::new(Mutex::new(Vec::<String>::new()));
-        let collecting = stderr_lines.clone();
-        let (grew, stderr_grew) = tokio::sync::watch::channel(());
-        let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-        let stderr_done = tokio::spawn(async move {
-            while let Ok(Some(line)) = stderr.next_line().await {
-                collecting.lock().unwrap().push(line);
-                grew.send_replace(());
-            }
-        });
-        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first_line = tokio::time::timeout(Duration::from_secs(30), stdout.next_line())
-            .await
-            .expect("the proxy starts")
-            .unwrap()
-            .unwrap();
-        let proxy: SocketAddr = first_line
-            .strip_prefix("mintproxy listening on http://")
-            .unwrap_or_else(|| panic!("{first_line}"))
-            .parse()
-            .unwrap();
-        let admin = eventually(Duration::from_secs(10), "the admin address is logged", || {
-            let lines = stderr_lines.lock().unwrap().clone();
-            async move {
-                lines.iter().find_map(|line| {
-                    let event: serde_json::Value = serde_json::from_str(line).ok()?;
-                    event
-                        .get("message")?
-                        .as_str()?
-                        .starts_with("admin listening")
-                        .then(|| event["addr"].as_str().unwrap().parse().unwrap())
-                })
-            }
-        })
-        .await;
-        Self {
-            child,
-            proxy,
-            admin,
-            first_line,
-            stderr_lines,
-            stderr_grew,
-            stderr_done,
-        }
-    }
-
-    /// Sends SIGTERM.
-    fn terminate(&self) {
-        self.signal("TERM");
-    }
-
-    /// Sends the signal `name` (`TERM`, `INT`).
-    fn signal(&self, name: &str) {
-        let pid = self.child.id().unwrap().to_string();
-        let killed = std::process::Command::new("kill")
-            .args([&format!("-{name}"), &pid])
-            .status()
-            .unwrap();
-        assert!(killed.success());
-    }
-
-    /// The first JSON log event `find` picks, waiting (woken by each new line, up to 30 s)
-    /// until one is logged.
-    async fn log_event<T>(&self, what: &str, find: impl Fn(&serde_json::Value) -> Option<T>) -> T {
-        let mut grew = self.stderr_grew.clone();
-        let found = tokio::time::timeout(Duration::from_secs(30), async {
-            loop {
-                let lines = self.stderr_lines.lock().unwrap().clone();
-                let found = lines
-                    .iter()
-                    .filter_map(|line| serde_json::from_str(line).ok())
-                    .find_map(|event| find(&event));
-                if found.is_some() {
-                    return found;
-                }
-                if grew.changed().await.is_err() {
-                    return None;
-                }
-            }
-        })
-        .await;
-        match found {
-            Ok(Some(found)) => found,
-            Ok(None) => panic!("stderr ended before {what}"),
-            Err(_) => panic!("{what} was not logged within 30 s"),
-        }
-    }
-
-    /// Waits for the exit, and every stderr line.
-    async fn exit(mut self) -> (std::process::ExitStatus, Vec<String>) {
-        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .expect("the proxy exits after SIGTERM")
-            .unwrap();
-        self.stderr_done.await.unwrap();
-        let lines = self.stderr_lines.lock().unwrap().clone();
-        (status, lines)
-    }
 }
 
 /// The real binary with `--log-format json`: stdout names the proxy's address, every
