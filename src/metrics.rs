@@ -298,11 +298,10 @@ impl Metrics {
         self.reloads.get_or_create(&ReloadLabels { result }).inc();
     }
 
-    /// Drops the series of a credential the configuration no longer has, so no alert
-    /// watches a token nobody renews.
-    pub fn forget_credential(&self, credential: &str) {
+    /// Drops the token expiry of a credential no longer minted, so that no alert watches
+    /// a token nobody renews.
+    pub fn forget_token(&self, credential: &str) {
         set_timestamp(&self.token_expiry, credential, None);
-        set_timestamp(&self.key_expiry, credential, None);
     }
 
     fn count_fetch(&self, credential: &str, result: &'static str) {
@@ -640,7 +639,8 @@ mod tests {
         metrics.minted("gone", Some(expires));
         metrics.key_expiry("gone", Some(expires));
         metrics.minted("kept", Some(expires));
-        metrics.forget_credential("gone");
+        metrics.forget_token("gone");
+        metrics.key_expiry("gone", None);
         let text = metrics.encode();
         assert_eq!(
             sample(

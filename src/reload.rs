@@ -127,9 +127,9 @@ impl Reloader {
             admin.replace_caches(app::caches(&credentials));
         }
         let previous = std::mem::replace(&mut self.credentials, credentials);
-        let unchanged = |name: &String| {
-            let old = previous.get(name).map(|running| &running.definition);
-            old.is_some_and(|old| config.credentials.get(name) == Some(old))
+        let unchanged = |name: &String| match (previous.get(name), self.credentials.get(name)) {
+            (Some(old), Some(new)) => old.definition == new.definition,
+            _ => false,
         };
         let (kept, started): (Vec<&String>, Vec<&String>) =
             self.credentials.keys().partition(|name| unchanged(name));
@@ -137,9 +137,12 @@ impl Reloader {
         if let Some(metrics) = &self.metrics {
             for name in previous
                 .keys()
-                .filter(|name| !config.credentials.contains_key(*name))
+                .filter(|name| !self.credentials.contains_key(*name))
             {
-                metrics.forget_credential(name);
+                metrics.forget_token(name);
+                if !config.credentials.contains_key(name) {
+                    metrics.key_expiry(name, None);
+                }
             }
             metrics.reloaded(true);
         }

@@ -126,9 +126,11 @@ async fn a_changed_header_is_seen_after_sighup_and_a_changed_listen_is_named_for
 async fn an_unchanged_credential_keeps_its_token_a_changed_one_mints_anew_a_removed_one_is_gone() {
     let issued = support::issuer().await;
     let echo = Echo::start(local_listener().await, issued.issuer.clone()).unwrap();
-    let config = |changed_scopes: &str, with_removed: bool| {
+    // `changed` changes by its token parameters: every field of a definition counts.
+    let config = |changed_params: &str, with_removed: bool| {
         let mut text = credential(&issued, "kept", r#"["openid"]"#)
-            + &credential(&issued, "changed", changed_scopes)
+            + &credential(&issued, "changed", r#"["openid"]"#)
+            + changed_params
             + &route("/kept/", echo.url(), "kept", "1")
             + &route("/changed/", echo.url(), "changed", "1");
         if with_removed {
@@ -137,7 +139,7 @@ async fn an_unchanged_credential_keeps_its_token_a_changed_one_mints_anew_a_remo
         }
         text
     };
-    let file = write_config(&issued, &config(r#"["openid"]"#, true));
+    let file = write_config(&issued, &config("", true));
     let served = Served::start(&["--config", file.to_str().unwrap()]).await;
     wait_ready(served.admin).await;
     assert_eq!(issued.issuer.token_requests(), 3);
@@ -149,7 +151,10 @@ async fn an_unchanged_credential_keeps_its_token_a_changed_one_mints_anew_a_remo
     version_seen(&served, "/kept/a").await;
     let kept_before = bearer("/kept/");
 
-    write_config(&issued, &config(r#"["openid", "profile"]"#, false));
+    write_config(
+        &issued,
+        &config("token_params = { audience = \"billing-api\" }\n\n", false),
+    );
     let reloaded = reload(&served, 1).await;
     assert_eq!(reloaded["credentials_kept"], r#"["kept"]"#, "{reloaded}");
     assert_eq!(reloaded["credentials_started"], r#"["changed"]"#, "{reloaded}");
