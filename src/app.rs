@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::proxy::{self, ForwardLimits, HostGuard, Proxy, RequestObserver, Route, Router, UpstreamClient};
 use crate::server::{self, Drained, ListenAddr, Listener, ServerOptions};
 use crate::tls::{self, TlsError};
+use crate::trace::{ExportError, Exporter};
 use crate::token::{endpoint, CacheObserver, RefreshPolicy, Token, TokenCache, TokenError, TokenSource};
 
 /// A failure while starting up.
@@ -37,6 +38,9 @@ pub enum StartError {
     /// The access log's writer thread cannot be started.
     #[error("cannot start the access log: {0}")]
     AccessLog(#[source] std::io::Error),
+    /// Span export cannot start.
+    #[error(transparent)]
+    Export(#[from] ExportError),
 }
 
 /// The HTTP client for discovery and token requests, checking certificates per `trust`.
@@ -46,7 +50,7 @@ pub fn token_http_client(trust: &tls::Trust) -> Result<reqwest::Client, StartErr
 
 /// Mints one token for `credential`, without caching: what `mintproxy token` does.
 pub async fn mint_once(credential: &Credential, trust: &tls::Trust) -> Result<Token, MintError> {
-    let source = credential.source(token_http_client(trust)?);
+    let source = credential.source(token_http_client(trust)?, None);
     Ok(source.fetch().await?)
 }
 
@@ -111,6 +115,8 @@ pub struct Built {
     pub proxy: Proxy,
     /// One token cache per credential, for readiness.
     pub caches: Vec<TokenCache>,
+    /// The span export, when `config.otlp_endpoint` is set: to flush at shutdown.
+    pub exporter: Option<Exporter>,
 }
 
 /// Like [`build_proxy`], counting requests and token fetches in `metrics` and logging
@@ -126,13 +132,19 @@ pub fn build(
 ) -> Result<Built, StartError> {
     let outbound_tls = tls::client_config(&config.trust)?;
     let http = endpoint::http_client(outbound_tls.clone())?;
+    let exporter = config
+        .otlp_endpoint
+        .as_ref()
+        .map(|url| Exporter::start(url, outbound_tls.clone()))
+        .transpose()?;
+    let tracer = exporter.as_ref().map(Exporter::tracer);
     let caches: std::collections::BTreeMap<&str, TokenCache> = config
         .credentials
         .iter()
         .map(|(name, credential)| {
             let cache = TokenCache::spawn_observed(
                 name.clone(),
-                credential.source(http.clone()),
+                credential.source(http.clone(), tracer.as_ref()),
                 policy.clone(),
                 stop.clone(),
                 metrics.clone().map(|m| m as Arc<dyn CacheObserver>),
@@ -179,10 +191,12 @@ pub fn build(
         .into_iter()
         .flatten()
         .collect(),
-    ));
+    ))
+    .traced_by(tracer);
     Ok(Built {
         proxy,
         caches: caches.into_values().collect(),
+        exporter,
     })
 }
 
@@ -232,7 +246,7 @@ pub fn server_options(config: &Config) -> Result<ServerOptions, TlsError> {
 }
 
 /// Runs the proxy on `listener` until `shutdown`, keeps serving for the shutdown delay,
-/// then drains, stops the refreshers and writes out the access log. With
+/// then drains, stops the refreshers, writes out the access log and sends the last spans. With
 /// `config.admin_listen`, also serves the admin endpoints there (with metrics), until the
 /// drain ends; `/readyz` answers 503 from the shutdown signal on.
 pub async fn run_proxy(
@@ -256,6 +270,8 @@ pub struct Prepared {
     stop: tokio_util::sync::DropGuard,
     /// Writes out the access log's last lines once the drain is over.
     access_log_writer: Option<AccessLogWriter>,
+    /// Sends the last spans once the drain is over.
+    exporter: Option<Exporter>,
 }
 
 /// The first half of [`run_proxy`]: everything but accepting connections.
@@ -309,6 +325,7 @@ pub async fn prepare(listener: Listener, config: &Config) -> Result<Prepared, St
         shutdown_delay: config.limits.shutdown_delay,
         stop: stop.drop_guard(),
         access_log_writer,
+        exporter: built.exporter,
     })
 }
 
@@ -339,6 +356,9 @@ impl Prepared {
         if let Some(writer) = self.access_log_writer {
             // Joining the writer thread blocks: off the runtime's threads.
             let _ = tokio::task::spawn_blocking(|| writer.finish()).await;
+        }
+        if let Some(exporter) = self.exporter {
+            exporter.shutdown().await;
         }
         drained
     }

@@ -40,3 +40,4 @@ pub mod secret;
 pub mod server;
 pub mod tls;
 pub mod token;
+pub mod trace;

@@ -53,6 +53,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// The access log (flags and environment only; its shape follows `--log-format`).
     pub access_log: crate::access_log::Settings,
+    /// Where spans are exported (OTLP/HTTP, the traces URL itself), if anywhere.
+    pub otlp_endpoint: Option<Url>,
 }
 
 /// Limits of the listener and of upstream calls (flags and environment only).
@@ -168,18 +170,19 @@ pub struct EndpointConfig {
 }
 
 impl EndpointConfig {
-    fn endpoint(&self, http: reqwest::Client) -> Endpoint {
-        Endpoint::new(http, self.issuer.clone(), self.token_endpoint.clone())
+    fn endpoint(&self, http: reqwest::Client, tracer: Option<&crate::trace::Tracer>) -> Endpoint {
+        Endpoint::new(http, self.issuer.clone(), self.token_endpoint.clone()).traced_by(tracer.cloned())
     }
 }
 
 impl Credential {
-    /// The token source for this credential, using `http` for the token endpoint.
-    pub fn source(&self, http: reqwest::Client) -> Box<dyn TokenSource> {
+    /// The token source for this credential, using `http` for the token endpoint, its
+    /// requests in spans made by `tracer` when given.
+    pub fn source(&self, http: reqwest::Client, tracer: Option<&crate::trace::Tracer>) -> Box<dyn TokenSource> {
         match self {
             Self::JwtProfile { key_file, endpoint } => Box::new(JwtProfileSource::new(
                 key_file,
-                endpoint.endpoint(http),
+                endpoint.endpoint(http, tracer),
                 &endpoint.scopes,
             )),
             Self::ClientSecret {
@@ -189,7 +192,7 @@ impl Credential {
             } => Box::new(ClientCredentialsSource::new(
                 client_id,
                 ClientAuth::Secret(crate::token::file::WatchedFile::new(secret_file)),
-                endpoint.endpoint(http),
+                endpoint.endpoint(http, tracer),
                 &endpoint.scopes,
             )),
             Self::ClientKey {
@@ -199,7 +202,7 @@ impl Credential {
             } => Box::new(ClientCredentialsSource::new(
                 client_id,
                 ClientAuth::PrivateKeyJwt(crate::token::file::WatchedFile::new(key_file)),
-                endpoint.endpoint(http),
+                endpoint.endpoint(http, tracer),
                 &endpoint.scopes,
             )),
             Self::StaticToken { token_file } => Box::new(StaticTokenSource::new(token_file)),
@@ -366,6 +369,10 @@ impl ProxyArgs {
         config.allow_hosts.extend(self.guard.allow_hosts.iter().cloned());
         config.limits = Limits::from(&self.guard);
         config.access_log = crate::access_log::Settings::from(&self.access_log);
+        if let Some(url) = &self.tracing.otlp_endpoint {
+            config.otlp_endpoint =
+                Some(otlp_endpoint(url).map_err(|reason| ConfigError::new("--otlp-endpoint", reason))?);
+        }
         Ok(config)
     }
 }
@@ -452,6 +459,29 @@ pub fn credential_from_file(file: &Path, name: Option<&str>) -> Result<Credentia
     validate_credential(credential, &at, &base, None)
 }
 
+/// The traces URL of an OTLP/HTTP endpoint, by the OTLP exporter specification's rules: a
+/// URL without a path is the collector's base (`/v1/traces` is added, as for
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`); one with a path is the traces URL itself (as
+/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`). User info is refused: it would be a credential
+/// in a setting that is logged.
+fn otlp_endpoint(text: &str) -> Result<Url, String> {
+    let mut url = Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!(
+            "{text:?} is not an http:// or https:// URL, e.g. http://127.0.0.1:4318"
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("holds user info: give the collector's credentials in \
+                    OTEL_EXPORTER_OTLP_HEADERS instead"
+            .to_owned());
+    }
+    if url.path() == "/" {
+        url.set_path("/v1/traces");
+    }
+    Ok(url)
+}
+
 fn validate(raw: RawConfig, origin: Origin, base: &Path) -> Result<Config, ConfigError> {
     let listen = match &raw.listen {
         Some(text) => text
@@ -506,6 +536,12 @@ fn validate(raw: RawConfig, origin: Origin, base: &Path) -> Result<Config, Confi
         credentials,
         routes,
         access_log: crate::access_log::Settings::default(),
+        otlp_endpoint: raw
+            .otlp_endpoint
+            .as_deref()
+            .map(otlp_endpoint)
+            .transpose()
+            .map_err(|reason| ConfigError::new("otlp_endpoint", reason))?,
     })
 }
 
