@@ -14,8 +14,8 @@ use crate::metrics::Metrics;
 use crate::proxy::{self, ForwardLimits, HostGuard, Proxy, RequestObserver, Route, Router, UpstreamClient};
 use crate::server::{self, Drained, ListenAddr, Listener, ServerOptions};
 use crate::tls::{self, TlsError};
-use crate::trace::{ExportError, Exporter};
 use crate::token::{endpoint, CacheObserver, RefreshPolicy, Token, TokenCache, TokenError, TokenSource};
+use crate::trace::{ExportError, Exporter};
 
 /// A failure while starting up.
 #[derive(Debug, thiserror::Error)]

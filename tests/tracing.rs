@@ -105,12 +105,20 @@ fn text(value: Option<&Value>) -> String {
 fn attributes(span: &Span) -> Vec<(String, String)> {
     span.attributes
         .iter()
-        .map(|a| (a.key.clone(), text(a.value.as_ref().and_then(|v| v.value.as_ref()))))
+        .map(|a| {
+            (
+                a.key.clone(),
+                text(a.value.as_ref().and_then(|v| v.value.as_ref())),
+            )
+        })
         .collect()
 }
 
 fn attribute(span: &Span, key: &str) -> Option<String> {
-    attributes(span).into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    attributes(span)
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -222,7 +230,10 @@ async fn a_callers_trace_continues_upstream_and_the_spans_reach_the_collector() 
     assert_eq!(trace_id, TRACE_ID, "the caller's trace");
     assert_ne!(span_id, CALLER_SPAN, "the proxy's span, not the caller's");
     assert_eq!(flags, "01", "the caller's flags");
-    assert_eq!(header(&received, "tracestate").as_deref(), Some("vendor=abc,other=1"));
+    assert_eq!(
+        header(&received, "tracestate").as_deref(),
+        Some("vendor=abc,other=1")
+    );
     let token = header(&received, "authorization").unwrap();
     let token = token.strip_prefix("Bearer ").unwrap().to_owned();
 
@@ -233,8 +244,16 @@ async fn a_callers_trace_continues_upstream_and_the_spans_reach_the_collector() 
         .await;
     assert_eq!(service, "mintproxy");
     assert_eq!(hex(&server.trace_id), TRACE_ID);
-    assert_eq!(hex(&server.parent_span_id), CALLER_SPAN, "the caller's span is its parent");
-    assert_eq!(hex(&server.span_id), span_id, "the upstream was told the proxy's span");
+    assert_eq!(
+        hex(&server.parent_span_id),
+        CALLER_SPAN,
+        "the caller's span is its parent"
+    );
+    assert_eq!(
+        hex(&server.span_id),
+        span_id,
+        "the upstream was told the proxy's span"
+    );
     assert_eq!(server.name, "GET /");
     for (key, value) in [
         ("http.request.method", "GET"),
@@ -253,11 +272,15 @@ async fn a_callers_trace_continues_upstream_and_the_spans_reach_the_collector() 
     // The token fetch: a CLIENT span of the POST to the issuer's token endpoint.
     let (_, fetch) = collector
         .span("token fetch span", |s| {
-            s.kind == SpanKind::Client as i32 && attribute(s, "http.request.method").as_deref() == Some("POST")
+            s.kind == SpanKind::Client as i32
+                && attribute(s, "http.request.method").as_deref() == Some("POST")
         })
         .await;
     assert_eq!(fetch.name, "POST");
-    assert_eq!(attribute(&fetch, "http.response.status_code").as_deref(), Some("200"));
+    assert_eq!(
+        attribute(&fetch, "http.response.status_code").as_deref(),
+        Some("200")
+    );
     let url = attribute(&fetch, "url.full").unwrap();
     assert!(url.starts_with(issued.issuer.url()), "{url}");
     assert!(fetch.parent_span_id.is_empty(), "a trace of its own");
@@ -290,7 +313,11 @@ async fn without_export_a_valid_context_passes_unchanged_and_a_malformed_one_is_
         false,
     )
     .await;
-    assert_eq!(header(&received, "traceparent"), Some(caller.clone()), "nothing exported: the caller's own");
+    assert_eq!(
+        header(&received, "traceparent"),
+        Some(caller.clone()),
+        "nothing exported: the caller's own"
+    );
     assert_eq!(header(&received, "tracestate").as_deref(), Some("vendor=abc"));
 
     let malformed = format!("00-{}-{CALLER_SPAN}-01", TRACE_ID.to_uppercase());
@@ -302,7 +329,11 @@ async fn without_export_a_valid_context_passes_unchanged_and_a_malformed_one_is_
         true,
     )
     .await;
-    assert_eq!(header(&received, "traceparent"), None, "a malformed traceparent is not passed on");
+    assert_eq!(
+        header(&received, "traceparent"),
+        None,
+        "a malformed traceparent is not passed on"
+    );
     assert_eq!(header(&received, "tracestate"), None);
 
     let received = through(proxy.addr, &echo, "/", &[], false).await;
@@ -321,7 +352,11 @@ async fn with_export_a_malformed_or_missing_context_starts_a_new_trace_over_http
     let proxy = Running::start(
         &issued,
         echo.url(),
-        &["--otlp-endpoint", &format!("{}/v1/traces", collector.url), "--upstream-http2"],
+        &[
+            "--otlp-endpoint",
+            &format!("{}/v1/traces", collector.url),
+            "--upstream-http2",
+        ],
     )
     .await;
     let all_zero = format!("00-{}-{CALLER_SPAN}-01", "0".repeat(32));
@@ -337,19 +372,28 @@ async fn with_export_a_malformed_or_missing_context_starts_a_new_trace_over_http
     assert_ne!(trace_id, "0".repeat(32));
     assert_ne!(span_id, CALLER_SPAN);
     assert_eq!(flags, "01", "sampled by default");
-    assert_eq!(header(&received, "tracestate"), None, "no state without a valid parent");
+    assert_eq!(
+        header(&received, "tracestate"),
+        None,
+        "no state without a valid parent"
+    );
 
     let (_, server) = collector
         .span("SERVER span", |s| hex(&s.span_id) == span_id)
         .await;
     assert_eq!(hex(&server.trace_id), trace_id);
     assert!(server.parent_span_id.is_empty(), "the root of a new trace");
-    assert_eq!(attribute(&server, "network.protocol.version").as_deref(), Some("2"));
+    assert_eq!(
+        attribute(&server, "network.protocol.version").as_deref(),
+        Some("2")
+    );
 
     let received = through(proxy.addr, &echo, "/y", &[], false).await;
     let (_, span_id, _) = parts(&header(&received, "traceparent").expect("a traceparent without a caller's"));
     collector
-        .span("span of a request without a traceparent", |s| hex(&s.span_id) == span_id)
+        .span("span of a request without a traceparent", |s| {
+            hex(&s.span_id) == span_id
+        })
         .await;
     proxy.stop().await;
 }

@@ -178,7 +178,11 @@ impl EndpointConfig {
 impl Credential {
     /// The token source for this credential, using `http` for the token endpoint, its
     /// requests in spans made by `tracer` when given.
-    pub fn source(&self, http: reqwest::Client, tracer: Option<&crate::trace::Tracer>) -> Box<dyn TokenSource> {
+    pub fn source(
+        &self,
+        http: reqwest::Client,
+        tracer: Option<&crate::trace::Tracer>,
+    ) -> Box<dyn TokenSource> {
         match self {
             Self::JwtProfile { key_file, endpoint } => Box::new(JwtProfileSource::new(
                 key_file,

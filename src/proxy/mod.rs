@@ -153,7 +153,11 @@ impl Proxy {
         let route = self.router.find(path);
         let hop = match &self.tracer {
             None => Hop::untraced(request.headers()),
-            Some(tracer) => tracer.server_span(&request, scheme(request.extensions()), peer.forwarded_for.as_ref()),
+            Some(tracer) => tracer.server_span(
+                &request,
+                scheme(request.extensions()),
+                peer.forwarded_for.as_ref(),
+            ),
         };
         let mut report = Report {
             observer: self.observer.as_deref(),

@@ -162,10 +162,13 @@ impl Endpoint {
         if let Some(authorization) = authorization {
             request = request.header(http::header::AUTHORIZATION, authorization);
         }
-        let response = self.send(http::Method::POST, url, request).await.map_err(|e| TokenError::Transport {
-            url: url.to_string(),
-            reason: Reason::of(&e, url.scheme() == "https"),
-        })?;
+        let response =
+            self.send(http::Method::POST, url, request)
+                .await
+                .map_err(|e| TokenError::Transport {
+                    url: url.to_string(),
+                    reason: Reason::of(&e, url.scheme() == "https"),
+                })?;
         let status = response.status();
         let body: Option<Value> = response.json().await.ok();
         if !status.is_success() {

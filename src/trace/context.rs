@@ -93,9 +93,13 @@ pub(crate) fn traceparent(trace_id: [u8; 16], span_id: [u8; 8], flags: u8) -> He
     use std::fmt::Write;
     let mut text = String::with_capacity(LENGTH);
     text.push_str("00-");
-    trace_id.iter().for_each(|b| write!(text, "{b:02x}").expect("writing to a String"));
+    trace_id
+        .iter()
+        .for_each(|b| write!(text, "{b:02x}").expect("writing to a String"));
     text.push('-');
-    span_id.iter().for_each(|b| write!(text, "{b:02x}").expect("writing to a String"));
+    span_id
+        .iter()
+        .for_each(|b| write!(text, "{b:02x}").expect("writing to a String"));
     write!(text, "-{flags:02x}").expect("writing to a String");
     HeaderValue::try_from(text).expect("hex and dashes are a valid header value")
 }

@@ -87,7 +87,8 @@ impl Exporter {
     /// dropped. Off the runtime's threads: the SDK's shutdown blocks.
     pub async fn shutdown(self) {
         let provider = self.provider;
-        let flushed = tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(SHUTDOWN_FLUSH)).await;
+        let flushed =
+            tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(SHUTDOWN_FLUSH)).await;
         match flushed {
             Ok(Ok(())) => tracing::debug!("sent the last spans"),
             Ok(Err(error)) => tracing::warn!(%error, "the last spans could not all be sent"),

@@ -15,8 +15,8 @@ mod export;
 use http::header::{HeaderMap, HeaderValue};
 
 pub(crate) use context::{Incoming, TRACEPARENT, TRACESTATE};
-pub use export::{ExportError, Exporter, Tracer};
 pub(crate) use export::ServerSpan;
+pub use export::{ExportError, Exporter, Tracer};
 
 /// What goes upstream as `traceparent` and `tracestate`, decided once per request and
 /// applied where the upstream request is prepared ([`crate::proxy::headers::ProxyFields`]).
