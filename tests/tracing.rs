@@ -397,3 +397,44 @@ async fn with_export_a_malformed_or_missing_context_starts_a_new_trace_over_http
         .await;
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn the_endpoint_follows_the_otlp_rules_and_bad_ones_are_named() {
+    let issued = issuer().await;
+    let endpoint = |url: &str| {
+        let mut flags = issued.flags("http://127.0.0.1:1");
+        flags.extend_from_slice(&["--otlp-endpoint", url]);
+        support::try_serve_config(&flags).map(|config| config.otlp_endpoint.unwrap().to_string())
+    };
+    assert_eq!(
+        endpoint("http://127.0.0.1:4318").unwrap(),
+        "http://127.0.0.1:4318/v1/traces",
+        "a base URL gets the signal's path"
+    );
+    assert_eq!(
+        endpoint("https://traces.example.com/otlp/v1/traces").unwrap(),
+        "https://traces.example.com/otlp/v1/traces",
+        "a URL with a path is used as it is"
+    );
+    let error = endpoint("ftp://127.0.0.1:4318").unwrap_err();
+    assert!(error.starts_with("--otlp-endpoint: "), "{error}");
+    let error = endpoint("http://user:s3cret@127.0.0.1:4318").unwrap_err();
+    assert!(
+        error.contains("user info") && !error.contains("s3cret"),
+        "{error}"
+    );
+
+    let file = issued.dir.path().join("traced.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "otlp_endpoint = \"not a url\"\n[credentials.c]\nkey_file = {:?}\nissuer = {:?}\n\
+             [[routes]]\nprefix = \"/\"\nupstream = \"http://127.0.0.1:1\"\ncredential = \"c\"\n",
+            issued.key_file,
+            issued.issuer.url()
+        ),
+    )
+    .unwrap();
+    let error = support::try_serve_config(&["--config", file.to_str().unwrap()]).unwrap_err();
+    assert!(error.starts_with("otlp_endpoint: "), "{error}");
+}

@@ -469,11 +469,10 @@ pub fn credential_from_file(file: &Path, name: Option<&str>) -> Result<Credentia
 /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`). User info is refused: it would be a credential
 /// in a setting that is logged.
 fn otlp_endpoint(text: &str) -> Result<Url, String> {
-    let mut url = Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+    // The value is not quoted: it may hold a password.
+    let mut url = Url::parse(text).map_err(|e| format!("not a URL ({e}), e.g. http://127.0.0.1:4318"))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(format!(
-            "{text:?} is not an http:// or https:// URL, e.g. http://127.0.0.1:4318"
-        ));
+        return Err("not an http:// or https:// URL, e.g. http://127.0.0.1:4318".to_owned());
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err("holds user info: give the collector's credentials in \

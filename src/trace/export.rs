@@ -7,6 +7,7 @@
 //! may carry an API key), no URL user info, no request or token body.
 
 use std::str::FromStr;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -39,9 +40,6 @@ pub enum ExportError {
     /// The exporter's HTTP client cannot be built.
     #[error("cannot build the OTLP exporter's HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
-    /// The exporter's own runtime cannot be built.
-    #[error("cannot start the OTLP exporter: {0}")]
-    Runtime(#[from] std::io::Error),
     /// The SDK refused the exporter's settings.
     #[error("cannot build the OTLP exporter: {0}")]
     Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
@@ -59,9 +57,7 @@ impl Exporter {
     pub fn start(endpoint: &Url, tls: rustls::ClientConfig) -> Result<Self, ExportError> {
         let client = OtlpClient {
             client: crate::token::endpoint::http_client(tls)?,
-            runtime: tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?,
+            runtime: OnceLock::new(),
         };
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
@@ -73,6 +69,7 @@ impl Exporter {
             .with_span_processor(BatchSpanProcessor::builder(exporter).build())
             .with_resource(resource())
             .build();
+        tracing::info!(%endpoint, "exporting spans over OTLP/HTTP");
         Ok(Self { provider })
     }
 
@@ -338,9 +335,11 @@ impl ClientSpan {
 /// reqwest as the exporter's HTTP client, on a runtime of its own: the SDK exports from
 /// its batch thread, which blocks on the export, so the request must not need the
 /// proxy's runtime (with `--threads 1` that runtime may itself be waiting for a flush).
+/// The runtime is made on the batch thread, at the first export, so that it is never
+/// made or dropped on one of the proxy's runtime threads (tokio forbids the drop there).
 struct OtlpClient {
     client: reqwest::Client,
-    runtime: tokio::runtime::Runtime,
+    runtime: OnceLock<std::io::Result<tokio::runtime::Runtime>>,
 }
 
 impl std::fmt::Debug for OtlpClient {
@@ -352,7 +351,12 @@ impl std::fmt::Debug for OtlpClient {
 #[async_trait::async_trait]
 impl HttpClient for OtlpClient {
     async fn send_bytes(&self, request: http::Request<Bytes>) -> Result<http::Response<Bytes>, HttpError> {
-        self.runtime.block_on(async {
+        let runtime = self
+            .runtime
+            .get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_all().build())
+            .as_ref()
+            .map_err(|error| format!("cannot start the exporter's runtime: {error}"))?;
+        runtime.block_on(async {
             let response = self.client.execute(reqwest::Request::try_from(request)?).await?;
             let mut answer = http::Response::new(Bytes::new());
             *answer.status_mut() = response.status();
