@@ -65,17 +65,24 @@ impl Hop {
     /// A request while nothing is exported: one lookup when the caller sent no
     /// `traceparent`.
     pub(crate) fn untraced(headers: &HeaderMap) -> Self {
-        let propagation = if !headers.contains_key(&TRACEPARENT) {
-            Propagation::AsReceived
+        let propagation = if headers.contains_key(&TRACEPARENT) {
+            Self::checked(headers)
         } else {
-            match Incoming::of(headers) {
-                Incoming::Malformed => Propagation::Removed,
-                Incoming::Absent | Incoming::Valid(_) => Propagation::AsReceived,
-            }
+            Propagation::AsReceived
         };
         Self {
             span: None,
             propagation,
+        }
+    }
+
+    /// The caller's context as it came, unless malformed. Out of line: most requests
+    /// carry none.
+    #[inline(never)]
+    fn checked(headers: &HeaderMap) -> Propagation {
+        match Incoming::of(headers) {
+            Incoming::Malformed => Propagation::Removed,
+            Incoming::Absent | Incoming::Valid(_) => Propagation::AsReceived,
         }
     }
 }
