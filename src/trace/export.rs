@@ -116,9 +116,9 @@ pub struct Tracer {
 
 impl Tracer {
     /// Starts the SERVER span of `request`, from `client` (its IP as header text), the
-    /// child of the caller's span when its `traceparent` is valid. Never inlined: inlined
-    /// into [`crate::proxy::Proxy::handle`], it made every request's future slower to
-    /// run, export on or off (600 instructions per request more, bench/instructions.sh).
+    /// child of the caller's span when its `traceparent` is valid. Never inlined, so that
+    /// [`crate::proxy::Proxy::handle`], which runs with export off too, stays as small
+    /// as it was (inlined, this made it too large to be inlined into the server's task).
     #[inline(never)]
     pub(crate) fn server_span<B>(
         &self,
