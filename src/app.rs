@@ -22,6 +22,7 @@ use crate::token::{
     endpoint, CacheObserver, ExchangeCache, ExchangeObserver, RefreshPolicy, Token, TokenCache, TokenError,
     TokenSource,
 };
+use crate::trace::{ExportError, Exporter, Tracer};
 
 /// A failure while starting up.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +49,9 @@ pub enum StartError {
     /// this; a configuration built in code may not have been validated).
     #[error("credential {0:?} is a token file: it cannot authenticate a token exchange")]
     NotAClient(String),
+    /// Span export cannot start.
+    #[error(transparent)]
+    Export(#[from] ExportError),
 }
 
 /// The HTTP client for discovery and token requests, checking certificates per `trust`.
@@ -57,7 +61,7 @@ pub fn token_http_client(trust: &tls::Trust) -> Result<reqwest::Client, StartErr
 
 /// Mints one token for `credential`, without caching: what `mintproxy token` does.
 pub async fn mint_once(credential: &Credential, trust: &tls::Trust) -> Result<Token, MintError> {
-    let source = credential.source(token_http_client(trust)?);
+    let source = credential.source(token_http_client(trust)?, None);
     Ok(source.fetch().await?)
 }
 
@@ -126,6 +130,8 @@ pub struct Built {
     assembler: Assembler,
     /// The running credentials, for a reload to keep the unchanged ones.
     credentials: Credentials,
+    /// The span export, when `config.otlp_endpoint` is set: to flush at shutdown.
+    pub exporter: Option<Exporter>,
 }
 
 /// Like [`build_proxy`], counting requests and token fetches in `metrics` and logging
@@ -139,27 +145,37 @@ pub fn build(
     metrics: Option<Arc<Metrics>>,
     access_log: Option<Arc<AccessLog>>,
 ) -> Result<Built, StartError> {
-    let assembler = Assembler::new(config, bound, policy, stop, metrics.clone())?;
+    let outbound_tls = tls::client_config(&config.trust)?;
+    let exporter = config
+        .otlp_endpoint
+        .as_ref()
+        .map(|url| Exporter::start(url, outbound_tls.clone()))
+        .transpose()?;
+    let tracer = exporter.as_ref().map(Exporter::tracer);
+    let assembler = Assembler::new(outbound_tls, bound, policy, stop, metrics.clone(), tracer.clone())?;
     let (routing, credentials) = assembler.assemble(config, &Credentials::new())?;
     let limits = ForwardLimits {
         upstream_timeout: config.limits.upstream_timeout,
         max_body_size: config.limits.max_body_size,
         max_header_size: config.limits.max_header_size,
     };
-    let proxy = Proxy::new(routing, limits).observed_by(Observers::of(
-        [
-            access_log.map(|log| log as Arc<dyn RequestObserver>),
-            metrics.map(|m| m as Arc<dyn RequestObserver>),
-        ]
-        .into_iter()
-        .flatten()
-        .collect(),
-    ));
+    let proxy = Proxy::new(routing, limits)
+        .observed_by(Observers::of(
+            [
+                access_log.map(|log| log as Arc<dyn RequestObserver>),
+                metrics.map(|m| m as Arc<dyn RequestObserver>),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+        ))
+        .traced_by(tracer);
     Ok(Built {
         proxy,
         caches: caches(&credentials),
         assembler,
         credentials,
+        exporter,
     })
 }
 
@@ -175,6 +191,8 @@ pub(crate) struct Assembler {
     /// The token endpoint client.
     http: reqwest::Client,
     upstreams: UpstreamClient,
+    /// Makes the spans of token requests, when spans are exported.
+    tracer: Option<Tracer>,
 }
 
 /// A credential whose refresher runs: its definition (to tell whether a reload changed
@@ -199,15 +217,15 @@ pub(crate) fn caches(credentials: &Credentials) -> Vec<TokenCache> {
 
 impl Assembler {
     /// Starts nothing yet: the clients for the token endpoints and the upstreams, checking
-    /// certificates per `config.trust`.
+    /// certificates with `outbound_tls`; token requests in spans of `tracer` when given.
     fn new(
-        config: &Config,
+        outbound_tls: rustls::ClientConfig,
         bound: Option<SocketAddr>,
         policy: RefreshPolicy,
         stop: CancellationToken,
         metrics: Option<Arc<Metrics>>,
+        tracer: Option<Tracer>,
     ) -> Result<Self, StartError> {
-        let outbound_tls = tls::client_config(&config.trust)?;
         Ok(Self {
             bound,
             policy,
@@ -215,6 +233,7 @@ impl Assembler {
             metrics,
             http: endpoint::http_client(outbound_tls.clone())?,
             upstreams: UpstreamClient::new(outbound_tls),
+            tracer,
         })
     }
 
@@ -260,7 +279,7 @@ impl Assembler {
                     None => Bearer::Minted(credentials[route.credential.as_str()].cache.clone()),
                     Some(exchange) => {
                         let exchanger = config.credentials[&route.credential]
-                            .exchanger(self.http.clone(), exchange)
+                            .exchanger(self.http.clone(), self.tracer.as_ref(), exchange)
                             .ok_or_else(|| StartError::NotAClient(route.credential.clone()))?;
                         let observer = self.metrics.clone().map(|m| m as Arc<dyn ExchangeObserver>);
                         Bearer::Exchanged(Arc::new(ExchangeCache::new(name.clone(), exchanger, observer)))
@@ -294,7 +313,7 @@ impl Assembler {
         let stop = self.stop.child_token();
         let cache = TokenCache::spawn_observed(
             name,
-            definition.source(self.http.clone()),
+            definition.source(self.http.clone(), self.tracer.as_ref()),
             self.policy.clone(),
             stop.clone(),
             self.metrics.clone().map(|m| m as Arc<dyn CacheObserver>),
@@ -353,7 +372,7 @@ pub fn server_options(config: &Config) -> Result<ServerOptions, TlsError> {
 }
 
 /// Runs the proxy on `listener` until `shutdown`, keeps serving for the shutdown delay,
-/// then drains, stops the refreshers and writes out the access log. With
+/// then drains, stops the refreshers, writes out the access log and sends the last spans. With
 /// `config.admin_listen`, also serves the admin endpoints there (with metrics), until the
 /// drain ends; `/readyz` answers 503 from the shutdown signal on.
 pub async fn run_proxy(
@@ -381,6 +400,8 @@ pub struct Prepared {
     reloader: Reloader,
     /// Set by [`Prepared::reload_on`]: the signals that reload, and where from.
     reload: Option<(Hangups, Option<Source>)>,
+    /// Sends the last spans once the drain is over.
+    exporter: Option<Exporter>,
 }
 
 /// The first half of [`run_proxy`]: everything but accepting connections.
@@ -447,6 +468,7 @@ pub async fn prepare(listener: Listener, config: &Config) -> Result<Prepared, St
         access_log_writer,
         reloader,
         reload: None,
+        exporter: built.exporter,
     })
 }
 
@@ -487,6 +509,9 @@ impl Prepared {
         if let Some(writer) = self.access_log_writer {
             // Joining the writer thread blocks: off the runtime's threads.
             let _ = tokio::task::spawn_blocking(|| writer.finish()).await;
+        }
+        if let Some(exporter) = self.exporter {
+            exporter.shutdown().await;
         }
         drained
     }

@@ -251,6 +251,20 @@ pub struct ProxyArgs {
     /// The access log.
     #[command(flatten)]
     pub access_log: AccessLogArgs,
+
+    /// Span export.
+    #[command(flatten)]
+    pub tracing: TracingArgs,
+}
+
+/// Span export.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TracingArgs {
+    /// Export spans of proxied requests and token fetches over OTLP/HTTP (protobuf) to this
+    /// collector: e.g. http://127.0.0.1:4318 (spans go to /v1/traces), or a URL with a path,
+    /// used as it is. Replaces the config file's otlp_endpoint.
+    #[arg(long, env = "MINTPROXY_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// The access log: one line per request on stderr.

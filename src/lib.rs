@@ -41,3 +41,4 @@ pub mod secret;
 pub mod server;
 pub mod tls;
 pub mod token;
+pub mod trace;

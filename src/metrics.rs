@@ -138,19 +138,6 @@ impl Default for Metrics {
     }
 }
 
-/// The `kind` label of `mintproxy_upstream_errors_total`, for failures on the way to or
-/// from the upstream; refusals are the client's and show in the status only.
-fn failure_kind(failure: Failure) -> Option<&'static str> {
-    match failure {
-        Failure::NoToken => Some("no_token"),
-        Failure::Unreachable => Some("unreachable"),
-        Failure::Timeout => Some("timeout"),
-        Failure::BodyTooLarge => Some("body_too_large"),
-        Failure::ClientBody => Some("client_body"),
-        Failure::Refused => None,
-    }
-}
-
 /// The `method` label: a few classes, so an odd method cannot add series.
 fn method_class(method: &Method) -> &'static str {
     match *method {
@@ -373,7 +360,7 @@ impl RequestObserver for Metrics {
                     }
                 }
                 Some(failure) => {
-                    if let Some(kind) = failure_kind(failure) {
+                    if let Some(kind) = Failure::kind(failure) {
                         self.upstream_errors
                             .get_or_create(&ErrorLabels {
                                 route: route.name,

@@ -162,7 +162,7 @@ impl Reloader {
 /// Names the settings of `loaded` that differ from `running` but were used only to start
 /// (the listeners, their TLS and limits, the clients' trust, the access log), and sets
 /// them back to the running values, so that the next reload compares with what runs.
-/// Only `listen` can come from the file today; the others come from flags and the
+/// Only `listen` and `otlp_endpoint` can come from the file today; the others come from flags and the
 /// environment, which a reload does not read again, and are compared so that none is
 /// ever changed silently.
 fn keep_restart_only(running: &Config, loaded: &mut Config) -> Vec<&'static str> {
@@ -173,6 +173,7 @@ fn keep_restart_only(running: &Config, loaded: &mut Config) -> Vec<&'static str>
         ("the limits", loaded.limits != running.limits),
         ("the outbound TLS trust", loaded.trust != running.trust),
         ("the access log", loaded.access_log != running.access_log),
+        ("otlp_endpoint", loaded.otlp_endpoint != running.otlp_endpoint),
     ];
     loaded.listen = running.listen.clone();
     loaded.admin_listen = running.admin_listen;
@@ -180,6 +181,7 @@ fn keep_restart_only(running: &Config, loaded: &mut Config) -> Vec<&'static str>
     loaded.limits = running.limits.clone();
     loaded.trust = running.trust.clone();
     loaded.access_log = running.access_log.clone();
+    loaded.otlp_endpoint = running.otlp_endpoint.clone();
     changed
         .into_iter()
         .filter_map(|(setting, differs)| differs.then_some(setting))

@@ -13,10 +13,10 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
-/// Starts a tonic health server that records the `authorization` of every call.
+/// Starts a tonic health server that records the header fields of every call.
 async fn grpc_upstream() -> (
     String,
-    Arc<Mutex<Vec<String>>>,
+    Arc<Mutex<Vec<http::HeaderMap>>>,
     tonic_health::server::HealthReporter,
 ) {
     let listener = local_listener().await;
@@ -28,13 +28,7 @@ async fn grpc_upstream() -> (
     let seen = Arc::new(Mutex::new(Vec::new()));
     let record = seen.clone();
     let recorder = tower::util::MapRequestLayer::new(move |request: http::Request<tonic::body::Body>| {
-        let bearer = request
-            .headers()
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("(none)")
-            .to_owned();
-        record.lock().unwrap().push(bearer);
+        record.lock().unwrap().push(request.headers().clone());
         request
     });
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
@@ -94,8 +88,42 @@ async fn unary_streaming_and_error_calls_pass_with_the_bearer() {
 
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 3);
-    for bearer in seen {
+    for fields in seen {
+        let bearer = fields[http::header::AUTHORIZATION].to_str().unwrap();
         let token = bearer.strip_prefix("Bearer ").expect("the upstream saw a bearer");
         assert_eq!(issued.issuer.token_user(token).as_deref(), Some("test-user"));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_calls_trace_context_continues_upstream() {
+    let issued = support::issuer().await;
+    let (upstream, seen, _reporter) = grpc_upstream().await;
+    // Spans are made (and their export to a port nobody listens on fails, which the
+    // calls never notice).
+    let nobody = local_listener().await.local_addr().unwrap();
+    let collector = format!("http://{nobody}");
+    let proxy = support::proxy(
+        &issued,
+        &upstream,
+        &["--upstream-http2", "--otlp-endpoint", &collector],
+    )
+    .await;
+    let mut health = client(&proxy).await;
+    let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut request = tonic::Request::new(check("billing"));
+    request
+        .metadata_mut()
+        .insert("traceparent", caller.parse().unwrap());
+    request
+        .metadata_mut()
+        .insert("tracestate", "vendor=abc".parse().unwrap());
+    health.check(request).await.unwrap();
+
+    let seen = seen.lock().unwrap().clone();
+    let sent = seen[0]["traceparent"].to_str().unwrap();
+    assert_eq!(&sent[..36], &caller[..36], "the caller's trace: {sent}");
+    assert_ne!(&sent[36..52], &caller[36..52], "the proxy's span: {sent}");
+    assert_eq!(&sent[52..], "-01");
+    assert_eq!(seen[0]["tracestate"], "vendor=abc");
 }

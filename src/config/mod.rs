@@ -54,6 +54,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// The access log (flags and environment only; its shape follows `--log-format`).
     pub access_log: crate::access_log::Settings,
+    /// Where spans are exported (OTLP/HTTP, the traces URL itself), if anywhere.
+    pub otlp_endpoint: Option<Url>,
 }
 
 impl Config {
@@ -184,8 +186,10 @@ pub struct EndpointConfig {
 }
 
 impl EndpointConfig {
-    fn endpoint(&self, http: reqwest::Client) -> Endpoint {
-        Endpoint::new(http, self.issuer.clone(), self.token_endpoint.clone()).with_params(self.params.clone())
+    fn endpoint(&self, http: reqwest::Client, tracer: Option<&crate::trace::Tracer>) -> Endpoint {
+        Endpoint::new(http, self.issuer.clone(), self.token_endpoint.clone())
+            .with_params(self.params.clone())
+            .traced_by(tracer.cloned())
     }
 }
 
@@ -206,12 +210,17 @@ fn secret_client(client_id: &str, secret_file: &Path) -> ClientAuth {
 }
 
 impl Credential {
-    /// The token source for this credential, using `http` for the token endpoint.
-    pub fn source(&self, http: reqwest::Client) -> Box<dyn TokenSource> {
+    /// The token source for this credential, using `http` for the token endpoint, its
+    /// requests in spans made by `tracer` when given.
+    pub fn source(
+        &self,
+        http: reqwest::Client,
+        tracer: Option<&crate::trace::Tracer>,
+    ) -> Box<dyn TokenSource> {
         match self {
             Self::JwtProfile { key_file, endpoint } => Box::new(JwtProfileSource::new(
                 key_file,
-                endpoint.endpoint(http),
+                endpoint.endpoint(http, tracer),
                 &endpoint.scopes,
             )),
             Self::ClientSecret {
@@ -220,14 +229,14 @@ impl Credential {
                 endpoint,
             } => Box::new(ClientCredentialsSource::new(
                 secret_client(client_id, secret_file),
-                endpoint.endpoint(http),
+                endpoint.endpoint(http, tracer),
                 &endpoint.scopes,
             )),
             Self::ClientKey {
                 key_file, endpoint, ..
             } => Box::new(ClientCredentialsSource::new(
                 key_client(key_file, KeyKind::Application),
-                endpoint.endpoint(http),
+                endpoint.endpoint(http, tracer),
                 &endpoint.scopes,
             )),
             Self::StaticToken { token_file } => Box::new(StaticTokenSource::new(token_file)),
@@ -236,8 +245,14 @@ impl Credential {
 
     /// The token exchange of `exchange`, authenticated as this credential's client (a
     /// service user's key signs a client assertion too); `None` for a token file, which
-    /// is no client (validation refuses it).
-    pub fn exchanger(&self, http: reqwest::Client, exchange: &ExchangeConfig) -> Option<Exchanger> {
+    /// is no client (validation refuses it). Its requests are in spans made by `tracer`
+    /// when given.
+    pub fn exchanger(
+        &self,
+        http: reqwest::Client,
+        tracer: Option<&crate::trace::Tracer>,
+        exchange: &ExchangeConfig,
+    ) -> Option<Exchanger> {
         let (client, endpoint) = match self {
             Self::JwtProfile { key_file, endpoint } => {
                 (key_client(key_file, KeyKind::ServiceAccount), endpoint)
@@ -254,7 +269,7 @@ impl Credential {
         };
         Some(Exchanger::new(
             client,
-            endpoint.endpoint(http),
+            endpoint.endpoint(http, tracer),
             exchange.audience.clone(),
             &exchange.scopes,
         ))
@@ -449,6 +464,10 @@ impl ProxyArgs {
         config.allow_hosts.extend(self.guard.allow_hosts.iter().cloned());
         config.limits = Limits::from(&self.guard);
         config.access_log = crate::access_log::Settings::from(&self.access_log);
+        if let Some(url) = &self.tracing.otlp_endpoint {
+            config.otlp_endpoint =
+                Some(otlp_endpoint(url).map_err(|reason| ConfigError::new("--otlp-endpoint", reason))?);
+        }
         Ok(config)
     }
 }
@@ -535,6 +554,28 @@ pub fn credential_from_file(file: &Path, name: Option<&str>) -> Result<Credentia
     validate_credential(credential, &at, &base, None)
 }
 
+/// The traces URL of an OTLP/HTTP endpoint, by the OTLP exporter specification's rules: a
+/// URL without a path is the collector's base (`/v1/traces` is added, as for
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`); one with a path is the traces URL itself (as
+/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`). User info is refused: it would be a credential
+/// in a setting that is logged.
+fn otlp_endpoint(text: &str) -> Result<Url, String> {
+    // The value is not quoted: it may hold a password.
+    let mut url = Url::parse(text).map_err(|e| format!("not a URL ({e}), e.g. http://127.0.0.1:4318"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err("not an http:// or https:// URL, e.g. http://127.0.0.1:4318".to_owned());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("holds user info: give the collector's credentials in \
+                    OTEL_EXPORTER_OTLP_HEADERS instead"
+            .to_owned());
+    }
+    if url.path() == "/" {
+        url.set_path("/v1/traces");
+    }
+    Ok(url)
+}
+
 fn validate(raw: RawConfig, origin: Origin, base: &Path) -> Result<Config, ConfigError> {
     let listen = match &raw.listen {
         Some(text) => text
@@ -589,6 +630,12 @@ fn validate(raw: RawConfig, origin: Origin, base: &Path) -> Result<Config, Confi
         credentials,
         routes,
         access_log: crate::access_log::Settings::default(),
+        otlp_endpoint: raw
+            .otlp_endpoint
+            .as_deref()
+            .map(otlp_endpoint)
+            .transpose()
+            .map_err(|reason| ConfigError::new("otlp_endpoint", reason))?,
     })
 }
 

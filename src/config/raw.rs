@@ -30,6 +30,8 @@ pub struct RawConfig {
     /// `[[routes]]` tables.
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    /// `otlp_endpoint = "http://127.0.0.1:4318"`: export spans there.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// One `[credentials.NAME]` table; its kind follows from the fields given.
@@ -209,6 +211,7 @@ impl ProxyArgs {
                 deny_paths: self.policy.deny_paths.clone(),
                 http2: self.upstream_http2,
             }],
+            otlp_endpoint: None,
         })
     }
 }

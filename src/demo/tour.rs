@@ -95,6 +95,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
             http2: false,
         }],
         access_log: crate::access_log::Settings::default(),
+        otlp_endpoint: None,
     };
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let proxy = tokio::spawn(async move {

@@ -5,6 +5,8 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use crate::trace::Propagation;
+
 /// Hop-by-hop headers that never cross the proxy, whatever `Connection` says.
 /// (`Trailer` is not among them: it is end to end, RFC 9110 §6.6.2, and hyper sends an
 /// HTTP/1.1 client only the trailer fields it declares.)
@@ -191,29 +193,32 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// The fields the proxy sets on an upstream request, replacing any the client sent under
-/// those names: `X-Forwarded-For/-Proto/-Host`, then the route's extra headers, which win
+/// those names: `X-Forwarded-For/-Proto/-Host` and the trace context (`traceparent`,
+/// `tracestate`, [`Propagation`]), then the route's extra headers, which win
 /// over them. `Host` is not among them: hyper's client writes it from the URI (the
 /// upstream's host, and its port unless the default) on HTTP/1.1 connections only, as over
 /// HTTP/2 the authority travels in `:authority` alone (RFC 9113 §8.3.1) and servers refuse
 /// a request carrying both (nginx: "client sent duplicate host header"). No `Debug`: a
 /// route's extra header may carry a secret.
-pub struct ProxyFields<'a> {
+pub(crate) struct ProxyFields<'a> {
     forwarded_for: Option<HeaderValue>,
     forwarded_proto: HeaderValue,
     forwarded_host: Option<&'a HeaderValue>,
     extra: &'a [(HeaderName, HeaderValue)],
+    trace: Propagation,
 }
 
 impl<'a> ProxyFields<'a> {
     /// `client` (the peer's IP as header text, none on a Unix socket) appended to the
     /// `X-Forwarded-For` in `client_headers`; `proto` and `client_host`, the scheme and host
-    /// the client used; then `extra`.
-    pub fn new(
+    /// the client used; then `extra`; and the trace context `trace`.
+    pub(crate) fn new(
         client_headers: &HeaderMap,
         client: Option<&HeaderValue>,
         proto: &'static str,
         client_host: Option<&'a HeaderValue>,
         extra: &'a [(HeaderName, HeaderValue)],
+        trace: Propagation,
     ) -> Self {
         let forwarded_for = client.and_then(|client| match client_headers.get(&X_FORWARDED_FOR) {
             Some(previous) => {
@@ -230,6 +235,7 @@ impl<'a> ProxyFields<'a> {
             forwarded_proto: HeaderValue::from_static(proto),
             forwarded_host: client_host,
             extra,
+            trace,
         }
     }
 
@@ -246,6 +252,7 @@ impl<'a> ProxyFields<'a> {
         if let Some(host) = self.forwarded_host {
             headers.insert(X_FORWARDED_HOST.clone(), host.clone());
         }
+        self.trace.apply(headers);
         for (name, value) in self.extra {
             headers.insert(name.clone(), value.clone());
         }
@@ -393,7 +400,15 @@ mod tests {
             HeaderValue::from_static("ours"),
         )];
         let mut applied = client.clone();
-        ProxyFields::new(&client, Some(&peer), "http", Some(&client_host), &extra).apply(&mut applied);
+        ProxyFields::new(
+            &client,
+            Some(&peer),
+            "http",
+            Some(&client_host),
+            &extra,
+            Propagation::AsReceived,
+        )
+        .apply(&mut applied);
         let mut sent: Vec<(&str, &str)> = applied
             .iter()
             .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
@@ -416,7 +431,7 @@ mod tests {
     fn without_a_peer_or_host_the_forwarded_fields_are_what_is_known() {
         let client = headers(&[("x-forwarded-for", "10.0.0.1"), ("x-forwarded-host", "evil")]);
         let mut applied = client.clone();
-        ProxyFields::new(&client, None, "https", None, &[]).apply(&mut applied);
+        ProxyFields::new(&client, None, "https", None, &[], Propagation::AsReceived).apply(&mut applied);
         assert_eq!(
             applied["x-forwarded-for"], "10.0.0.1",
             "kept as the client sent it"

@@ -28,6 +28,7 @@ use hyper::body::{Body, Incoming};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
+use crate::trace::{Hop, Propagation, Tracer};
 pub use bearer::Bearer;
 use bearer::Issued;
 pub use error::ProxyError;
@@ -144,6 +145,8 @@ pub struct Proxy {
     routing: Arc<ArcSwap<Routing>>,
     limits: ForwardLimits,
     observer: Option<Arc<dyn RequestObserver>>,
+    /// Makes each request's span, when spans are exported.
+    tracer: Option<Tracer>,
 }
 
 impl Proxy {
@@ -153,6 +156,7 @@ impl Proxy {
             routing: Arc::new(ArcSwap::from_pointee(routing)),
             limits,
             observer: None,
+            tracer: None,
         }
     }
 
@@ -160,6 +164,12 @@ impl Proxy {
     /// started with.
     pub(crate) fn replace(&self, routing: Routing) {
         self.routing.store(Arc::new(routing));
+    }
+
+    /// Gives every request a span made by `tracer`, when given.
+    pub fn traced_by(mut self, tracer: Option<Tracer>) -> Self {
+        self.tracer = tracer;
+        self
     }
 
     /// Reports every request to `observer` (the access log, the metrics), when given.
@@ -178,6 +188,14 @@ impl Proxy {
         let path = uri.path();
         let grpc = is_grpc(request.headers());
         let route = routing.router.find(path);
+        let hop = match &self.tracer {
+            None => Hop::untraced(request.headers()),
+            Some(tracer) => tracer.server_span(
+                &request,
+                scheme(request.extensions()),
+                peer.forwarded_for.as_ref(),
+            ),
+        };
         let mut report = Report {
             observer: self.observer.as_deref(),
             started: Instant::now(),
@@ -186,6 +204,7 @@ impl Proxy {
             route: route.map(|r| r.name.as_str()),
             client_authorization: request.headers().contains_key(header::AUTHORIZATION),
             answered: None,
+            span: hop.span,
         };
         let response = if request.method() == Method::CONNECT {
             Err(ProxyError::ConnectRefused)
@@ -199,7 +218,7 @@ impl Proxy {
             Err(error)
         } else {
             match route {
-                Some(route) => self.forward(route, request, peer).await,
+                Some(route) => self.forward(route, request, peer, hop.propagation).await,
                 None => Err(ProxyError::NoRoute(path.to_owned())),
             }
         };
@@ -218,6 +237,7 @@ impl Proxy {
         route: &Arc<Route>,
         request: Request<Incoming>,
         peer: &Peer,
+        trace: Propagation,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let target = route.upstream_target(request.uri());
         route
@@ -248,11 +268,7 @@ impl Proxy {
         if let Some(protocol) = upgrade {
             headers::restore_upgrade(&mut headers, protocol);
         }
-        let scheme = if parts.extensions.get::<ArrivedOverTls>().is_some() {
-            "https"
-        } else {
-            "http"
-        };
+        let scheme = scheme(&parts.extensions);
         // hyper's server has answered the client's `Expect: 100-continue` by reading the
         // body; the upstream gets the body without being asked.
         headers.remove(header::EXPECT);
@@ -262,6 +278,7 @@ impl Proxy {
             scheme,
             client_host.as_ref(),
             &route.headers,
+            trace,
         )
         .apply(&mut headers);
         let outbound = Outbound {
@@ -440,6 +457,16 @@ async fn buffer_if_small(
             let limit = max_body_size.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
             Ok(Either::Right(forward::upload(body, limit)))
         }
+    }
+}
+
+/// The scheme the client used, by a request's `extensions`: `https` when it arrived over
+/// TLS.
+fn scheme(extensions: &http::Extensions) -> &'static str {
+    if extensions.get::<ArrivedOverTls>().is_some() {
+        "https"
+    } else {
+        "http"
     }
 }
 

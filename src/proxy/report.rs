@@ -57,6 +57,20 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// Its name, for failures on the way to or from the upstream (the `kind` label of
+    /// `mintproxy_upstream_errors_total`, a span's `error.type`); refusals are the
+    /// client's and show in the status only.
+    pub fn kind(self) -> Option<&'static str> {
+        match self {
+            Self::NoToken => Some("no_token"),
+            Self::Unreachable => Some("unreachable"),
+            Self::Timeout => Some("timeout"),
+            Self::BodyTooLarge => Some("body_too_large"),
+            Self::ClientBody => Some("client_body"),
+            Self::Refused => None,
+        }
+    }
+
     /// The class of `error`.
     pub fn of(error: &ProxyError) -> Self {
         match error {
@@ -77,7 +91,7 @@ impl Failure {
     }
 }
 
-/// One request's report, made when it is dropped: at the end of
+/// One request's report (to the observers, and its span's end), made when it is dropped: at the end of
 /// [`super::Proxy::handle`], or earlier when the client went away and hyper dropped the
 /// request (an HTTP/2 stream reset, say), then as [`CLIENT_CLOSED`].
 pub(super) struct Report<'a> {
@@ -89,14 +103,19 @@ pub(super) struct Report<'a> {
     pub(super) client_authorization: bool,
     /// The status sent, and why the proxy answered itself if it did; `None` until then.
     pub(super) answered: Option<(StatusCode, Option<Failure>)>,
+    /// The request's span, when spans are exported.
+    pub(super) span: Option<Box<crate::trace::ServerSpan>>,
 }
 
 impl Drop for Report<'_> {
     fn drop(&mut self) {
+        let (status, failure) = self.answered.unwrap_or((CLIENT_CLOSED, None));
+        if let Some(span) = self.span.take() {
+            span.end(self.route, status, failure);
+        }
         let Some(observer) = self.observer else {
             return;
         };
-        let (status, failure) = self.answered.unwrap_or((CLIENT_CLOSED, None));
         observer.request(&RequestRecord {
             route: self.route.unwrap_or("-"),
             method: &self.method,

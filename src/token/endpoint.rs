@@ -40,6 +40,8 @@ pub struct Endpoint {
     /// The credential's own parameters (`token_params`), sent with every grant.
     params: Vec<(String, String)>,
     resolved: OnceCell<Resolved>,
+    /// Makes a span of each request, when spans are exported.
+    tracer: Option<crate::trace::Tracer>,
 }
 
 /// The issuer string to put in `aud`, and where to send token requests.
@@ -58,6 +60,7 @@ impl Endpoint {
             token_endpoint,
             params: Vec::new(),
             resolved: OnceCell::new(),
+            tracer: None,
         }
     }
 
@@ -66,6 +69,37 @@ impl Endpoint {
     pub fn with_params(mut self, params: Vec<(String, String)>) -> Self {
         self.params = params;
         self
+    }
+
+    /// Puts each request in a CLIENT span made by `tracer`, when given.
+    pub fn traced_by(mut self, tracer: Option<crate::trace::Tracer>) -> Self {
+        self.tracer = tracer;
+        self
+    }
+
+    /// Sends `request` (to `url`), in a span of its own when spans are exported; the
+    /// request then carries the span's `traceparent`, so the issuer's spans join it.
+    async fn send(
+        &self,
+        method: http::Method,
+        url: &Url,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, reqwest::Error> {
+        let Some(tracer) = &self.tracer else {
+            return request.send().await;
+        };
+        let span = tracer.client_span(&method, url);
+        let sent = request
+            .header(crate::trace::TRACEPARENT.clone(), span.traceparent())
+            .send()
+            .await;
+        span.end(match &sent {
+            Ok(response) => Ok(response.status()),
+            Err(error) if error.is_timeout() => Err("timeout"),
+            Err(error) if error.is_connect() => Err("connect"),
+            Err(_) => Err("transport"),
+        });
+        sent
     }
 
     /// The issuer exactly as discovery states it: the `aud` of an assertion.
@@ -96,10 +130,9 @@ impl Endpoint {
             url: url.clone(),
             reason,
         };
+        let parsed = Url::parse(&url).map_err(|e| fail(format!("not a URL: {e}").into()))?;
         let response = self
-            .client
-            .get(&url)
-            .send()
+            .send(http::Method::GET, &parsed, self.client.get(parsed.clone()))
             .await
             .map_err(|e| fail(Reason::of(&e, url.to_ascii_lowercase().starts_with("https:"))))?;
         let status = response.status();
@@ -145,10 +178,13 @@ impl Endpoint {
         if let Some(authorization) = authorization {
             request = request.header(http::header::AUTHORIZATION, authorization);
         }
-        let response = request.send().await.map_err(|e| TokenError::Transport {
-            url: url.to_string(),
-            reason: Reason::of(&e, url.scheme() == "https"),
-        })?;
+        let response =
+            self.send(http::Method::POST, url, request)
+                .await
+                .map_err(|e| TokenError::Transport {
+                    url: url.to_string(),
+                    reason: Reason::of(&e, url.scheme() == "https"),
+                })?;
         let status = response.status();
         let body: Option<Value> = response.json().await.ok();
         if !status.is_success() {
