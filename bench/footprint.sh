@@ -79,6 +79,12 @@ BIN=$WORK/mintproxy
 cp "$TARGET_DIR/release/mintproxy" "$BIN"
 strip -o "$WORK/mintproxy-stripped" "$BIN"
 BUILT_BYTES=$(stat -c %s "$BIN")
+# The code laid out by link/hot-text.ld (build.rs): its output section as linked, against the
+# bytes of functions the script listed when bench/hot_text.py wrote it (a stale script matches less).
+HOT_BYTES=$(readelf -SW "$BIN" | sed -n 's/.* \.text\.hot  *PROGBITS  *[0-9a-f]*  *[0-9a-f]*  *\([0-9a-f]*\) .*/\1/p')
+HOT_BYTES=$((16#${HOT_BYTES:-0}))
+HOT_LISTED=$(cd "$ROOT" && git show "$REV_SHA:link/hot-text.ld" 2>/dev/null |
+    awk '$1 == "/*" && $3 == "functions," {sum += $4} END {print sum + 0}')
 STRIPPED_BYTES=$(stat -c %s "$WORK/mintproxy-stripped")
 
 # ---------------------------------------------------------------- memory
@@ -171,6 +177,7 @@ echo "Command: \`bash bench/footprint.sh $REV\`; $(rustc --version), $(uname -sr
 echo
 echo "Binary: $BUILT_BYTES bytes as built ($(mib $((BUILT_BYTES / 1024))) MiB), $STRIPPED_BYTES stripped ($(mib $((STRIPPED_BYTES / 1024))) MiB)."
 echo "Crates in more than one version: ${DUPLICATES:-none}."
+echo "Code laid out by link/hot-text.ld: .text.hot holds $HOT_BYTES bytes; the script lists ${HOT_LISTED:-0} bytes of functions."
 echo
 echo "Idle, with a static --token-file, a plain upstream, RUST_LOG unset, after one request (MiB):"
 echo
