@@ -6,9 +6,10 @@
 #   bash bench/instructions.sh [REV]        # REV: a commit (default HEAD)
 #
 # - mintproxy at REV: exported with `git archive REV` to /tmp/mp-<sha>, built there with
-#   `nice -n 10 cargo build --release --locked`, CARGO_PROFILE_RELEASE_DEBUG=line-tables-only and
-#   CARGO_PROFILE_RELEASE_STRIP=false (the release profile strips; callgrind needs the symbols),
-#   CARGO_TARGET_DIR=target/bench-rev-callgrind (its own dir: the debug setting would otherwise
+#   `nice -n 10 cargo build --release --locked` and MINTPROXY_KEEP_SYMBOLS=1 (build.rs then does
+#   not strip; callgrind needs the symbols): the release build's code and code layout
+#   (link/hot-text.ld). A commit from before build.rs stripped gets CARGO_PROFILE_RELEASE_STRIP=false
+#   instead. CARGO_TARGET_DIR=target/bench-rev-callgrind (its own dir: the setting would otherwise
 #   rebuild target/bench-rev, which run.sh and h2_soak.sh use, back and forth). The working tree is
 #   not touched. Run as `serve --threads 1 --token-file <file>` with RUST_LOG=warn (MP_RUST_LOG).
 # - nginx: the proxy configuration of bench/run.sh with `master_process off` (so that callgrind
@@ -138,9 +139,10 @@ case " $TARGETS " in
         # when its sources are older than its last build in this target dir, so with the commit's
         # times a commit made before the last build would silently reuse that build's binary.
         (cd "$ROOT" && git archive "$REV_SHA" | tar -x -m -C "$SRC")
-        log "nice -n $NICE_BUILD cargo build --release --locked (commit ${REV_SHA:0:12}, line tables) in $SRC, target dir $CG_TARGET_DIR"
-        (cd "$SRC" && CARGO_PROFILE_RELEASE_DEBUG=line-tables-only CARGO_PROFILE_RELEASE_STRIP=false \
-            CARGO_TARGET_DIR=$CG_TARGET_DIR \
+        keep_symbols=(MINTPROXY_KEEP_SYMBOLS=1)
+        grep -q '^strip = true' "$SRC/Cargo.toml" && keep_symbols=(CARGO_PROFILE_RELEASE_STRIP=false)
+        log "nice -n $NICE_BUILD cargo build --release --locked (commit ${REV_SHA:0:12}, ${keep_symbols[*]}) in $SRC, target dir $CG_TARGET_DIR"
+        (cd "$SRC" && env "${keep_symbols[@]}" CARGO_TARGET_DIR="$CG_TARGET_DIR" \
             nice -n "$NICE_BUILD" cargo build --release --locked --quiet)
         rm -rf "$SRC"
         SRC=""
