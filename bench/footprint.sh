@@ -80,11 +80,9 @@ cp "$TARGET_DIR/release/mintproxy" "$BIN"
 strip -o "$WORK/mintproxy-stripped" "$BIN"
 BUILT_BYTES=$(stat -c %s "$BIN")
 # The code laid out by link/hot-text.ld (build.rs): its output section as linked, against the
-# bytes of functions the script listed when bench/hot_text.py wrote it (a stale script matches less).
-HOT_BYTES=$(readelf -SW "$BIN" | sed -n 's/.* \.text\.hot  *PROGBITS  *[0-9a-f]*  *[0-9a-f]*  *\([0-9a-f]*\) .*/\1/p')
-HOT_BYTES=$((16#${HOT_BYTES:-0}))
-HOT_LISTED=$(cd "$ROOT" && git show "$REV_SHA:link/hot-text.ld" 2>/dev/null |
-    awk '$1 == "/*" && $3 == "functions," {sum += $4} END {print sum + 0}')
+# bytes of functions the script listed when bench/hot_text.py wrote it.
+read -r HOT_BYTES HOT_LISTED < <(bash "$ROOT/link/coverage.sh" "$BIN" \
+    <(cd "$ROOT" && git show "$REV_SHA:link/hot-text.ld" 2>/dev/null || true))
 STRIPPED_BYTES=$(stat -c %s "$WORK/mintproxy-stripped")
 
 # ---------------------------------------------------------------- memory
