@@ -29,7 +29,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tower::ServiceExt;
 
-use super::forward::{BoxError, OutboundBody, MAX_RESPONSE_HEAD};
+use super::forward::{BoxError, Outbound, OutboundBody, MAX_RESPONSE_HEAD};
 use super::http1::{self, codec, Conn, Home, Upgraded, WireBody, WireError};
 use crate::chain::Chain;
 
@@ -232,25 +232,28 @@ impl Origin {
         }
     }
 
-    /// Sends `request` (its URI absolute) on a connection of this origin. A reused
+    /// Sends `outbound` with `authorization` and `body` on a connection of this origin. A reused
     /// connection that turns out closed (or, on HTTP/2, going away) before any byte of the
     /// request left gives it back unsent, and it goes on another (RFC 9112 §9.3.1, RFC 9113
     /// §8.7: nothing was sent, whatever the method), at most [`MAX_TAKES`] times.
     pub(crate) async fn send(
         self: &Arc<Self>,
-        mut request: Request<OutboundBody>,
+        outbound: &Outbound,
+        authorization: &HeaderValue,
+        mut body: OutboundBody,
     ) -> Result<Response<PooledBody>, SendError> {
         let mut takes = 0;
         loop {
             takes += 1;
             let (unsent, error, reused) = match self.take().await? {
                 Taken::Http2 { mut sender, reused } => {
+                    let mut request = outbound.request(authorization, body);
                     // The authority travels in `:authority`, from the absolute URI.
                     *request.version_mut() = Version::HTTP_2;
                     match sender.try_send_request(request).await {
                         Ok(response) => return Ok(response.map(PooledBody::http2)),
                         Err(mut failed) => {
-                            let unsent = failed.take_message();
+                            let unsent = failed.take_message().map(Request::into_body);
                             if unsent.is_some() {
                                 // Unsent: the connection takes no more streams.
                                 self.forget_http2();
@@ -260,50 +263,57 @@ impl Origin {
                     }
                 }
                 Taken::Http1 { conn, reused } => {
-                    let (parts, body) = request.into_parts();
-                    match self.send_http1(conn, &parts, body).await {
+                    match self.send_http1(conn, outbound, authorization, body).await {
                         Ok(response) => return Ok(response),
-                        Err(http1::Failed { error, body }) => (
-                            body.map(|body| Request::from_parts(parts, body)),
-                            SendError::Http1(error),
-                            reused,
-                        ),
+                        Err(http1::Failed { error, body }) => (body, SendError::Http1(error), reused),
                     }
                 }
             };
             match unsent {
                 Some(unsent) if reused && takes < MAX_TAKES => {
                     tracing::debug!(%error, "a kept-alive upstream connection closed; the request goes on another");
-                    request = unsent;
+                    body = unsent;
                 }
                 _ => return Err(error),
             }
         }
     }
 
-    /// One HTTP/1.1 exchange on `conn`: the head as prepared, with `Host`, the target in
-    /// origin form and the body's framing.
+    /// One HTTP/1.1 exchange on `conn`: the head written from `outbound` with `Host`,
+    /// `authorization`, the target in origin form and the body's framing.
     async fn send_http1(
         self: &Arc<Self>,
         conn: Box<Conn<Stream>>,
-        parts: &http::request::Parts,
+        outbound: &Outbound,
+        authorization: &HeaderValue,
         body: OutboundBody,
     ) -> Result<Response<PooledBody>, http1::Failed> {
-        let framing = http1::request_framing(&body, parts.headers.contains_key(header::CONTENT_LENGTH));
-        let target = parts.uri.path_and_query().map_or("/", |target| target.as_str());
+        let framing = http1::request_framing(&body, outbound.headers.contains_key(header::CONTENT_LENGTH));
+        let target = outbound
+            .uri
+            .path_and_query()
+            .map_or("/", |target| target.as_str());
         let mut head = BytesMut::new();
         codec::encode_head(
             &mut head,
-            &parts.method,
+            &outbound.method,
             target,
             &self.host,
-            &parts.headers,
+            authorization,
+            &outbound.headers,
             framing,
         );
-        let upgrade = parts.headers.contains_key(header::UPGRADE);
         let home: Arc<dyn Home<Stream>> = self.clone();
-        let response =
-            http1::exchange(conn, head.freeze(), framing, body, &parts.method, upgrade, home).await?;
+        let response = http1::exchange(
+            conn,
+            head.freeze(),
+            framing,
+            body,
+            &outbound.method,
+            outbound.upgrade,
+            home,
+        )
+        .await?;
         Ok(response.map(PooledBody::http1))
     }
 
