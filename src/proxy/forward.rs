@@ -257,9 +257,10 @@ async fn send_once(
     body: OutboundBody,
     timeout: Duration,
 ) -> Result<Response<UpstreamBody>, ForwardError> {
-    match tokio::time::timeout(timeout, origin.send(outbound, authorization, body)).await {
-        Ok(response) => Ok(response?),
-        Err(_) => Err(ForwardError::TimedOut(timeout)),
+    let deadline = tokio::time::Instant::now() + timeout;
+    match origin.send(outbound, authorization, body, deadline).await {
+        Err(SendError::TimedOut) => Err(ForwardError::TimedOut(timeout)),
+        result => Ok(result?),
     }
 }
 

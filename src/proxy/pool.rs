@@ -27,6 +27,7 @@ use hyper_util::client::legacy::connect::{Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::Instant as Deadline;
 use tower::ServiceExt;
 
 use super::forward::{BoxError, Outbound, OutboundBody, MAX_RESPONSE_HEAD};
@@ -150,6 +151,9 @@ pub enum SendError {
     /// The HTTP/1.1 exchange failed.
     #[error("{}", Chain(.0))]
     Http1(#[source] WireError),
+    /// No response head by the deadline.
+    #[error("no response head by the deadline")]
+    TimedOut,
 }
 
 /// One upstream origin (`scheme://authority`) and its connections.
@@ -236,21 +240,24 @@ impl Origin {
     /// connection that turns out closed (or, on HTTP/2, going away) before any byte of the
     /// request left gives it back unsent, and it goes on another (RFC 9112 §9.3.1, RFC 9113
     /// §8.7: nothing was sent, whatever the method), at most [`MAX_TAKES`] times.
+    /// [`SendError::TimedOut`] when no response head is in by `deadline`.
     pub(crate) async fn send(
         self: &Arc<Self>,
         outbound: &Outbound,
         authorization: &HeaderValue,
         mut body: OutboundBody,
+        deadline: Deadline,
     ) -> Result<Response<PooledBody>, SendError> {
         let mut takes = 0;
         loop {
             takes += 1;
-            let (unsent, error, reused) = match self.take().await? {
+            let (unsent, error, reused) = match self.take(deadline).await? {
                 Taken::Http2 { mut sender, reused } => {
                     let mut request = outbound.request(authorization, body);
                     // The authority travels in `:authority`, from the absolute URI.
                     *request.version_mut() = Version::HTTP_2;
-                    match sender.try_send_request(request).await {
+                    let sent = tokio::time::timeout_at(deadline, sender.try_send_request(request));
+                    match sent.await.map_err(|_| SendError::TimedOut)? {
                         Ok(response) => return Ok(response.map(PooledBody::http2)),
                         Err(mut failed) => {
                             let unsent = failed.take_message().map(Request::into_body);
@@ -263,8 +270,15 @@ impl Origin {
                     }
                 }
                 Taken::Http1 { conn, reused } => {
-                    match self.send_http1(conn, outbound, authorization, body).await {
+                    match self
+                        .send_http1(conn, outbound, authorization, body, deadline)
+                        .await
+                    {
                         Ok(response) => return Ok(response),
+                        Err(http1::Failed {
+                            error: WireError::TimedOut,
+                            ..
+                        }) => return Err(SendError::TimedOut),
                         Err(http1::Failed { error, body }) => (body, SendError::Http1(error), reused),
                     }
                 }
@@ -287,6 +301,7 @@ impl Origin {
         outbound: &Outbound,
         authorization: &HeaderValue,
         body: OutboundBody,
+        deadline: Deadline,
     ) -> Result<Response<PooledBody>, http1::Failed> {
         let framing = http1::request_framing(&body, outbound.headers.contains_key(header::CONTENT_LENGTH));
         let target = outbound
@@ -312,6 +327,7 @@ impl Origin {
             &outbound.method,
             outbound.upgrade,
             home,
+            deadline,
         )
         .await?;
         Ok(response.map(PooledBody::http1))
@@ -324,8 +340,8 @@ impl Origin {
     }
 
     /// A connection for one request: the shared HTTP/2 one, an idle HTTP/1.1 one, or a
-    /// new one.
-    async fn take(&self) -> Result<Taken, SendError> {
+    /// new one opened by `deadline`.
+    async fn take(&self, deadline: Deadline) -> Result<Taken, SendError> {
         if let Some(sender) = self.live_http2() {
             return Ok(Taken::Http2 { sender, reused: true });
         }
@@ -337,7 +353,9 @@ impl Origin {
         // Out of line and boxed: opening a connection is rare, and its future (DNS, TCP,
         // TLS, the handshake) is large; inline, every request's future would carry it, and
         // hyper moves that future whole.
-        Box::pin(self.open_new()).await
+        Box::pin(tokio::time::timeout_at(deadline, self.open_new()))
+            .await
+            .map_err(|_| SendError::TimedOut)?
     }
 
     /// Opens a connection; HTTP/2 ones one at a time.
