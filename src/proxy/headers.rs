@@ -7,10 +7,11 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::trace::Propagation;
 
-/// Hop-by-hop headers that never cross the proxy, whatever `Connection` says.
+/// Hop-by-hop headers that never cross the proxy, whatever `Connection` says; `Connection`
+/// first ([`strip_hop_by_hop`] relies on it).
 /// (`Trailer` is not among them: it is end to end, RFC 9110 §6.6.2, and hyper sends an
 /// HTTP/1.1 client only the trailer fields it declares.)
-const HOP_BY_HOP: [HeaderName; 7] = [
+static HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -25,30 +26,53 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 ///
 /// Run this before adding the bearer, so `Connection: authorization` cannot remove it.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names, no hashing: most messages carry none of these, and the
-    // rest only `Connection: keep-alive`.
-    let mut present: Vec<HeaderName> = Vec::new();
+    // One pass over the fields, no hashing and no allocation: most messages carry none of
+    // these, and the rest only `Connection: keep-alive`.
+    let mut present = 0u8; // bit i: HOP_BY_HOP[i] is there
     let mut has_te = false;
-    for name in headers.keys() {
+    let mut wants_trailers = false;
+    for (name, value) in headers.iter() {
         if name == header::TE {
             has_te = true;
-        } else if HOP_BY_HOP.contains(name) {
-            present.push(name.clone());
+            // Read before removing: HTTP/1.1 senders list `TE` in `Connection` (RFC 9110 §10.1.4).
+            wants_trailers |= list(value.as_bytes()).any(|coding| coding.eq_ignore_ascii_case(b"trailers"));
+        } else if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present |= 1 << i;
         }
     }
-    if present.is_empty() && !has_te {
+    if present == 0 && !has_te {
         return;
     }
-    present.extend(tokens(headers, &header::CONNECTION).filter_map(|name| HeaderName::from_bytes(name).ok()));
-    // Read before removing: HTTP/1.1 senders list `TE` in `Connection` (RFC 9110 §10.1.4).
-    let wants_trailers =
-        has_te && tokens(headers, &header::TE).any(|coding| coding.eq_ignore_ascii_case(b"trailers"));
-    for name in &present {
+    // The fields `Connection` names, of those that are there: its usual tokens
+    // (`keep-alive`, `close`) name none, and removing an absent field costs a lookup.
+    let named: Vec<HeaderName> = if present & 1 != 0 {
+        headers
+            .iter()
+            .filter(|(name, _)| *name == header::CONNECTION)
+            .flat_map(|(_, value)| list(value.as_bytes()))
+            .filter_map(|token| {
+                headers
+                    .keys()
+                    .find(|name| name.as_str().as_bytes().eq_ignore_ascii_case(token))
+            })
+            .cloned()
+            .collect()
+    } else {
+        Vec::new()
+    };
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
+    }
+    for name in &named {
         headers.remove(name);
     }
-    headers.remove(header::TE);
-    if wants_trailers {
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    if has_te {
+        headers.remove(header::TE);
+        if wants_trailers {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
     }
 }
 
@@ -125,11 +149,11 @@ pub fn clean_trailers(trailers: &mut HeaderMap) {
 /// hyper's client read the body by it, having refused values that differ; should they
 /// differ all the same, the field goes and the body is framed anew.
 pub fn fold_content_length(headers: &mut HeaderMap) {
-    let fields = headers.get_all(header::CONTENT_LENGTH).iter().count();
-    let listed = headers
-        .get(header::CONTENT_LENGTH)
+    let mut fields = headers.get_all(header::CONTENT_LENGTH).iter();
+    let listed = fields
+        .next()
         .is_some_and(|value| value.as_bytes().contains(&b','));
-    if fields <= 1 && !listed {
+    if fields.next().is_none() && !listed {
         return;
     }
     let single = {
