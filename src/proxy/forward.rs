@@ -228,37 +228,30 @@ pub async fn send(
         Either::Left(buffered) => Some(buffered.clone()),
         Either::Right(_) => None,
     };
-    match (
-        send_once(origin, outbound, authorization, body, timeout).await,
-        again,
-    ) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let first = timed(
+        origin.send(outbound, authorization, body, deadline).await,
+        timeout,
+    );
+    match (first, again) {
         (Err(ForwardError::Upstream(error)), Some(body)) if resendable(&outbound.method, &error) => {
             tracing::debug!(%error, "the upstream closed the connection before answering; sending the request again");
             origin.forget_http2();
-            // Boxed: rare, and inline it would double this future, which hyper moves whole.
-            Box::pin(send_once(
-                origin,
-                outbound,
-                authorization,
-                Either::Left(body),
-                timeout,
-            ))
-            .await
+            let deadline = tokio::time::Instant::now() + timeout;
+            // Boxed: rare, and inline it would double this future.
+            let again = Box::pin(origin.send(outbound, authorization, Either::Left(body), deadline));
+            timed(again.await, timeout)
         }
         (result, _) => result,
     }
 }
 
-/// Sends `outbound` with `authorization`.
-async fn send_once(
-    origin: &Arc<Origin>,
-    outbound: &Outbound,
-    authorization: &HeaderValue,
-    body: OutboundBody,
+/// A send's result, its deadline's passing named by the `timeout` it came from.
+fn timed(
+    result: Result<Response<UpstreamBody>, SendError>,
     timeout: Duration,
 ) -> Result<Response<UpstreamBody>, ForwardError> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    match origin.send(outbound, authorization, body, deadline).await {
+    match result {
         Err(SendError::TimedOut) => Err(ForwardError::TimedOut(timeout)),
         result => Ok(result?),
     }

@@ -9,6 +9,7 @@
 //! connection returns to the stack from the response body's last read, without a task of
 //! its own.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -274,7 +275,7 @@ impl Origin {
                         .send_http1(conn, outbound, authorization, body, deadline)
                         .await
                     {
-                        Ok(response) => return Ok(response),
+                        Ok(response) => return Ok(response.map(PooledBody::http1)),
                         Err(http1::Failed {
                             error: WireError::TimedOut,
                             ..
@@ -294,15 +295,16 @@ impl Origin {
     }
 
     /// One HTTP/1.1 exchange on `conn`: the head written from `outbound` with `Host`,
-    /// `authorization`, the target in origin form and the body's framing.
-    async fn send_http1(
+    /// `authorization`, the target in origin form and the body's framing. Returns the
+    /// exchange's own future, not one of its own around it: one level less to move and poll.
+    fn send_http1<'a>(
         self: &Arc<Self>,
         conn: Box<Conn<Stream>>,
-        outbound: &Outbound,
+        outbound: &'a Outbound,
         authorization: &HeaderValue,
         body: OutboundBody,
         deadline: Deadline,
-    ) -> Result<Response<PooledBody>, http1::Failed> {
+    ) -> impl Future<Output = Result<Response<WireBody<Stream>>, http1::Failed>> + 'a {
         let framing = http1::request_framing(&body, outbound.headers.contains_key(header::CONTENT_LENGTH));
         let target = outbound
             .uri
@@ -319,7 +321,7 @@ impl Origin {
             framing,
         );
         let home: Arc<dyn Home<Stream>> = self.clone();
-        let response = http1::exchange(
+        http1::exchange(
             conn,
             head.freeze(),
             framing,
@@ -329,8 +331,6 @@ impl Origin {
             home,
             deadline,
         )
-        .await?;
-        Ok(response.map(PooledBody::http1))
     }
 
     /// Forgets the shared HTTP/2 connection after it refused a request (it is going away,
