@@ -212,10 +212,11 @@ impl Proxy {
             // Shares the request's bytes; a copy of the path would cost an allocation.
             let uri = request.uri().clone();
             let path = uri.path();
-            let grpc = is_grpc(request.headers());
+            let carried = headers::Carried::by(request.headers());
+            let grpc = carried.content_type && is_grpc(request.headers());
             let route = routing.router.find(path);
             let hop = match &self.tracer {
-                None => Hop::untraced(request.headers()),
+                None => Hop::untraced(request.headers(), carried.traceparent),
                 Some(tracer) => tracer.server_span(
                     &request,
                     scheme(request.extensions()),
@@ -228,7 +229,7 @@ impl Proxy {
                 method: request.method().clone(),
                 path,
                 route: route.map(|r| r.name.as_str()),
-                client_authorization: request.headers().contains_key(header::AUTHORIZATION),
+                client_authorization: carried.authorization,
                 answered: None,
                 span: hop.span,
             };
@@ -246,7 +247,9 @@ impl Proxy {
                 match route {
                     // Boxed: the sending half of the future (1.9 KiB) stays in one place
                     // on the heap, while hyper moves this future, now 0.6 KiB, whole.
-                    Some(route) => Box::pin(self.forward(route, request, peer, hop.propagation)).await,
+                    Some(route) => {
+                        Box::pin(self.forward(route, request, carried, peer, hop.propagation)).await
+                    }
                     None => Err(ProxyError::NoRoute(path.to_owned())),
                 }
             };
@@ -267,6 +270,7 @@ impl Proxy {
         &self,
         route: &'r Route,
         request: Request<Incoming>,
+        carried: headers::Carried,
         peer: &Peer,
         trace: Propagation,
     ) -> Result<Forwarding<'r>, ProxyError> {
@@ -289,7 +293,10 @@ impl Proxy {
             .or_else(|| parts.headers.get(header::HOST).cloned());
 
         // An upgrade (WebSocket) keeps its two hop-by-hop headers for the next hop.
-        let upgrade = headers::upgrade_requested(&parts.headers);
+        let upgrade = carried
+            .connection
+            .then(|| headers::upgrade_requested(&parts.headers))
+            .flatten();
         // Whether `Upgrade` goes upstream: restored below, or among the route's headers.
         let upgrading = upgrade.is_some() || route.headers.iter().any(|(name, _)| name == header::UPGRADE);
         let client_upgrade = upgrade
@@ -304,9 +311,12 @@ impl Proxy {
         let scheme = scheme(&parts.extensions);
         // hyper's server has answered the client's `Expect: 100-continue` by reading the
         // body; the upstream gets the body without being asked.
-        headers.remove(header::EXPECT);
+        if carried.expect {
+            headers.remove(header::EXPECT);
+        }
         headers::ProxyFields::new(
             &headers,
+            carried,
             peer.forwarded_for.as_ref(),
             scheme,
             client_host.as_ref(),
@@ -336,12 +346,13 @@ impl Proxy {
         &'a self,
         route: &'a Arc<Route>,
         request: Request<Incoming>,
+        carried: headers::Carried,
         peer: &Peer,
         trace: Propagation,
     ) -> impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + 'a {
         // Prepared before the future is made, so that the future holds the prepared request
         // once, and nothing of a refused one.
-        let forwarding = match self.prepare(route, request, peer, trace) {
+        let forwarding = match self.prepare(route, request, carried, peer, trace) {
             Ok(forwarding) => forwarding,
             Err(error) => return FutureEither::Right(std::future::ready(Err(error))),
         };
