@@ -200,6 +200,7 @@ impl Proxy {
     /// A function returning its future, not an `async fn`, and so is [`Proxy::forward`]: an
     /// `async fn` keeps its arguments twice in its future (rust-lang/rust#62958), the
     /// request among them, and hyper moves this future whole.
+    #[allow(clippy::manual_async_fn, reason = "an async fn keeps its arguments twice")]
     pub fn handle<'a>(
         &'a self,
         mut request: Request<Incoming>,

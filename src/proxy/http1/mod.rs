@@ -140,7 +140,7 @@ pub(crate) fn request_framing(body: &OutboundBody, stated: bool) -> RequestFrami
 /// `deadline`. The response body reads on from `conn`, which goes back `home` when the
 /// exchange left it reusable. A `101` hands the connection to the caller
 /// ([`WireBody::take_upgrade`]) when `upgrade` (the request asked for one).
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, reason = "one exchange's parts, each used once")]
 pub(crate) async fn exchange<S>(
     mut conn: Box<Conn<S>>,
     head: Bytes,
