@@ -39,6 +39,9 @@
 #   MP_RUST_LOG=warn (mintproxy's RUST_LOG: `info` counts the access log too, its lines going to
 #   a file) MP_ARGS="" (more `serve` flags, split at spaces, e.g. "--admin-listen 127.0.0.1:18299"
 #   to count the metrics); bench/footprint.sh compares these
+#   CACHE_SIM=1 (valgrind --cache-sim=yes: the table adds, per request, data writes (Dw),
+#   first-level instruction-cache misses (I1mr) and data-cache misses (D1mr + D1mw), as
+#   callgrind simulates them; slower, and the instruction count is the same)
 #
 # Instruction counts do not depend on what else the machine runs (within a few hundred per
 # request), so this needs no quiet machine. Prints the table on stdout, progress on stderr.
@@ -58,6 +61,7 @@ KEEP=${KEEP:-0}
 CG_TARGET_DIR=${CG_TARGET_DIR:-$ROOT/target/bench-rev-callgrind}
 NICE_BUILD=${NICE_BUILD:-10}
 MP_RUST_LOG=${MP_RUST_LOG:-warn}
+CACHE_SIM=${CACHE_SIM:-0}
 read -r -a MP_ARGS <<<"${MP_ARGS:-}"
 
 BACKEND_PORT=$BASE_PORT
@@ -266,6 +270,13 @@ log "backend nginx on 127.0.0.1:$BACKEND_PORT (plain) and :$BACKEND_TLS_PORT (TL
 
 # ---------------------------------------------------------------- measurements
 ROWS=()
+CACHE_ARGS=(--cache-sim=no)
+CACHE_HEAD="" CACHE_RULE=""
+if [ "$CACHE_SIM" = 1 ]; then
+    CACHE_ARGS=(--cache-sim=yes)
+    CACHE_HEAD=" data writes per request | I1 misses per request | D1 misses per request |"
+    CACHE_RULE=" ---: | ---: | ---: |"
+fi
 measure() { # target(mintproxy|nginx) upstream(plain|https)
     local target=$1 kind=$2 pid out="$WORK/cg-$1-$2" url="http://127.0.0.1:$PROXY_PORT/" a0 a1 ok codes ir tls=-
     local cmd=()
@@ -284,7 +295,7 @@ measure() { # target(mintproxy|nginx) upstream(plain|https)
     mkdir -p "$out"
     log "$target, $kind upstream: starting under callgrind (core $PROXY_CORE)"
     # (env before valgrind: valgrind follows no exec, so `valgrind env ...` would count nothing)
-    env RUST_LOG="$MP_RUST_LOG" taskset -c "$PROXY_CORE" valgrind --tool=callgrind --instr-atstart=no \
+    env RUST_LOG="$MP_RUST_LOG" taskset -c "$PROXY_CORE" valgrind --tool=callgrind --instr-atstart=no "${CACHE_ARGS[@]}" \
         --callgrind-out-file="$out/callgrind.out.%p" "${cmd[@]}" >"$out/proxy.out" 2>"$out/proxy.err" &
     pid=$!
     PIDS+=("$pid")
@@ -318,7 +329,15 @@ measure() { # target(mintproxy|nginx) upstream(plain|https)
     # one and the one at exit, which holds what ran after it: nothing, instrumentation being off)
     ir=$(cat "$out"/callgrind.out.* | awk '$1=="totals:" {s += $2} END {printf "%.0f", s}')
     [ "${ir:-0}" -gt 0 ] || die "$target $kind: callgrind counted no instructions (files: $(ls "$out"))"
-    ROWS+=("| $target | $kind | $(awk -v i="$ir" -v n="$REQUESTS" 'BEGIN{printf "%.0f", i / n}') | $ir | $((a1 - a0 - 1)) | ${tls:--} |")
+    local cache=""
+    if [ "$CACHE_SIM" = 1 ]; then
+        # events: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw, summed over the dumps
+        cache=$(cat "$out"/callgrind.out.* | awk -v n="$REQUESTS" '$1=="events:" {for (i = 2; i <= NF; i++) col[$i] = i}
+            $1=="totals:" {dw += $col["Dw"]; i1 += $col["I1mr"]; d1 += $col["D1mr"] + $col["D1mw"]}
+            END {printf " %.0f | %.0f | %.0f |", dw / n, i1 / n, d1 / n}')
+        log "$target, $kind upstream: per request, data writes | I1 misses | D1 misses:$cache"
+    fi
+    ROWS+=("| $target | $kind | $(awk -v i="$ir" -v n="$REQUESTS" 'BEGIN{printf "%.0f", i / n}') | $ir | $((a1 - a0 - 1)) | ${tls:--} |$cache")
     log "$target, $kind upstream: $ir instructions for $REQUESTS requests: $((ir / REQUESTS)) per request; upstream connections opened while counting: $((a1 - a0 - 1))"
 }
 
@@ -335,8 +354,8 @@ done
     echo "$("$NGINX" -v 2>&1), master_process off; $(valgrind --version); $(h2load --version 2>&1 | head -1);"
     echo "h2load --h1 -t1 -n $REQUESTS -c $CLIENTS counted, after $WARMUP_REQUESTS requests of warm-up; $(rustc --version 2>/dev/null || echo rustc ?)."
     echo
-    echo "| target | upstream | instructions per request | instructions counted | upstream connections opened while counting | TLS to the backend |"
-    echo "| --- | --- | ---: | ---: | ---: | --- |"
+    echo "| target | upstream | instructions per request | instructions counted | upstream connections opened while counting | TLS to the backend |$CACHE_HEAD"
+    echo "| --- | --- | ---: | ---: | ---: | --- |$CACHE_RULE"
     printf '%s\n' "${ROWS[@]}"
 } >"$WORK/table.md"
 cat "$WORK/table.md"

@@ -3,6 +3,8 @@
 
 mod support;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -263,18 +265,39 @@ async fn faulty_upstream(delay: Duration) -> String {
         json_response(StatusCode::OK, &serde_json::json!({"late": true}))
     });
     // Promises 1000 bytes, sends 10, then closes.
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = raw_listener.accept().await {
-            tokio::spawn(async move {
-                let mut buffer = [0u8; 4096];
-                let _ = stream.read(&mut buffer).await;
-                let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789")
-                    .await;
-            });
-        }
+    raw_upstream(raw_listener, |mut stream| async move {
+        answer(
+            &mut stream,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789",
+        )
+        .await;
     });
     format!("{url} {reset_url}")
+}
+
+/// Serves each connection `listener` accepts with `serve`, in a task of its own; counts
+/// them.
+fn raw_upstream<F, S>(listener: tokio::net::TcpListener, serve: F) -> Arc<AtomicUsize>
+where
+    F: Fn(TcpStream) -> S + Send + 'static,
+    S: std::future::Future<Output = ()> + Send + 'static,
+{
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(serve(stream));
+        }
+    });
+    accepted
+}
+
+/// Reads a request (one read: the tests' requests are small) and writes `response`.
+async fn answer(stream: &mut TcpStream, response: &[u8]) {
+    let mut buffer = [0u8; 4096];
+    let _ = stream.read(&mut buffer).await;
+    let _ = stream.write_all(response).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,6 +318,45 @@ async fn a_slow_upstream_gets_504() {
         started.elapsed() < Duration::from_secs(2),
         "took {:?}",
         started.elapsed()
+    );
+}
+
+/// An upstream that answers the first request on a connection at once and keeps the
+/// connection, then leaves the next request on it unanswered; with the connections it
+/// accepted.
+async fn answers_once_then_stalls() -> (String, Arc<AtomicUsize>) {
+    let listener = local_listener().await;
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = raw_upstream(listener, |mut stream| async move {
+        answer(&mut stream, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+        let _ = stream.read(&mut [0u8; 4096]).await;
+        // Held open, unanswered.
+        std::future::pending::<()>().await;
+    });
+    (url, accepted)
+}
+
+/// The response-head deadline lives on the upstream connection and is moved for each
+/// request: on a kept-alive connection it must still end the second request in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_alive_upstream_connection_that_stalls_gets_504_in_time() {
+    let issued = support::issuer().await;
+    let (url, accepted) = answers_once_then_stalls().await;
+    let proxy = support::proxy(&issued, &url, &["--upstream-timeout", "500ms"]).await;
+    assert_eq!(get(proxy.addr, "/first").await.status, StatusCode::OK);
+    let started = Instant::now();
+    let answer = get(proxy.addr, "/second").await;
+    let took = started.elapsed();
+    assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(answer.json()["error"], "upstream_timeout");
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_secs(2),
+        "took {took:?}"
+    );
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "the second request went on the first one's connection"
     );
 }
 

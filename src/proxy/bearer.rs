@@ -23,23 +23,24 @@ pub(crate) struct Issued<'a> {
     from: Source<'a>,
 }
 
-enum Source<'a> {
+/// A request's source of its bearer token ([`Bearer::source`]).
+pub(crate) enum Source<'a> {
     Minted(&'a TokenCache),
     Exchanged(&'a ExchangeCache, Box<Subject>),
 }
 
 impl Bearer {
-    /// The token for a request with the client's `headers`. An exchange route needs the
-    /// caller's bearer token (401 without).
-    pub(crate) async fn issue(&self, headers: &HeaderMap) -> Result<Issued<'_>, ProxyError> {
-        let from = match self {
+    /// Where the token for a request with the client's `headers` comes from: worked out
+    /// before the request is taken apart. An exchange route needs the caller's bearer
+    /// token (401 without).
+    pub(crate) fn source(&self, headers: &HeaderMap) -> Result<Source<'_>, ProxyError> {
+        Ok(match self {
             Self::Minted(cache) => Source::Minted(cache),
             Self::Exchanged(cache) => {
                 let subject = Subject::from_headers(headers).ok_or(ProxyError::NoCallerToken)?;
                 Source::Exchanged(cache, Box::new(subject))
             }
-        };
-        from.issue().await
+        })
     }
 }
 
@@ -61,10 +62,15 @@ impl Issued<'_> {
 }
 
 impl<'a> Source<'a> {
-    async fn issue(self) -> Result<Issued<'a>, ProxyError> {
+    /// The token.
+    pub(crate) async fn issue(self) -> Result<Issued<'a>, ProxyError> {
         let token = match &self {
             Source::Minted(cache) => cache.token().await?,
-            Source::Exchanged(cache, subject) => cache.token(subject).await.map_err(exchange_failed)?,
+            // Boxed: an exchange's future is large (1.6 KiB), and inline it would enlarge
+            // every request's future, minted tokens' too, which hyper moves whole.
+            Source::Exchanged(cache, subject) => {
+                Box::pin(cache.token(subject)).await.map_err(exchange_failed)?
+            }
         };
         Ok(Issued { token, from: self })
     }

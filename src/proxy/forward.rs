@@ -135,9 +135,11 @@ pub(super) fn clean(frame: Frame<Bytes>) -> Frame<Bytes> {
 pub type UpstreamBody = PooledBody;
 
 /// An upstream request, prepared once, without its credential: every send (the first, a
-/// replay after 401 with a fresh token, a resend after an HTTP/2 refusal) copies it and
-/// adds the bearer, so every send carries the same fields. No `Debug`: it holds the
-/// client's headers, its own credentials among them.
+/// replay after 401 with a fresh token, a resend after an HTTP/2 refusal) adds the bearer,
+/// so every send carries the same fields. HTTP/1.1 writes its head straight from it
+/// ([`super::http1::codec::encode_head`]); HTTP/2 takes a copy as a request
+/// ([`Outbound::request`]). No `Debug`: it holds the client's headers, its own credentials
+/// among them.
 pub struct Outbound {
     /// The client's method.
     pub method: Method,
@@ -145,8 +147,24 @@ pub struct Outbound {
     pub uri: Uri,
     /// The client's end-to-end fields and the proxy's own (`X-Forwarded-*`, the route's);
     /// not `Host`, which the HTTP/1.1 client writes from the origin ([`Origin::send`]), and
-    /// HTTP/2 carries as `:authority`.
+    /// HTTP/2 carries as `:authority`; the client's `Authorization`, if any, which every
+    /// send replaces with the bearer.
     pub headers: HeaderMap,
+    /// `headers` carry `Upgrade`: a `101` answers it.
+    pub upgrade: bool,
+}
+
+impl Outbound {
+    /// A copy as a request with `authorization` and `body`, for HTTP/2.
+    pub(crate) fn request(&self, authorization: &HeaderValue, body: OutboundBody) -> Request<OutboundBody> {
+        let mut request = Request::new(body);
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        let headers = request.headers_mut();
+        *headers = self.headers.clone();
+        headers.insert(header::AUTHORIZATION, authorization.clone());
+        request
+    }
 }
 
 /// Makes the origins the routes send to, all dialling with one TLS configuration.
@@ -210,36 +228,32 @@ pub async fn send(
         Either::Left(buffered) => Some(buffered.clone()),
         Either::Right(_) => None,
     };
-    match (
-        send_once(origin, outbound, authorization, body, timeout).await,
-        again,
-    ) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let first = timed(
+        origin.send(outbound, authorization, body, deadline).await,
+        timeout,
+    );
+    match (first, again) {
         (Err(ForwardError::Upstream(error)), Some(body)) if resendable(&outbound.method, &error) => {
             tracing::debug!(%error, "the upstream closed the connection before answering; sending the request again");
             origin.forget_http2();
-            send_once(origin, outbound, authorization, Either::Left(body), timeout).await
+            let deadline = tokio::time::Instant::now() + timeout;
+            // Boxed: rare, and inline it would double this future.
+            let again = Box::pin(origin.send(outbound, authorization, Either::Left(body), deadline));
+            timed(again.await, timeout)
         }
         (result, _) => result,
     }
 }
 
-/// Sends a copy of `outbound` with `authorization`.
-async fn send_once(
-    origin: &Arc<Origin>,
-    outbound: &Outbound,
-    authorization: &HeaderValue,
-    body: OutboundBody,
+/// A send's result, its deadline's passing named by the `timeout` it came from.
+fn timed(
+    result: Result<Response<UpstreamBody>, SendError>,
     timeout: Duration,
 ) -> Result<Response<UpstreamBody>, ForwardError> {
-    let mut request = Request::new(body);
-    *request.method_mut() = outbound.method.clone();
-    *request.uri_mut() = outbound.uri.clone();
-    let headers = request.headers_mut();
-    *headers = outbound.headers.clone();
-    headers.insert(header::AUTHORIZATION, authorization.clone());
-    match tokio::time::timeout(timeout, origin.send(request)).await {
-        Ok(response) => Ok(response?),
-        Err(_) => Err(ForwardError::TimedOut(timeout)),
+    match result {
+        Err(SendError::TimedOut) => Err(ForwardError::TimedOut(timeout)),
+        result => Ok(result?),
     }
 }
 

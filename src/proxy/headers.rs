@@ -5,12 +5,13 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use crate::trace::Propagation;
+use crate::trace::{Propagation, TRACEPARENT};
 
-/// Hop-by-hop headers that never cross the proxy, whatever `Connection` says.
+/// Hop-by-hop headers that never cross the proxy, whatever `Connection` says; `Connection`
+/// first ([`strip_hop_by_hop`] relies on it).
 /// (`Trailer` is not among them: it is end to end, RFC 9110 §6.6.2, and hyper sends an
 /// HTTP/1.1 client only the trailer fields it declares.)
-const HOP_BY_HOP: [HeaderName; 7] = [
+static HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -25,30 +26,53 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 ///
 /// Run this before adding the bearer, so `Connection: authorization` cannot remove it.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names, no hashing: most messages carry none of these, and the
-    // rest only `Connection: keep-alive`.
-    let mut present: Vec<HeaderName> = Vec::new();
+    // One pass over the fields, no hashing and no allocation: most messages carry none of
+    // these, and the rest only `Connection: keep-alive`.
+    let mut present = 0u8; // bit i: HOP_BY_HOP[i] is there
     let mut has_te = false;
-    for name in headers.keys() {
+    let mut wants_trailers = false;
+    for (name, value) in headers.iter() {
         if name == header::TE {
             has_te = true;
-        } else if HOP_BY_HOP.contains(name) {
-            present.push(name.clone());
+            // Read before removing: HTTP/1.1 senders list `TE` in `Connection` (RFC 9110 §10.1.4).
+            wants_trailers |= list(value.as_bytes()).any(|coding| coding.eq_ignore_ascii_case(b"trailers"));
+        } else if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present |= 1 << i;
         }
     }
-    if present.is_empty() && !has_te {
+    if present == 0 && !has_te {
         return;
     }
-    present.extend(tokens(headers, &header::CONNECTION).filter_map(|name| HeaderName::from_bytes(name).ok()));
-    // Read before removing: HTTP/1.1 senders list `TE` in `Connection` (RFC 9110 §10.1.4).
-    let wants_trailers =
-        has_te && tokens(headers, &header::TE).any(|coding| coding.eq_ignore_ascii_case(b"trailers"));
-    for name in &present {
+    // The fields `Connection` names, of those that are there: its usual tokens
+    // (`keep-alive`, `close`) name none, and removing an absent field costs a lookup.
+    let named: Vec<HeaderName> = if present & 1 != 0 {
+        headers
+            .iter()
+            .filter(|(name, _)| *name == header::CONNECTION)
+            .flat_map(|(_, value)| list(value.as_bytes()))
+            .filter_map(|token| {
+                headers
+                    .keys()
+                    .find(|name| name.as_str().as_bytes().eq_ignore_ascii_case(token))
+            })
+            .cloned()
+            .collect()
+    } else {
+        Vec::new()
+    };
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
+    }
+    for name in &named {
         headers.remove(name);
     }
-    headers.remove(header::TE);
-    if wants_trailers {
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    if has_te {
+        headers.remove(header::TE);
+        if wants_trailers {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
     }
 }
 
@@ -125,11 +149,11 @@ pub fn clean_trailers(trailers: &mut HeaderMap) {
 /// hyper's client read the body by it, having refused values that differ; should they
 /// differ all the same, the field goes and the body is framed anew.
 pub fn fold_content_length(headers: &mut HeaderMap) {
-    let fields = headers.get_all(header::CONTENT_LENGTH).iter().count();
-    let listed = headers
-        .get(header::CONTENT_LENGTH)
+    let mut fields = headers.get_all(header::CONTENT_LENGTH).iter();
+    let listed = fields
+        .next()
         .is_some_and(|value| value.as_bytes().contains(&b','));
-    if fields <= 1 && !listed {
+    if fields.next().is_none() && !listed {
         return;
     }
     let single = {
@@ -188,6 +212,46 @@ pub fn restore_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
     headers.insert(header::UPGRADE, protocol);
 }
 
+/// Which of the fields that the request path reads or replaces a client's request
+/// carries, found in one pass: a request has a few fields, and looking each over costs
+/// less than looking up the absent ones. A field named absent is absent; one named present
+/// may have gone since (named in `Connection`, say).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Carried {
+    pub(crate) authorization: bool,
+    pub(crate) content_type: bool,
+    pub(crate) connection: bool,
+    pub(crate) expect: bool,
+    pub(crate) x_forwarded_for: bool,
+    pub(crate) traceparent: bool,
+}
+
+impl Carried {
+    /// What `headers` carry.
+    pub(crate) fn by(headers: &HeaderMap) -> Self {
+        let mut carried = Self::default();
+        for name in headers.keys() {
+            let seen = if name == header::AUTHORIZATION {
+                &mut carried.authorization
+            } else if name == header::CONTENT_TYPE {
+                &mut carried.content_type
+            } else if name == header::CONNECTION {
+                &mut carried.connection
+            } else if name == header::EXPECT {
+                &mut carried.expect
+            } else if *name == X_FORWARDED_FOR {
+                &mut carried.x_forwarded_for
+            } else if *name == TRACEPARENT {
+                &mut carried.traceparent
+            } else {
+                continue;
+            };
+            *seen = true;
+        }
+        carried
+    }
+}
+
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -210,17 +274,23 @@ pub(crate) struct ProxyFields<'a> {
 
 impl<'a> ProxyFields<'a> {
     /// `client` (the peer's IP as header text, none on a Unix socket) appended to the
-    /// `X-Forwarded-For` in `client_headers`; `proto` and `client_host`, the scheme and host
-    /// the client used; then `extra`; and the trace context `trace`.
+    /// `X-Forwarded-For` in `client_headers` (`carried` says whether there is one); `proto`
+    /// and `client_host`, the scheme and host the client used; then `extra`; and the trace
+    /// context `trace`.
     pub(crate) fn new(
         client_headers: &HeaderMap,
+        carried: Carried,
         client: Option<&HeaderValue>,
         proto: &'static str,
         client_host: Option<&'a HeaderValue>,
         extra: &'a [(HeaderName, HeaderValue)],
         trace: Propagation,
     ) -> Self {
-        let forwarded_for = client.and_then(|client| match client_headers.get(&X_FORWARDED_FOR) {
+        let previous = carried
+            .x_forwarded_for
+            .then(|| client_headers.get(&X_FORWARDED_FOR))
+            .flatten();
+        let forwarded_for = client.and_then(|client| match previous {
             Some(previous) => {
                 let mut joined = Vec::with_capacity(previous.len() + 2 + client.len());
                 joined.extend_from_slice(previous.as_bytes());
@@ -244,14 +314,15 @@ impl<'a> ProxyFields<'a> {
     /// it is; its `X-Forwarded-Host` never does.
     pub fn apply(self, headers: &mut HeaderMap) {
         headers.remove(header::HOST);
-        headers.remove(&X_FORWARDED_HOST);
         if let Some(forwarded_for) = self.forwarded_for {
             headers.insert(X_FORWARDED_FOR.clone(), forwarded_for);
         }
         headers.insert(X_FORWARDED_PROTO.clone(), self.forwarded_proto);
-        if let Some(host) = self.forwarded_host {
-            headers.insert(X_FORWARDED_HOST.clone(), host.clone());
-        }
+        // `insert` replaces whatever the client sent under the name.
+        match self.forwarded_host {
+            Some(host) => headers.insert(X_FORWARDED_HOST.clone(), host.clone()),
+            None => headers.remove(&X_FORWARDED_HOST),
+        };
         self.trace.apply(headers);
         for (name, value) in self.extra {
             headers.insert(name.clone(), value.clone());
@@ -402,6 +473,7 @@ mod tests {
         let mut applied = client.clone();
         ProxyFields::new(
             &client,
+            Carried::by(&client),
             Some(&peer),
             "http",
             Some(&client_host),
@@ -431,7 +503,16 @@ mod tests {
     fn without_a_peer_or_host_the_forwarded_fields_are_what_is_known() {
         let client = headers(&[("x-forwarded-for", "10.0.0.1"), ("x-forwarded-host", "evil")]);
         let mut applied = client.clone();
-        ProxyFields::new(&client, None, "https", None, &[], Propagation::AsReceived).apply(&mut applied);
+        ProxyFields::new(
+            &client,
+            Carried::by(&client),
+            None,
+            "https",
+            None,
+            &[],
+            Propagation::AsReceived,
+        )
+        .apply(&mut applied);
         assert_eq!(
             applied["x-forwarded-for"], "10.0.0.1",
             "kept as the client sent it"

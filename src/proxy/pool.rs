@@ -9,6 +9,7 @@
 //! connection returns to the stack from the response body's last read, without a task of
 //! its own.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,9 +28,10 @@ use hyper_util::client::legacy::connect::{Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::Instant as Deadline;
 use tower::ServiceExt;
 
-use super::forward::{BoxError, OutboundBody, MAX_RESPONSE_HEAD};
+use super::forward::{BoxError, Outbound, OutboundBody, MAX_RESPONSE_HEAD};
 use super::http1::{self, codec, Conn, Home, Upgraded, WireBody, WireError};
 use crate::chain::Chain;
 
@@ -150,6 +152,9 @@ pub enum SendError {
     /// The HTTP/1.1 exchange failed.
     #[error("{}", Chain(.0))]
     Http1(#[source] WireError),
+    /// No response head by the deadline.
+    #[error("no response head by the deadline")]
+    TimedOut,
 }
 
 /// One upstream origin (`scheme://authority`) and its connections.
@@ -232,25 +237,31 @@ impl Origin {
         }
     }
 
-    /// Sends `request` (its URI absolute) on a connection of this origin. A reused
+    /// Sends `outbound` with `authorization` and `body` on a connection of this origin. A reused
     /// connection that turns out closed (or, on HTTP/2, going away) before any byte of the
     /// request left gives it back unsent, and it goes on another (RFC 9112 §9.3.1, RFC 9113
     /// §8.7: nothing was sent, whatever the method), at most [`MAX_TAKES`] times.
+    /// [`SendError::TimedOut`] when no response head is in by `deadline`.
     pub(crate) async fn send(
         self: &Arc<Self>,
-        mut request: Request<OutboundBody>,
+        outbound: &Outbound,
+        authorization: &HeaderValue,
+        mut body: OutboundBody,
+        deadline: Deadline,
     ) -> Result<Response<PooledBody>, SendError> {
         let mut takes = 0;
         loop {
             takes += 1;
-            let (unsent, error, reused) = match self.take().await? {
+            let (unsent, error, reused) = match self.take(deadline).await? {
                 Taken::Http2 { mut sender, reused } => {
+                    let mut request = outbound.request(authorization, body);
                     // The authority travels in `:authority`, from the absolute URI.
                     *request.version_mut() = Version::HTTP_2;
-                    match sender.try_send_request(request).await {
+                    let sent = tokio::time::timeout_at(deadline, sender.try_send_request(request));
+                    match sent.await.map_err(|_| SendError::TimedOut)? {
                         Ok(response) => return Ok(response.map(PooledBody::http2)),
                         Err(mut failed) => {
-                            let unsent = failed.take_message();
+                            let unsent = failed.take_message().map(Request::into_body);
                             if unsent.is_some() {
                                 // Unsent: the connection takes no more streams.
                                 self.forget_http2();
@@ -260,51 +271,66 @@ impl Origin {
                     }
                 }
                 Taken::Http1 { conn, reused } => {
-                    let (parts, body) = request.into_parts();
-                    match self.send_http1(conn, &parts, body).await {
-                        Ok(response) => return Ok(response),
-                        Err(http1::Failed { error, body }) => (
-                            body.map(|body| Request::from_parts(parts, body)),
-                            SendError::Http1(error),
-                            reused,
-                        ),
+                    match self
+                        .send_http1(conn, outbound, authorization, body, deadline)
+                        .await
+                    {
+                        Ok(response) => return Ok(response.map(PooledBody::http1)),
+                        Err(http1::Failed {
+                            error: WireError::TimedOut,
+                            ..
+                        }) => return Err(SendError::TimedOut),
+                        Err(http1::Failed { error, body }) => (body, SendError::Http1(error), reused),
                     }
                 }
             };
             match unsent {
                 Some(unsent) if reused && takes < MAX_TAKES => {
                     tracing::debug!(%error, "a kept-alive upstream connection closed; the request goes on another");
-                    request = unsent;
+                    body = unsent;
                 }
                 _ => return Err(error),
             }
         }
     }
 
-    /// One HTTP/1.1 exchange on `conn`: the head as prepared, with `Host`, the target in
-    /// origin form and the body's framing.
-    async fn send_http1(
+    /// One HTTP/1.1 exchange on `conn`: the head written from `outbound` with `Host`,
+    /// `authorization`, the target in origin form and the body's framing. Returns the
+    /// exchange's own future, not one of its own around it: one level less to move and poll.
+    fn send_http1<'a>(
         self: &Arc<Self>,
         conn: Box<Conn<Stream>>,
-        parts: &http::request::Parts,
+        outbound: &'a Outbound,
+        authorization: &HeaderValue,
         body: OutboundBody,
-    ) -> Result<Response<PooledBody>, http1::Failed> {
-        let framing = http1::request_framing(&body, parts.headers.contains_key(header::CONTENT_LENGTH));
-        let target = parts.uri.path_and_query().map_or("/", |target| target.as_str());
+        deadline: Deadline,
+    ) -> impl Future<Output = Result<Response<WireBody<Stream>>, http1::Failed>> + 'a {
+        let framing = http1::request_framing(&body, outbound.headers.contains_key(header::CONTENT_LENGTH));
+        let target = outbound
+            .uri
+            .path_and_query()
+            .map_or("/", |target| target.as_str());
         let mut head = BytesMut::new();
         codec::encode_head(
             &mut head,
-            &parts.method,
+            &outbound.method,
             target,
             &self.host,
-            &parts.headers,
+            authorization,
+            &outbound.headers,
             framing,
         );
-        let upgrade = parts.headers.contains_key(header::UPGRADE);
         let home: Arc<dyn Home<Stream>> = self.clone();
-        let response =
-            http1::exchange(conn, head.freeze(), framing, body, &parts.method, upgrade, home).await?;
-        Ok(response.map(PooledBody::http1))
+        http1::exchange(
+            conn,
+            head.freeze(),
+            framing,
+            body,
+            &outbound.method,
+            outbound.upgrade,
+            home,
+            deadline,
+        )
     }
 
     /// Forgets the shared HTTP/2 connection after it refused a request (it is going away,
@@ -314,8 +340,8 @@ impl Origin {
     }
 
     /// A connection for one request: the shared HTTP/2 one, an idle HTTP/1.1 one, or a
-    /// new one.
-    async fn take(&self) -> Result<Taken, SendError> {
+    /// new one opened by `deadline`.
+    async fn take(&self, deadline: Deadline) -> Result<Taken, SendError> {
         if let Some(sender) = self.live_http2() {
             return Ok(Taken::Http2 { sender, reused: true });
         }
@@ -327,7 +353,9 @@ impl Origin {
         // Out of line and boxed: opening a connection is rare, and its future (DNS, TCP,
         // TLS, the handshake) is large; inline, every request's future would carry it, and
         // hyper moves that future whole.
-        Box::pin(self.open_new()).await
+        Box::pin(tokio::time::timeout_at(deadline, self.open_new()))
+            .await
+            .map_err(|_| SendError::TimedOut)?
     }
 
     /// Opens a connection; HTTP/2 ones one at a time.

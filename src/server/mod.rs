@@ -4,6 +4,7 @@
 //! Every connection is served by hyper (HTTP/1.1, or HTTP/2 by ALPN or prior knowledge),
 //! so framing, limits and timeouts have one implementation.
 
+mod header_timer;
 mod slots;
 
 use std::convert::Infallible;
@@ -29,6 +30,7 @@ use http::Request;
 use hyper::body::{Body, Incoming};
 use tokio_rustls::TlsAcceptor;
 
+use self::header_timer::ConnectionTimer;
 use self::slots::{Busy, Slot, Slots};
 
 /// The listen backlog: room for a burst of new connections while the accept loop is busy
@@ -222,7 +224,7 @@ pub async fn serve(
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
+        // Each connection gets its own timer ([`ConnectionTimer`]) below.
         .header_read_timeout(options.header_read_timeout)
         // A client may shut its sending side once its request is out and still get the
         // answer. It also spares hyper a read while a request is in flight, which costs a
@@ -259,7 +261,8 @@ pub async fn serve(
             peer: Peer::new(remote),
             slot,
         });
-        let builder = builder.clone();
+        let mut builder = builder.clone();
+        builder.http1().timer(ConnectionTimer::default());
         let header_read_timeout = options.header_read_timeout;
         serving.spawn(async move {
             // hyper's header timeout starts once it reads a request head, after hyper-util

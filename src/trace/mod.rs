@@ -62,10 +62,10 @@ pub(crate) struct Hop {
 }
 
 impl Hop {
-    /// A request while nothing is exported: one lookup when the caller sent no
-    /// `traceparent`.
-    pub(crate) fn untraced(headers: &HeaderMap) -> Self {
-        let propagation = if headers.contains_key(&TRACEPARENT) {
+    /// A request while nothing is exported; `carries_traceparent`: the caller sent a
+    /// `traceparent` (no lookup when it did not).
+    pub(crate) fn untraced(headers: &HeaderMap, carries_traceparent: bool) -> Self {
+        let propagation = if carries_traceparent {
             Self::checked(headers)
         } else {
             Propagation::AsReceived
@@ -108,7 +108,7 @@ mod tests {
         let valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         for (traceparent, kept) in [(valid, true), ("00-garbage", false)] {
             let mut sent = headers(&[("traceparent", traceparent), ("tracestate", "a=1")]);
-            Hop::untraced(&sent).propagation.apply(&mut sent);
+            Hop::untraced(&sent, true).propagation.apply(&mut sent);
             assert_eq!(sent.contains_key("traceparent"), kept, "{traceparent}");
             assert_eq!(sent.contains_key("tracestate"), kept, "{traceparent}");
         }

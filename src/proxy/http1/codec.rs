@@ -31,13 +31,15 @@ pub(crate) enum RequestFraming {
     Chunked,
 }
 
-/// Writes a request head into `out`: `method target HTTP/1.1`, `Host`, the prepared fields
-/// as they are except framing ones, and the framing of the body.
+/// Writes a request head into `out`: `method target HTTP/1.1`, `Host`, `Authorization`
+/// (the bearer given, never the client's), the prepared fields as they are except framing
+/// ones, and the framing of the body.
 pub(crate) fn encode_head(
     out: &mut BytesMut,
     method: &Method,
     target: &str,
     host: &HeaderValue,
+    authorization: &HeaderValue,
     headers: &HeaderMap,
     framing: RequestFraming,
 ) {
@@ -45,15 +47,21 @@ pub(crate) fn encode_head(
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum::<usize>();
-    out.reserve(method.as_str().len() + target.len() + host.len() + size + 64);
+    out.reserve(method.as_str().len() + target.len() + host.len() + authorization.len() + size + 80);
     out.put_slice(method.as_str().as_bytes());
     out.put_u8(b' ');
     out.put_slice(target.as_bytes());
     out.put_slice(b" HTTP/1.1\r\nhost: ");
     out.put_slice(host.as_bytes());
+    out.put_slice(b"\r\nauthorization: ");
+    out.put_slice(authorization.as_bytes());
     out.put_slice(b"\r\n");
     for (name, value) in headers {
-        if *name == header::HOST || *name == header::CONTENT_LENGTH || *name == header::TRANSFER_ENCODING {
+        if *name == header::HOST
+            || *name == header::AUTHORIZATION
+            || *name == header::CONTENT_LENGTH
+            || *name == header::TRANSFER_ENCODING
+        {
             continue;
         }
         field(out, name.as_str().as_bytes(), value.as_bytes());
@@ -601,20 +609,21 @@ mod tests {
     }
 
     #[test]
-    fn request_heads_carry_host_the_prepared_fields_and_their_own_framing() {
+    fn request_heads_carry_host_the_bearer_the_prepared_fields_and_their_own_framing() {
         let mut headers = HeaderMap::new();
         headers.insert("content-length", HeaderValue::from_static("999"));
         headers.insert("transfer-encoding", HeaderValue::from_static("chunked"));
         headers.insert("host", HeaderValue::from_static("client"));
         headers.insert("x-y", HeaderValue::from_static("z"));
-        headers.insert("authorization", HeaderValue::from_static("Bearer t"));
+        headers.insert("authorization", HeaderValue::from_static("Bearer the-client-s"));
         let host = HeaderValue::from_static("upstream:8080");
+        let bearer = HeaderValue::from_static("Bearer t");
         let encode = |method: &Method, framing| {
             let mut out = BytesMut::new();
-            encode_head(&mut out, method, "/a?b=1", &host, &headers, framing);
+            encode_head(&mut out, method, "/a?b=1", &host, &bearer, &headers, framing);
             String::from_utf8(out.to_vec()).unwrap()
         };
-        let fields = "host: upstream:8080\r\nx-y: z\r\nauthorization: Bearer t\r\n";
+        let fields = "host: upstream:8080\r\nauthorization: Bearer t\r\nx-y: z\r\n";
         assert_eq!(
             encode(&Method::POST, RequestFraming::Length(5)),
             format!("POST /a?b=1 HTTP/1.1\r\n{fields}content-length: 5\r\n\r\n")

@@ -11,6 +11,7 @@
 
 pub(crate) mod codec;
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use http::{HeaderMap, Method, Response, StatusCode};
 use http_body_util::Either;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
 
 use self::codec::{Decoder, Framing, RequestFraming, Step};
 use super::forward::{BoxError, OutboundBody};
@@ -56,6 +58,9 @@ pub enum WireError {
         super::forward::MAX_RESPONSE_HEAD
     )]
     HeadTooLarge,
+    /// No response head arrived by the deadline.
+    #[error("no response head by the deadline")]
+    TimedOut,
     /// The request body failed (the client's, or over the size limit).
     #[error("the request body failed")]
     RequestBody(#[source] BoxError),
@@ -75,10 +80,14 @@ pub(crate) trait Home<S>: Send + Sync {
     fn put_back(&self, conn: Box<Conn<S>>);
 }
 
-/// One connection and the bytes read from it but not yet used.
+/// One connection, the bytes read from it but not yet used, and its timer.
 pub(crate) struct Conn<S> {
     pub(crate) stream: S,
     buf: BytesMut,
+    /// The deadline of the response head: one per connection, moved for each request
+    /// (later each time, which takes tokio no lock), rather than a new one entered in the
+    /// runtime's timer wheel and taken out again per request. Made on the first request.
+    deadline: Option<Pin<Box<Sleep>>>,
 }
 
 impl<S> Conn<S> {
@@ -86,7 +95,16 @@ impl<S> Conn<S> {
         Box::new(Self {
             stream,
             buf: BytesMut::with_capacity(READ_BUFFER),
+            deadline: None,
         })
+    }
+
+    /// The connection's timer, set to `deadline`.
+    fn arm(&mut self, deadline: Instant) {
+        match &mut self.deadline {
+            Some(sleep) => sleep.as_mut().reset(deadline),
+            None => self.deadline = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
     }
 }
 
@@ -118,21 +136,25 @@ pub(crate) fn request_framing(body: &OutboundBody, stated: bool) -> RequestFrami
 }
 
 /// Sends the request (`head`, from [`codec::encode_head`] with `framing`, then `body`) on
-/// `conn` and reads the final response head. The response body reads on from `conn`, which
-/// goes back `home` when the exchange left it reusable. A `101` hands the connection to
-/// the caller ([`WireBody::take_upgrade`]) when `upgrade` (the request asked for one).
+/// `conn` and reads the final response head, [`WireError::TimedOut`] when it is not in by
+/// `deadline`. The response body reads on from `conn`, which goes back `home` when the
+/// exchange left it reusable. A `101` hands the connection to the caller
+/// ([`WireBody::take_upgrade`]) when `upgrade` (the request asked for one).
+#[allow(clippy::too_many_arguments, reason = "one exchange's parts, each used once")]
 pub(crate) async fn exchange<S>(
-    conn: Box<Conn<S>>,
+    mut conn: Box<Conn<S>>,
     head: Bytes,
     framing: RequestFraming,
     body: OutboundBody,
     method: &Method,
     upgrade: bool,
     home: Arc<dyn Home<S>>,
+    deadline: Instant,
 ) -> Result<Response<WireBody<S>>, Failed>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    conn.arm(deadline);
     let mut conn = Some(conn);
     let mut sending = Some(Sending::new(head, framing, body));
     let mut answered = false;
@@ -164,7 +186,14 @@ where
                 None => {}
             }
             let fresh = conn.buf.is_empty() && !answered;
-            match ready!(conn.poll_read_more(cx)) {
+            let Poll::Ready(read) = conn.poll_read_more(cx) else {
+                let timer = conn.deadline.as_mut().expect("armed above");
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(WireError::TimedOut));
+                }
+                return Poll::Pending;
+            };
+            match read {
                 Ok(0) if fresh => return Poll::Ready(Err(WireError::Closed)),
                 Ok(0) => return Poll::Ready(Err(WireError::Truncated)),
                 Ok(_) => answered = true,
