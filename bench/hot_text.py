@@ -25,7 +25,9 @@ request path's functions share cache lines and TLB entries too (bench/results-fo
 
 A name that a later build no longer has (a renamed function, a new dependency version, a new
 toolchain for the standard library's names) matches nothing and costs nothing: that function
-goes back among the rest. Needs cargo, valgrind (callgrind_control), h2load, curl, openssl, nm.
+goes back among the rest. Adding or removing a dependency of mintproxy changes the crate's
+metadata and so every one of its own symbol names: rewrite the script then (CI fails when
+less than half of it matches, link/coverage.sh). Needs cargo, valgrind (callgrind_control), h2load, curl, openssl, nm.
 Knobs (environment): BASE_PORT=18520 (uses BASE_PORT..BASE_PORT+3 on 127.0.0.1), NICE_BUILD=10.
 """
 
