@@ -16,6 +16,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_rustls::HttpsConnectorBuilder;
 use hyper_util::client::legacy::connect::HttpConnector;
 
+use super::headers::XForwarded;
 use super::http1::WireError;
 use super::pool::{Connector, Origin, PooledBody, SendError};
 use super::Upstream;
@@ -145,11 +146,15 @@ pub struct Outbound {
     pub method: Method,
     /// Absolute: the upstream's origin and the target.
     pub uri: Uri,
-    /// The client's end-to-end fields and the proxy's own (`X-Forwarded-*`, the route's);
-    /// not `Host`, which the HTTP/1.1 client writes from the origin ([`Origin::send`]), and
-    /// HTTP/2 carries as `:authority`; the client's `Authorization`, if any, which every
-    /// send replaces with the bearer.
+    /// The client's end-to-end fields and the route's; still the client's `Host`, which
+    /// the HTTP/1.1 client replaces with the origin's ([`Origin::send`]) and HTTP/2 drops
+    /// for `:authority`; the client's `Authorization`, if any, which every send replaces
+    /// with the bearer.
     pub headers: HeaderMap,
+    /// The `X-Forwarded-*` fields, written beside `headers`.
+    pub(crate) forwarded: XForwarded,
+    /// `headers` carry `Content-Length`.
+    pub(crate) stated_length: bool,
     /// `headers` carry `Upgrade`: a `101` answers it.
     pub upgrade: bool,
 }
@@ -162,6 +167,10 @@ impl Outbound {
         *request.uri_mut() = self.uri.clone();
         let headers = request.headers_mut();
         *headers = self.headers.clone();
+        headers.remove(header::HOST);
+        for (name, value) in self.forwarded.fields() {
+            headers.insert(name.clone(), value.clone());
+        }
         headers.insert(header::AUTHORIZATION, authorization.clone());
         request
     }

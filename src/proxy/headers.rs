@@ -21,6 +21,12 @@ static HOP_BY_HOP: [HeaderName; 7] = [
     header::UPGRADE,
 ];
 
+/// Whether `name` is a field of the connection rather than of the message, whatever
+/// `Connection` says: one of [`HOP_BY_HOP`], or `TE`.
+pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
+    *name == header::TE || HOP_BY_HOP.contains(name)
+}
+
 /// Removes hop-by-hop headers, including every header `Connection` names. `TE` survives
 /// only as `te: trailers`, which gRPC needs end to end.
 ///
@@ -145,34 +151,6 @@ pub fn clean_trailers(trailers: &mut HeaderMap) {
     }
 }
 
-/// Folds a `Content-Length` sent as a list or in several fields (`5, 5`) into one field.
-/// hyper's client read the body by it, having refused values that differ; should they
-/// differ all the same, the field goes and the body is framed anew.
-pub fn fold_content_length(headers: &mut HeaderMap) {
-    let mut fields = headers.get_all(header::CONTENT_LENGTH).iter();
-    let listed = fields
-        .next()
-        .is_some_and(|value| value.as_bytes().contains(&b','));
-    if fields.next().is_none() && !listed {
-        return;
-    }
-    let single = {
-        let mut values = tokens(headers, &header::CONTENT_LENGTH);
-        let first = values.next();
-        first
-            .filter(|first| values.all(|value| value == *first))
-            .and_then(|length| HeaderValue::from_bytes(length).ok())
-    };
-    match single {
-        Some(length) => {
-            headers.insert(header::CONTENT_LENGTH, length);
-        }
-        None => {
-            headers.remove(header::CONTENT_LENGTH);
-        }
-    }
-}
-
 /// The size of a header section as HTTP/1.1 writes it (`name: value` and CRLF per field),
 /// for limits that hold whatever hyper's read buffer happened to take in.
 pub fn section_size(headers: &HeaderMap) -> usize {
@@ -220,9 +198,12 @@ pub fn restore_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
 pub(crate) struct Carried {
     pub(crate) authorization: bool,
     pub(crate) content_type: bool,
+    pub(crate) content_length: bool,
     pub(crate) connection: bool,
     pub(crate) expect: bool,
     pub(crate) x_forwarded_for: bool,
+    pub(crate) x_forwarded_proto: bool,
+    pub(crate) x_forwarded_host: bool,
     pub(crate) traceparent: bool,
 }
 
@@ -235,12 +216,18 @@ impl Carried {
                 &mut carried.authorization
             } else if name == header::CONTENT_TYPE {
                 &mut carried.content_type
+            } else if name == header::CONTENT_LENGTH {
+                &mut carried.content_length
             } else if name == header::CONNECTION {
                 &mut carried.connection
             } else if name == header::EXPECT {
                 &mut carried.expect
             } else if *name == X_FORWARDED_FOR {
                 &mut carried.x_forwarded_for
+            } else if *name == X_FORWARDED_PROTO {
+                &mut carried.x_forwarded_proto
+            } else if *name == X_FORWARDED_HOST {
+                &mut carried.x_forwarded_host
             } else if *name == TRACEPARENT {
                 &mut carried.traceparent
             } else {
@@ -259,12 +246,13 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 /// The fields the proxy sets on an upstream request, replacing any the client sent under
 /// those names: `X-Forwarded-For/-Proto/-Host` and the trace context (`traceparent`,
 /// `tracestate`, [`Propagation`]), then the route's extra headers, which win
-/// over them. `Host` is not among them: hyper's client writes it from the URI (the
-/// upstream's host, and its port unless the default) on HTTP/1.1 connections only, as over
-/// HTTP/2 the authority travels in `:authority` alone (RFC 9113 §8.3.1) and servers refuse
-/// a request carrying both (nginx: "client sent duplicate host header"). No `Debug`: a
-/// route's extra header may carry a secret.
+/// over them. `Host` is not among them: the HTTP/1.1 client writes the upstream's
+/// ([`super::http1::codec::encode_head`]), and over HTTP/2 the authority travels in
+/// `:authority` alone (RFC 9113 §8.3.1; servers refuse a request carrying both, nginx:
+/// "client sent duplicate host header"). No `Debug`: a route's extra header may carry a
+/// secret.
 pub(crate) struct ProxyFields<'a> {
+    carried: Carried,
     forwarded_for: Option<HeaderValue>,
     forwarded_proto: HeaderValue,
     forwarded_host: Option<&'a HeaderValue>,
@@ -274,9 +262,9 @@ pub(crate) struct ProxyFields<'a> {
 
 impl<'a> ProxyFields<'a> {
     /// `client` (the peer's IP as header text, none on a Unix socket) appended to the
-    /// `X-Forwarded-For` in `client_headers` (`carried` says whether there is one); `proto`
-    /// and `client_host`, the scheme and host the client used; then `extra`; and the trace
-    /// context `trace`.
+    /// `X-Forwarded-For` in `client_headers` (`carried` says what they carry);
+    /// `proto` and `client_host`, the scheme and host the client used; then `extra`; and
+    /// the trace context `trace`.
     pub(crate) fn new(
         client_headers: &HeaderMap,
         carried: Carried,
@@ -301,6 +289,7 @@ impl<'a> ProxyFields<'a> {
             None => Some(client.clone()),
         });
         Self {
+            carried,
             forwarded_for,
             forwarded_proto: HeaderValue::from_static(proto),
             forwarded_host: client_host,
@@ -309,24 +298,64 @@ impl<'a> ProxyFields<'a> {
         }
     }
 
-    /// Sets them in `headers` (the client's, hop-by-hop fields already gone), and removes
-    /// the client's `Host`. Without a peer address the client's `X-Forwarded-For` passes as
-    /// it is; its `X-Forwarded-Host` never does.
-    pub fn apply(self, headers: &mut HeaderMap) {
-        headers.remove(header::HOST);
-        if let Some(forwarded_for) = self.forwarded_for {
-            headers.insert(X_FORWARDED_FOR.clone(), forwarded_for);
+    /// Sets them in `headers` (the client's, hop-by-hop fields already gone), but for the
+    /// `X-Forwarded-*` values, which it returns to go beside the map; the client's fields
+    /// under those names go. Without a peer address the client's `X-Forwarded-For` passes
+    /// as it is; its `X-Forwarded-Host` never does.
+    pub fn apply(self, headers: &mut HeaderMap) -> XForwarded {
+        let carried = self.carried;
+        if carried.x_forwarded_for && self.forwarded_for.is_some() {
+            headers.remove(&X_FORWARDED_FOR);
         }
-        headers.insert(X_FORWARDED_PROTO.clone(), self.forwarded_proto);
-        // `insert` replaces whatever the client sent under the name.
-        match self.forwarded_host {
-            Some(host) => headers.insert(X_FORWARDED_HOST.clone(), host.clone()),
-            None => headers.remove(&X_FORWARDED_HOST),
-        };
+        if carried.x_forwarded_proto {
+            headers.remove(&X_FORWARDED_PROTO);
+        }
+        if carried.x_forwarded_host {
+            headers.remove(&X_FORWARDED_HOST);
+        }
         self.trace.apply(headers);
+        let mut forwarded = XForwarded {
+            forwarded_for: self.forwarded_for,
+            proto: self.forwarded_proto,
+            host: self.forwarded_host.cloned(),
+        };
         for (name, value) in self.extra {
-            headers.insert(name.clone(), value.clone());
+            if *name == X_FORWARDED_FOR {
+                // The client's, should it have passed for want of a peer address.
+                headers.remove(&X_FORWARDED_FOR);
+                forwarded.forwarded_for = Some(value.clone());
+            } else if *name == X_FORWARDED_PROTO {
+                forwarded.proto = value.clone();
+            } else if *name == X_FORWARDED_HOST {
+                forwarded.host = Some(value.clone());
+            } else {
+                headers.insert(name.clone(), value.clone());
+            }
         }
+        forwarded
+    }
+}
+
+/// The `X-Forwarded-*` values of an upstream request. They go beside its map, not in it:
+/// each send writes them, HTTP/1.1 straight into the head
+/// ([`super::http1::codec::encode_head`]) and HTTP/2 into its copy of the map, which costs
+/// less than putting them in the map for every request.
+pub(crate) struct XForwarded {
+    forwarded_for: Option<HeaderValue>,
+    proto: HeaderValue,
+    host: Option<HeaderValue>,
+}
+
+impl XForwarded {
+    /// The fields, in the order they are written.
+    pub(crate) fn fields(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        [
+            (&X_FORWARDED_FOR, self.forwarded_for.as_ref()),
+            (&X_FORWARDED_PROTO, Some(&self.proto)),
+            (&X_FORWARDED_HOST, self.host.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value?)))
     }
 }
 
@@ -432,27 +461,39 @@ mod tests {
     }
 
     #[test]
-    fn content_length_lists_fold_into_one_field() {
-        let mut list = headers(&[("content-length", "5, 5")]);
-        fold_content_length(&mut list);
-        assert_eq!(list.get_all("content-length").iter().count(), 1);
-        assert_eq!(list["content-length"], "5");
-        let mut twice = headers(&[("content-length", "5"), ("content-length", "5")]);
-        fold_content_length(&mut twice);
-        assert_eq!(twice.get_all("content-length").iter().count(), 1);
-        let mut differing = headers(&[("content-length", "5, 6")]);
-        fold_content_length(&mut differing);
-        assert!(!differing.contains_key("content-length"));
-        let mut plain = headers(&[("content-length", "7")]);
-        fold_content_length(&mut plain);
-        assert_eq!(plain["content-length"], "7");
-    }
-
-    #[test]
     fn te_without_trailers_is_dropped() {
         let mut map = headers(&[("te", "gzip")]);
         strip_hop_by_hop(&mut map);
         assert!(map.is_empty());
+    }
+
+    /// The fields an upstream gets for `client`'s: the map `ProxyFields` leaves, with the
+    /// `X-Forwarded-*` ones it returns, as `name: value` in name order.
+    fn proxied(
+        client: &HeaderMap,
+        peer: Option<&HeaderValue>,
+        proto: &'static str,
+        client_host: Option<&HeaderValue>,
+        extra: &[(HeaderName, HeaderValue)],
+    ) -> Vec<String> {
+        let mut applied = client.clone();
+        let forwarded = ProxyFields::new(
+            client,
+            Carried::by(client),
+            peer,
+            proto,
+            client_host,
+            extra,
+            Propagation::AsReceived,
+        )
+        .apply(&mut applied);
+        let mut sent: Vec<String> = applied
+            .iter()
+            .chain(forwarded.fields())
+            .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap()))
+            .collect();
+        sent.sort_unstable();
+        sent
     }
 
     #[test]
@@ -460,6 +501,7 @@ mod tests {
         let client = headers(&[
             ("x-forwarded-for", "10.0.0.1"),
             ("x-forwarded-host", "evil"),
+            ("x-forwarded-proto", "gopher"),
             ("host", "localhost:8080"),
             ("x-extra", "client"),
             ("accept", "*/*"),
@@ -470,54 +512,52 @@ mod tests {
             HeaderName::from_static("x-extra"),
             HeaderValue::from_static("ours"),
         )];
-        let mut applied = client.clone();
-        ProxyFields::new(
-            &client,
-            Carried::by(&client),
-            Some(&peer),
-            "http",
-            Some(&client_host),
-            &extra,
-            Propagation::AsReceived,
-        )
-        .apply(&mut applied);
-        let mut sent: Vec<(&str, &str)> = applied
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
-            .collect();
-        sent.sort_unstable();
         assert_eq!(
-            sent,
+            proxied(&client, Some(&peer), "http", Some(&client_host), &extra),
             [
-                ("accept", "*/*"),
-                ("x-extra", "ours"),
-                ("x-forwarded-for", "10.0.0.1, 127.0.0.1"),
-                ("x-forwarded-host", "localhost:8080"),
-                ("x-forwarded-proto", "http"),
+                "accept: */*",
+                "host: localhost:8080",
+                "x-extra: ours",
+                "x-forwarded-for: 10.0.0.1, 127.0.0.1",
+                "x-forwarded-host: localhost:8080",
+                "x-forwarded-proto: http",
             ],
-            "no host: hyper's client sets it, on HTTP/1.1 only"
+            "host stays for the sender: HTTP/1.1 writes the upstream's, HTTP/2 none"
+        );
+    }
+
+    #[test]
+    fn the_route_s_fields_win_over_the_forwarded_ones() {
+        let client = headers(&[("x-forwarded-for", "10.0.0.1"), ("accept", "*/*")]);
+        let extra = [
+            (
+                HeaderName::from_static("x-forwarded-proto"),
+                HeaderValue::from_static("https"),
+            ),
+            (
+                HeaderName::from_static("x-forwarded-for"),
+                HeaderValue::from_static("192.0.2.1"),
+            ),
+        ];
+        let host = HeaderValue::from_static("api.example");
+        assert_eq!(
+            proxied(&client, None, "http", Some(&host), &extra),
+            [
+                "accept: */*",
+                "x-forwarded-for: 192.0.2.1",
+                "x-forwarded-host: api.example",
+                "x-forwarded-proto: https",
+            ]
         );
     }
 
     #[test]
     fn without_a_peer_or_host_the_forwarded_fields_are_what_is_known() {
         let client = headers(&[("x-forwarded-for", "10.0.0.1"), ("x-forwarded-host", "evil")]);
-        let mut applied = client.clone();
-        ProxyFields::new(
-            &client,
-            Carried::by(&client),
-            None,
-            "https",
-            None,
-            &[],
-            Propagation::AsReceived,
-        )
-        .apply(&mut applied);
         assert_eq!(
-            applied["x-forwarded-for"], "10.0.0.1",
-            "kept as the client sent it"
+            proxied(&client, None, "https", None, &[]),
+            ["x-forwarded-for: 10.0.0.1", "x-forwarded-proto: https"],
+            "the client's X-Forwarded-For kept as it sent it; its X-Forwarded-Host never"
         );
-        assert!(!applied.contains_key("x-forwarded-host"), "never passed through");
-        assert_eq!(applied["x-forwarded-proto"], "https");
     }
 }

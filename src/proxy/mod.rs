@@ -315,7 +315,7 @@ impl Proxy {
         if carried.expect {
             headers.remove(header::EXPECT);
         }
-        headers::ProxyFields::new(
+        let forwarded = headers::ProxyFields::new(
             &headers,
             carried,
             peer.forwarded_for.as_ref(),
@@ -331,6 +331,8 @@ impl Proxy {
                 method: parts.method,
                 uri,
                 headers,
+                forwarded,
+                stated_length: carried.content_length,
                 upgrade: upgrading,
             },
             body,
@@ -490,14 +492,12 @@ fn respond(
     client_host: Option<&HeaderValue>,
 ) -> Response<UpstreamBody> {
     let (mut parts, body) = response.into_parts();
-    if parts.headers.contains_key(header::TRANSFER_ENCODING) {
-        // The body was read by Transfer-Encoding; a Content-Length beside it is wrong and
-        // would make hyper cut the body for the client (RFC 9112 §6.3).
-        parts.headers.remove(header::CONTENT_LENGTH);
-    } else {
-        headers::fold_content_length(&mut parts.headers);
+    // An HTTP/1.1 upstream's head comes without the connection's fields, save a 101's,
+    // which here goes to a client that asked for no upgrade; HTTP/2 has none (RFC 9113
+    // §8.2.2).
+    if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+        headers::strip_hop_by_hop(&mut parts.headers);
     }
-    headers::strip_hop_by_hop(&mut parts.headers);
     if let (Some(location), Some(host)) = (parts.headers.get(header::LOCATION), client_host) {
         let prefix = if route.strip_prefix {
             route.prefix.as_str()

@@ -18,7 +18,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderValue};
+use http::header::HeaderValue;
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri, Version};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -305,21 +305,9 @@ impl Origin {
         body: OutboundBody,
         deadline: Deadline,
     ) -> impl Future<Output = Result<Response<WireBody<Stream>>, http1::Failed>> + 'a {
-        let framing = http1::request_framing(&body, outbound.headers.contains_key(header::CONTENT_LENGTH));
-        let target = outbound
-            .uri
-            .path_and_query()
-            .map_or("/", |target| target.as_str());
+        let framing = http1::request_framing(&body, outbound.stated_length);
         let mut head = BytesMut::new();
-        codec::encode_head(
-            &mut head,
-            &outbound.method,
-            target,
-            &self.host,
-            authorization,
-            &outbound.headers,
-            framing,
-        );
+        codec::encode_head(&mut head, outbound, &self.host, authorization, framing);
         let home: Arc<dyn Home<Stream>> = self.clone();
         http1::exchange(
             conn,

@@ -8,7 +8,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
-use super::super::forward::MAX_RESPONSE_HEAD;
+use super::super::forward::{Outbound, MAX_RESPONSE_HEAD};
+use super::super::headers::{is_hop_by_hop, list};
 use super::WireError;
 
 /// Most fields in a response head or a trailer section (hyper's limit too).
@@ -31,24 +32,27 @@ pub(crate) enum RequestFraming {
     Chunked,
 }
 
-/// Writes a request head into `out`: `method target HTTP/1.1`, `Host`, `Authorization`
-/// (the bearer given, never the client's), the prepared fields as they are except framing
-/// ones, and the framing of the body.
+/// Writes `request`'s head into `out`: `method target HTTP/1.1` (the target in origin
+/// form), `Host`, `Authorization` (the bearer given, never the client's), the prepared
+/// fields as they are except framing ones, the `X-Forwarded-*` ones, and the framing of the
+/// body.
 pub(crate) fn encode_head(
     out: &mut BytesMut,
-    method: &Method,
-    target: &str,
+    request: &Outbound,
     host: &HeaderValue,
     authorization: &HeaderValue,
-    headers: &HeaderMap,
     framing: RequestFraming,
 ) {
-    let size = headers
+    let method = request.method.as_str();
+    let target = request.uri.path_and_query().map_or("/", |target| target.as_str());
+    let size = request
+        .headers
         .iter()
+        .chain(request.forwarded.fields())
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum::<usize>();
-    out.reserve(method.as_str().len() + target.len() + host.len() + authorization.len() + size + 80);
-    out.put_slice(method.as_str().as_bytes());
+    out.reserve(method.len() + target.len() + host.len() + authorization.len() + size + 80);
+    out.put_slice(method.as_bytes());
     out.put_u8(b' ');
     out.put_slice(target.as_bytes());
     out.put_slice(b" HTTP/1.1\r\nhost: ");
@@ -56,7 +60,7 @@ pub(crate) fn encode_head(
     out.put_slice(b"\r\nauthorization: ");
     out.put_slice(authorization.as_bytes());
     out.put_slice(b"\r\n");
-    for (name, value) in headers {
+    for (name, value) in &request.headers {
         if *name == header::HOST
             || *name == header::AUTHORIZATION
             || *name == header::CONTENT_LENGTH
@@ -64,6 +68,9 @@ pub(crate) fn encode_head(
         {
             continue;
         }
+        field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    for (name, value) in request.forwarded.fields() {
         field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     match framing {
@@ -116,12 +123,91 @@ pub(crate) fn last_chunk(trailers: Option<&HeaderMap>) -> Bytes {
     out.freeze()
 }
 
-/// A parsed response head.
+/// A parsed response head, as the client is to get it.
 #[derive(Debug)]
 pub(crate) struct ResponseHead {
     pub(crate) status: StatusCode,
     pub(crate) version: Version,
+    /// The message's fields. A `101`'s are all there, for the tunnel to pass on; any other
+    /// head's are without the connection's own (RFC 9110 §7.6.1), which [`ConnectionFields`]
+    /// has read instead, and with one `Content-Length` holding one length, unless
+    /// `Transfer-Encoding` frames the body.
     pub(crate) headers: HeaderMap,
+    connection: ConnectionFields,
+}
+
+/// What the connection's own fields of a response head say about its body and the
+/// connection, read as the head is parsed: the fields never enter the head's map, which
+/// is cheaper than putting them there and taking them out again.
+#[derive(Debug)]
+struct ConnectionFields {
+    /// `Connection: close`.
+    close: bool,
+    /// `Connection` names fields of the message (not only `keep-alive` or `close`).
+    names_fields: bool,
+    /// `Transfer-Encoding` is there; `Some(true)` when its last coding is `chunked`.
+    transfer_encoding: Option<bool>,
+    /// `Content-Length` fields: none, one plain length, or several or a list.
+    length_fields: LengthFields,
+    /// The length they state, or why they state none.
+    length: Result<Option<u64>, &'static str>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum LengthFields {
+    #[default]
+    None,
+    One,
+    Several,
+}
+
+impl Default for ConnectionFields {
+    fn default() -> Self {
+        Self {
+            close: false,
+            names_fields: false,
+            transfer_encoding: None,
+            length_fields: LengthFields::None,
+            length: Ok(None),
+        }
+    }
+}
+
+impl ConnectionFields {
+    /// Reads `name: value` if it is a field of the connection or `Content-Length`; true
+    /// when the field stays out of the message's map: the connection's own, or a
+    /// `Content-Length` after the first (`parse_head` folds them).
+    fn read(&mut self, name: &HeaderName, value: &[u8]) -> bool {
+        if *name == header::CONTENT_LENGTH {
+            let first = self.length_fields == LengthFields::None;
+            self.length_fields = if first && !value.contains(&b',') {
+                LengthFields::One
+            } else {
+                LengthFields::Several
+            };
+            if let Ok(known) = self.length {
+                self.length = content_length(value, known);
+            }
+            !first
+        } else if *name == header::CONNECTION {
+            for token in list(value) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    self.close = true;
+                } else if !token.eq_ignore_ascii_case(b"keep-alive") {
+                    self.names_fields = true;
+                }
+            }
+            true
+        } else if *name == header::TRANSFER_ENCODING {
+            let last = list(value)
+                .last()
+                .map(|coding| coding.eq_ignore_ascii_case(b"chunked"));
+            self.transfer_encoding = last.or(self.transfer_encoding).or(Some(false));
+            true
+        } else {
+            is_hop_by_hop(name)
+        }
+    }
 }
 
 /// Parses a complete response head at the start of `buf`, taking it off: `None` while it
@@ -155,23 +241,55 @@ pub(crate) fn parse_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, Wir
         Some(1) => Version::HTTP_11,
         _ => Version::HTTP_10,
     };
+    let whole = status == StatusCode::SWITCHING_PROTOCOLS;
     // One copy of the head for every value to share; the read buffer stays ours.
     let head = Bytes::copy_from_slice(&buf[..length]);
     let base = buf.as_ptr() as usize;
     let mut headers = HeaderMap::with_capacity(response.headers.len());
+    let mut connection = ConnectionFields::default();
     for field in response.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| WireError::Malformed("invalid header name"))?;
         let start = field.value.as_ptr() as usize - base;
         let value = HeaderValue::from_maybe_shared(head.slice(start..start + field.value.len()))
             .map_err(|_| WireError::Malformed("invalid header value"))?;
-        headers.append(name, value);
+        if !connection.read(&name, field.value) || whole {
+            headers.append(name, value);
+        }
+    }
+    if !whole {
+        match (
+            &connection.transfer_encoding,
+            connection.length_fields,
+            connection.length,
+        ) {
+            (None, LengthFields::None | LengthFields::One, Ok(_)) => {}
+            // A list, or several fields, that agree: one value of it.
+            (None, LengthFields::Several, Ok(Some(length))) => {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+            }
+            // Read by Transfer-Encoding, a Content-Length beside it would make hyper cut
+            // the body for the client (RFC 9112 §6.3); one that is not a length, none.
+            _ => {
+                headers.remove(header::CONTENT_LENGTH);
+            }
+        }
+        if connection.names_fields {
+            for field in response.headers.iter() {
+                if field.name.eq_ignore_ascii_case("connection") {
+                    for named in list(field.value).filter_map(|token| HeaderName::from_bytes(token).ok()) {
+                        headers.remove(named);
+                    }
+                }
+            }
+        }
     }
     buf.advance(length);
     Ok(Some(ResponseHead {
         status,
         version,
         headers,
+        connection,
     }))
 }
 
@@ -186,33 +304,25 @@ pub(crate) enum Framing {
 /// The body's framing (RFC 9112 §6.3), and whether the connection can carry another
 /// request after it.
 pub(crate) fn framing(method: &Method, head: &ResponseHead) -> Result<(Framing, bool), WireError> {
-    let headers = &head.headers;
-    let keep_alive = head.version == Version::HTTP_11
-        && !super::super::headers::tokens(headers, &header::CONNECTION)
-            .any(|token| token.eq_ignore_ascii_case(b"close"));
+    let connection = &head.connection;
+    let keep_alive = head.version == Version::HTTP_11 && !connection.close;
     if *method == Method::HEAD
         || head.status == StatusCode::NO_CONTENT
         || head.status == StatusCode::NOT_MODIFIED
     {
         return Ok((Framing::Length(0), keep_alive));
     }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
+    if let Some(chunked) = connection.transfer_encoding {
         // With Content-Length beside it, the message may be an attempt at smuggling:
         // read it by Transfer-Encoding, then close (RFC 9112 §6.3).
-        let alone = !headers.contains_key(header::CONTENT_LENGTH);
-        let last = super::super::headers::tokens(headers, &header::TRANSFER_ENCODING).last();
-        return Ok(match last {
-            Some(coding) if coding.eq_ignore_ascii_case(b"chunked") => {
-                (Framing::Chunked, alone && keep_alive)
-            }
-            _ => (Framing::UntilClose, false),
+        let alone = connection.length_fields == LengthFields::None;
+        return Ok(if chunked {
+            (Framing::Chunked, alone && keep_alive)
+        } else {
+            (Framing::UntilClose, false)
         });
     }
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        length = content_length(value.as_bytes(), length)?;
-    }
-    Ok(match length {
+    Ok(match connection.length.map_err(WireError::Malformed)? {
         Some(length) => (Framing::Length(length), keep_alive),
         None => (Framing::UntilClose, false),
     })
@@ -220,21 +330,21 @@ pub(crate) fn framing(method: &Method, head: &ResponseHead) -> Result<(Framing, 
 
 /// One `Content-Length` value (a list of equal lengths is accepted) checked against the
 /// length `known` from earlier fields.
-fn content_length(value: &[u8], known: Option<u64>) -> Result<Option<u64>, WireError> {
+fn content_length(value: &[u8], known: Option<u64>) -> Result<Option<u64>, &'static str> {
     const INVALID: &str = "invalid Content-Length";
     let mut length = known;
     for part in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
         if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
-            return Err(WireError::Malformed(INVALID));
+            return Err(INVALID);
         }
         let parsed = part
             .iter()
             .try_fold(0u64, |n, &digit| {
                 n.checked_mul(10)?.checked_add(u64::from(digit - b'0'))
             })
-            .ok_or(WireError::Malformed(INVALID))?;
+            .ok_or(INVALID)?;
         if length.is_some_and(|l| l != parsed) {
-            return Err(WireError::Malformed("differing Content-Length values"));
+            return Err("differing Content-Length values");
         }
         length = Some(parsed);
     }
@@ -403,15 +513,22 @@ fn take_bytes(buf: &mut BytesMut, n: usize) -> Bytes {
     }
 }
 
-/// Decodes one whole response held in `bytes` to a request with `method`, fed `piece`
-/// bytes at a time as if read from a socket that then closed: the status, body and
-/// trailers, or the error. For the fuzz target and tests.
+/// A whole response as [`decode_all`] read it.
 #[doc(hidden)]
-pub fn decode_all(
-    bytes: &[u8],
-    method: &Method,
-    piece: usize,
-) -> Result<(StatusCode, Vec<u8>, Option<HeaderMap>), WireError> {
+#[derive(Debug, PartialEq)]
+pub struct Decoded {
+    pub status: StatusCode,
+    /// The fields the client would get.
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+    pub trailers: Option<HeaderMap>,
+}
+
+/// Decodes one whole response held in `bytes` to a request with `method`, fed `piece`
+/// bytes at a time as if read from a socket that then closed: the final head's status and
+/// fields, body and trailers, or the error. For the fuzz target and tests.
+#[doc(hidden)]
+pub fn decode_all(bytes: &[u8], method: &Method, piece: usize) -> Result<Decoded, WireError> {
     let mut input = bytes.chunks(piece.max(1));
     let mut buf = BytesMut::new();
     let head = loop {
@@ -427,17 +544,25 @@ pub fn decode_all(
     };
     let (framing, _) = framing(method, &head)?;
     let mut decoder = Decoder::new(framing);
-    let mut body = Vec::new();
+    let mut decoded = Decoded {
+        status: head.status,
+        headers: head.headers,
+        body: Vec::new(),
+        trailers: None,
+    };
     loop {
         match decoder.decode(&mut buf)? {
-            Step::Data(data) => body.extend_from_slice(&data),
-            Step::Trailers(trailers) => return Ok((head.status, body, Some(trailers))),
-            Step::End => return Ok((head.status, body, None)),
+            Step::Data(data) => decoded.body.extend_from_slice(&data),
+            Step::Trailers(trailers) => {
+                decoded.trailers = Some(trailers);
+                return Ok(decoded);
+            }
+            Step::End => return Ok(decoded),
             Step::NeedMore => match input.next() {
                 Some(piece) => buf.extend_from_slice(piece),
                 None => {
                     decoder.at_close()?;
-                    return Ok((head.status, body, None));
+                    return Ok(decoded);
                 }
             },
         }
@@ -493,6 +618,40 @@ mod tests {
             parse_head(&mut BytesMut::from(complete.as_str())),
             Err(WireError::HeadTooLarge)
         ));
+    }
+
+    #[test]
+    fn heads_come_without_the_connections_fields() {
+        let names = |head: &ResponseHead| -> Vec<String> {
+            let mut names: Vec<String> = head
+                .headers
+                .iter()
+                .map(|(name, value)| format!("{name}: {}", value.to_str().unwrap()))
+                .collect();
+            names.sort_unstable();
+            names
+        };
+        let kept = head(
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nx-hop: 1\r\nKeep-Alive: timeout=5\r\n\
+             x-a: 2\r\nTE: trailers\r\nUpgrade: h2c\r\nProxy-Connection: close\r\ntrailer: x-t\r\n\
+             content-length: 5\r\n\r\n",
+        );
+        assert_eq!(names(&kept), ["content-length: 5", "trailer: x-t", "x-a: 2"]);
+        let folded = head("HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\nx-a: 1\r\ncontent-length: 5\r\n\r\n");
+        assert_eq!(names(&folded), ["content-length: 5", "x-a: 1"]);
+        let chunked = head("HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n");
+        assert_eq!(names(&chunked), Vec::<String>::new(), "read by Transfer-Encoding");
+        let differing = head("HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n");
+        assert_eq!(names(&differing), Vec::<String>::new());
+        let named_first = head("HTTP/1.1 200 OK\r\nx-hop: 1\r\nconnection: x-hop\r\nx-a: 1\r\n\r\n");
+        assert_eq!(names(&named_first), ["x-a: 1"]);
+        let switching =
+            head("HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n");
+        assert_eq!(
+            names(&switching),
+            ["connection: upgrade", "upgrade: websocket"],
+            "for the tunnel"
+        );
     }
 
     #[test]
@@ -559,14 +718,14 @@ mod tests {
         let interim = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early\r\nlink: </a>\r\n\r\nHTTP/1.1 200 OK\r\n\r\nhello!";
         for piece in [1, 2, 3, 7, 1000] {
             for response in [&chunked[..], &length[..], &close[..], &interim[..]] {
-                let (status, body, _) = decode_all(response, &get, piece).unwrap();
+                let decoded = decode_all(response, &get, piece).unwrap();
                 assert_eq!(
-                    (status, body.as_slice()),
+                    (decoded.status, decoded.body.as_slice()),
                     (StatusCode::OK, &b"hello!"[..]),
                     "piece {piece}"
                 );
             }
-            let (_, _, trailers) = decode_all(chunked, &get, piece).unwrap();
+            let trailers = decode_all(chunked, &get, piece).unwrap().trailers;
             assert_eq!(trailers.unwrap()["x-t"], "1");
         }
         let short = b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nhello!";
@@ -610,20 +769,44 @@ mod tests {
 
     #[test]
     fn request_heads_carry_host_the_bearer_the_prepared_fields_and_their_own_framing() {
-        let mut headers = HeaderMap::new();
-        headers.insert("content-length", HeaderValue::from_static("999"));
-        headers.insert("transfer-encoding", HeaderValue::from_static("chunked"));
-        headers.insert("host", HeaderValue::from_static("client"));
-        headers.insert("x-y", HeaderValue::from_static("z"));
-        headers.insert("authorization", HeaderValue::from_static("Bearer the-client-s"));
+        use super::super::super::headers::{Carried, ProxyFields};
+        let outbound = |method: &Method| {
+            let mut headers = HeaderMap::new();
+            headers.insert("content-length", HeaderValue::from_static("999"));
+            headers.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+            headers.insert("host", HeaderValue::from_static("client"));
+            headers.insert("x-y", HeaderValue::from_static("z"));
+            headers.insert("authorization", HeaderValue::from_static("Bearer the-client-s"));
+            let peer = HeaderValue::from_static("10.0.0.2");
+            let carried = Carried::by(&headers);
+            let forwarded = ProxyFields::new(
+                &headers,
+                carried,
+                Some(&peer),
+                "http",
+                None,
+                &[],
+                crate::trace::Propagation::AsReceived,
+            )
+            .apply(&mut headers);
+            Outbound {
+                method: method.clone(),
+                uri: "http://upstream:8080/a?b=1".parse().unwrap(),
+                headers,
+                forwarded,
+                stated_length: carried.content_length,
+                upgrade: false,
+            }
+        };
         let host = HeaderValue::from_static("upstream:8080");
         let bearer = HeaderValue::from_static("Bearer t");
         let encode = |method: &Method, framing| {
             let mut out = BytesMut::new();
-            encode_head(&mut out, method, "/a?b=1", &host, &bearer, &headers, framing);
+            encode_head(&mut out, &outbound(method), &host, &bearer, framing);
             String::from_utf8(out.to_vec()).unwrap()
         };
-        let fields = "host: upstream:8080\r\nauthorization: Bearer t\r\nx-y: z\r\n";
+        let fields = "host: upstream:8080\r\nauthorization: Bearer t\r\nx-y: z\r\n\
+                      x-forwarded-for: 10.0.0.2\r\nx-forwarded-proto: http\r\n";
         assert_eq!(
             encode(&Method::POST, RequestFraming::Length(5)),
             format!("POST /a?b=1 HTTP/1.1\r\n{fields}content-length: 5\r\n\r\n")

@@ -176,14 +176,18 @@ where
             }
         }
         loop {
-            match codec::parse_head(&mut conn.buf)? {
-                Some(head)
-                    if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS =>
-                {
-                    continue
+            // Most polls find nothing read yet: no parse then.
+            if !conn.buf.is_empty() {
+                match codec::parse_head(&mut conn.buf)? {
+                    Some(head)
+                        if head.status.is_informational()
+                            && head.status != StatusCode::SWITCHING_PROTOCOLS =>
+                    {
+                        continue
+                    }
+                    Some(head) => return Poll::Ready(Ok(head)),
+                    None => {}
                 }
-                Some(head) => return Poll::Ready(Ok(head)),
-                None => {}
             }
             let fresh = conn.buf.is_empty() && !answered;
             let Poll::Ready(read) = conn.poll_read_more(cx) else {
