@@ -137,20 +137,17 @@ fn controlled(name: &str) -> bool {
 /// `CONTROLLED` spelled with `_`, and `Forwarded` and `X-Real-IP`. Run it on the
 /// client's fields after [`strip_hop_by_hop`].
 pub fn drop_impostors(headers: &mut HeaderMap) {
-    static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
-    static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
-    let impostors: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| {
-            **name == FORWARDED
-                || **name == X_REAL_IP
-                || (name.as_str().contains('_') && controlled(name.as_str()))
-        })
-        .cloned()
-        .collect();
+    let impostors: Vec<HeaderName> = headers.keys().filter(|name| is_impostor(name)).cloned().collect();
     for name in &impostors {
         headers.remove(name);
     }
+}
+
+/// Whether [`drop_impostors`] drops `name`.
+fn is_impostor(name: &HeaderName) -> bool {
+    static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+    static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+    *name == FORWARDED || *name == X_REAL_IP || (name.as_str().contains('_') && controlled(name.as_str()))
 }
 
 /// Keeps only the trailer fields that may pass the proxy, either way: none of
@@ -221,6 +218,8 @@ pub(crate) struct Carried {
     pub(crate) x_forwarded_proto: bool,
     pub(crate) x_forwarded_host: bool,
     pub(crate) traceparent: bool,
+    /// A field [`drop_impostors`] drops.
+    pub(crate) impostor: bool,
 }
 
 impl Carried {
@@ -246,6 +245,8 @@ impl Carried {
                 &mut carried.x_forwarded_host
             } else if *name == TRACEPARENT {
                 &mut carried.traceparent
+            } else if is_impostor(name) {
+                &mut carried.impostor
             } else {
                 continue;
             };
@@ -400,7 +401,14 @@ mod tests {
         for (i, name) in HOP_BY_HOP.iter().enumerate() {
             assert_eq!(hop_by_hop_index(name), Some(i), "{name}");
         }
-        for other in ["te", "trailer", "content-length", "host", "connectio", "x-connection"] {
+        for other in [
+            "te",
+            "trailer",
+            "content-length",
+            "host",
+            "connectio",
+            "x-connection",
+        ] {
             assert_eq!(hop_by_hop_index(&HeaderName::from_static(other)), None, "{other}");
         }
         assert!(is_hop_by_hop(&header::TE));

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
-use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body, Incoming};
 use hyper::upgrade::OnUpgrade;
@@ -226,7 +226,7 @@ impl Proxy {
             };
             let mut report = Report {
                 observer: self.observer.as_deref(),
-                started: Instant::now(),
+                started: self.observer.is_some().then(Instant::now),
                 method: request.method().clone(),
                 path,
                 route: route.map(|r| r.name.as_str()),
@@ -305,7 +305,9 @@ impl Proxy {
             .and_then(|_| parts.extensions.remove::<OnUpgrade>());
         let mut headers = parts.headers;
         headers::strip_hop_by_hop(&mut headers);
-        headers::drop_impostors(&mut headers);
+        if carried.impostor {
+            headers::drop_impostors(&mut headers);
+        }
         if let Some(protocol) = upgrade {
             headers::restore_upgrade(&mut headers, protocol);
         }
@@ -426,7 +428,11 @@ impl Proxy {
     ) -> Result<Response<UpstreamBody>, ProxyError> {
         let timeout = self.limits.upstream_timeout;
         match forward::send(&route.origin, outbound, authorization, body, timeout).await {
-            Ok(response) if headers::section_size(response.headers()) > forward::MAX_RESPONSE_HEAD => {
+            // An HTTP/1.1 head is held to the limit as it is read (`http1::codec`).
+            Ok(response)
+                if response.version() == Version::HTTP_2
+                    && headers::section_size(response.headers()) > forward::MAX_RESPONSE_HEAD =>
+            {
                 Err(ProxyError::UpstreamHeadTooLarge(forward::MAX_RESPONSE_HEAD))
             }
             Ok(response) => Ok(response),

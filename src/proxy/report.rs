@@ -96,7 +96,8 @@ impl Failure {
 /// request (an HTTP/2 stream reset, say), then as [`CLIENT_CLOSED`].
 pub(super) struct Report<'a> {
     pub(super) observer: Option<&'a dyn RequestObserver>,
-    pub(super) started: Instant,
+    /// When the request arrived; read only for an observer.
+    pub(super) started: Option<Instant>,
     pub(super) method: Method,
     pub(super) path: &'a str,
     pub(super) route: Option<&'a str>,
@@ -113,7 +114,7 @@ impl Drop for Report<'_> {
         if let Some(span) = self.span.take() {
             span.end(self.route, status, failure);
         }
-        let Some(observer) = self.observer else {
+        let (Some(observer), Some(started)) = (self.observer, self.started) else {
             return;
         };
         observer.request(&RequestRecord {
@@ -121,7 +122,7 @@ impl Drop for Report<'_> {
             method: &self.method,
             path: self.path,
             status,
-            duration: self.started.elapsed(),
+            duration: started.elapsed(),
             failure,
             client_authorization: self.client_authorization,
         });

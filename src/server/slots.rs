@@ -41,7 +41,8 @@ pub(super) struct Slots {
 #[derive(Debug)]
 struct State {
     busy: AtomicUsize,
-    /// Microseconds since [`Slots::epoch`] when a request last started or ended.
+    /// Microseconds since [`Slots::epoch`] when the connection opened or a request last
+    /// ended: the start of its idle time (a busy connection is never evicted).
     last_active: AtomicU64,
     close: CancellationToken,
 }
@@ -153,15 +154,10 @@ impl Slot {
     pub(super) fn request(&self) -> Busy {
         self.state.busy.fetch_add(1, Ordering::AcqRel);
         self.slots.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.touch();
         Busy {
             slots: self.slots.clone(),
             state: self.state.clone(),
         }
-    }
-
-    fn touch(&self) {
-        self.state.last_active.store(self.slots.now(), Ordering::Relaxed);
     }
 }
 
