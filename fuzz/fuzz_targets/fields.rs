@@ -37,15 +37,9 @@ const CONTROLLED: [&str; 16] = [
     "upgrade",
 ];
 
-const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authorization",
-    "proxy-authenticate",
-    "transfer-encoding",
-    "upgrade",
-];
+#[path = "shared/hop_by_hop.rs"]
+mod hop_by_hop;
+use hop_by_hop::HOP_BY_HOP;
 
 #[path = "shared/header_block.rs"]
 mod shared;

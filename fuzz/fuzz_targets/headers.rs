@@ -18,15 +18,9 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 use mintproxy::proxy::headers::strip_hop_by_hop;
 
-const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authorization",
-    "proxy-authenticate",
-    "transfer-encoding",
-    "upgrade",
-];
+#[path = "shared/hop_by_hop.rs"]
+mod hop_by_hop;
+use hop_by_hop::HOP_BY_HOP;
 
 #[path = "shared/header_block.rs"]
 mod shared;
