@@ -15,7 +15,7 @@
 //! - [`config`] and [`app::run_proxy`] (or [`app::build`] and [`server::serve`]): the whole
 //!   proxy on a listener of your own.
 //!
-//! [`demo`], [`cli`], [`check`], [`admin`], [`exec`], [`scripts`], [`reload`] and
+//! [`demo`], [`cli`], [`check`], [`admin`], [`exec`], [`scripts`], [`app::reload`] and
 //! [`key_expiry`] are public for the binary and the tests.
 
 #![forbid(unsafe_code)]
@@ -34,7 +34,6 @@ pub mod key_expiry;
 pub mod layer;
 pub mod metrics;
 pub mod proxy;
-pub mod reload;
 pub mod rfc3339;
 pub mod scripts;
 pub mod secret;

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use clap::Parser;
 use mintproxy::access_log::Shape;
+use mintproxy::app::reload::{Hangups, Source};
 use mintproxy::cli::{Cli, Command, LogFormat, TokenFormat};
-use mintproxy::reload::{Hangups, Source};
 use mintproxy::server::{shutdown_signals, Drained};
 use mintproxy::{app, check, config, demo, exec, scripts};
 use tracing_subscriber::filter::Targets;

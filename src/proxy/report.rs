@@ -112,7 +112,7 @@ impl Drop for Report<'_> {
     fn drop(&mut self) {
         let (status, failure) = self.answered.unwrap_or((CLIENT_CLOSED, None));
         if let Some(span) = self.span.take() {
-            span.end(self.route, status, failure);
+            span.end(self.route, status, failure.and_then(Failure::kind));
         }
         let (Some(observer), Some(started)) = (self.observer, self.started) else {
             return;

@@ -26,7 +26,6 @@ use url::Url;
 
 use super::context::{self, Incoming};
 use super::{Hop, Propagation};
-use crate::proxy::Failure;
 
 /// How long a shutdown waits for the last spans to be sent.
 pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
@@ -37,9 +36,6 @@ const SERVICE_NAME: &str = "mintproxy";
 /// Why export cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    /// The exporter's HTTP client cannot be built.
-    #[error("cannot build the OTLP exporter's HTTP client: {0}")]
-    HttpClient(#[from] reqwest::Error),
     /// The SDK refused the exporter's settings.
     #[error("cannot build the OTLP exporter: {0}")]
     Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
@@ -53,10 +49,11 @@ pub struct Exporter {
 
 impl Exporter {
     /// Starts exporting to `endpoint` (the traces URL itself, e.g.
-    /// `http://collector:4318/v1/traces`), checking its certificate with `tls`.
-    pub fn start(endpoint: &Url, tls: rustls::ClientConfig) -> Result<Self, ExportError> {
+    /// `http://collector:4318/v1/traces`) with `client` (the proxy's own calls' client,
+    /// which checks certificates against its trust).
+    pub fn start(endpoint: &Url, client: reqwest::Client) -> Result<Self, ExportError> {
         let client = OtlpClient {
-            client: crate::token::endpoint::http_client(tls)?,
+            client,
             runtime: OnceLock::new(),
         };
         let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -279,9 +276,10 @@ pub(crate) struct ServerSpan {
 
 impl ServerSpan {
     /// Ends the span: the request matched `route` (if any) and got `status`, the proxy's
-    /// own answer when `failure` says why. Never inlined, as [`Tracer::server_span`].
+    /// own answer when `failure` names why (`unreachable`, `timeout`...). Never inlined, as
+    /// [`Tracer::server_span`].
     #[inline(never)]
-    pub(crate) fn end(mut self, route: Option<&str>, status: StatusCode, failure: Option<Failure>) {
+    pub(crate) fn end(mut self, route: Option<&str>, status: StatusCode, failure: Option<&'static str>) {
         if let Some(route) = route {
             self.span
                 .set_attribute(KeyValue::new("http.route", route.to_owned()));
@@ -293,9 +291,7 @@ impl ServerSpan {
         ));
         // A server span fails with a 5xx only: a 4xx is the client's error.
         if status.is_server_error() {
-            let kind = failure
-                .and_then(Failure::kind)
-                .map_or_else(|| status.as_str().to_owned(), str::to_owned);
+            let kind = failure.map_or_else(|| status.as_str().to_owned(), str::to_owned);
             self.span.set_attribute(KeyValue::new("error.type", kind));
             self.span.set_status(Status::error(""));
         }

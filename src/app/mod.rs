@@ -1,5 +1,8 @@
 //! Wiring: turns a validated configuration into running parts (token cache, upstream
-//! client, proxy), shared by `serve`, `token`, `demo` and the tests.
+//! client, proxy), shared by `serve`, `token`, `demo` and the tests; and assembles them
+//! again on SIGHUP ([`reload`]).
+
+pub mod reload;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -8,6 +11,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use self::reload::{Hangups, Reloader, Source};
 use crate::access_log::{AccessLog, Writer as AccessLogWriter};
 use crate::admin::{self, Admin};
 use crate::config::{Config, Credential};
@@ -15,7 +19,6 @@ use crate::metrics::Metrics;
 use crate::proxy::{
     self, Bearer, ForwardLimits, HostGuard, Proxy, RequestObserver, Route, Router, Routing, UpstreamClient,
 };
-use crate::reload::{self, Hangups, Reloader, Source};
 use crate::server::{self, Drained, ListenAddr, Listener, ServerOptions};
 use crate::tls::{self, TlsError};
 use crate::token::{
@@ -149,7 +152,12 @@ pub fn build(
     let exporter = config
         .otlp_endpoint
         .as_ref()
-        .map(|url| Exporter::start(url, outbound_tls.clone()))
+        .map(|url| -> Result<Exporter, StartError> {
+            Ok(Exporter::start(
+                url,
+                endpoint::http_client(outbound_tls.clone())?,
+            )?)
+        })
         .transpose()?;
     let tracer = exporter.as_ref().map(Exporter::tracer);
     let assembler = Assembler::new(outbound_tls, bound, policy, stop, metrics.clone(), tracer.clone())?;

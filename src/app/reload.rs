@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use tokio::signal::unix::{signal, SignalKind};
 
+use super::{Assembler, Credentials, StartError};
 use crate::admin::Admin;
-use crate::app::{self, Assembler, Credentials, StartError};
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
@@ -124,7 +124,7 @@ impl Reloader {
         }
         self.proxy.replace(routing);
         if let Some(admin) = &self.admin {
-            admin.replace_caches(app::caches(&credentials));
+            admin.replace_caches(super::caches(&credentials));
         }
         let previous = std::mem::replace(&mut self.credentials, credentials);
         let unchanged = |name: &String| match (previous.get(name), self.credentials.get(name)) {
