@@ -274,31 +274,27 @@ fn timed(
 /// the connection before any byte of an answer (a kept-alive connection the upstream closed
 /// as it was reused, typically). A request that no byte of left at all went on another
 /// connection already, whatever its method ([`Origin::send`]).
-fn resendable(method: &Method, error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause = Some(error);
-    while let Some(error) = cause {
-        if let Some(h2) = error.downcast_ref::<h2::Error>() {
-            return h2.is_remote()
+fn resendable(method: &Method, error: &SendError) -> bool {
+    match error {
+        SendError::Http1(wire) => wire.closed_before_answer() && idempotent(method),
+        SendError::Http2(hyper) if hyper.is_canceled() => true,
+        SendError::Http2(hyper) if hyper.is_incomplete_message() => idempotent(method),
+        // hyper names an HTTP/2 error only as its cause.
+        SendError::Http2(hyper) => std::iter::successors(
+            std::error::Error::source(hyper),
+            |error| error.source(),
+        )
+        .find_map(|error| error.downcast_ref::<h2::Error>())
+        .is_some_and(|h2| {
+            h2.is_remote()
                 && match h2.reason() {
                     Some(h2::Reason::NO_ERROR) => h2.is_go_away(),
                     Some(h2::Reason::REFUSED_STREAM) => true,
                     _ => false,
-                };
-        }
-        if let Some(hyper) = error.downcast_ref::<hyper::Error>() {
-            if hyper.is_canceled() {
-                return true;
-            }
-            if hyper.is_incomplete_message() {
-                return idempotent(method);
-            }
-        }
-        if let Some(wire) = error.downcast_ref::<WireError>() {
-            return wire.closed_before_answer() && idempotent(method);
-        }
-        cause = error.source();
+                }
+        }),
+        SendError::Connect(_) | SendError::TimedOut => false,
     }
-    false
 }
 
 fn idempotent(method: &Method) -> bool {
