@@ -329,3 +329,38 @@ async fn an_http2_client_reaches_an_http1_upstream() {
         stack.proxy.addr.to_string().as_str()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_upstream_s_hop_by_hop_fields_stay_behind() {
+    // HTTP/2 itself refuses `Connection`, `Upgrade` and the like (RFC 9113 §8.2.2), not
+    // `Proxy-Authenticate`, which answers the proxy, not the client.
+    let listener = local_listener().await;
+    let upstream = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let answer = hyper::service::service_fn(|_: Request<hyper::body::Incoming>| async {
+                let response = Response::builder()
+                    .header("proxy-authenticate", "Basic realm=\"upstream\"")
+                    .header("x-kept", "1")
+                    .body(Full::new(Bytes::from_static(b"ok")))
+                    .unwrap();
+                Ok::<_, std::convert::Infallible>(response)
+            });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), answer),
+            );
+        }
+    });
+    let issued = support::issuer().await;
+    let proxy = support::proxy(&issued, &upstream, &["--upstream-http2"]).await;
+    let answer = get(proxy.addr, "/").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.headers["x-kept"], "1");
+    assert!(
+        !answer.headers.contains_key("proxy-authenticate"),
+        "{:?}",
+        answer.headers
+    );
+}

@@ -280,19 +280,18 @@ fn resendable(method: &Method, error: &SendError) -> bool {
         SendError::Http2(hyper) if hyper.is_canceled() => true,
         SendError::Http2(hyper) if hyper.is_incomplete_message() => idempotent(method),
         // hyper names an HTTP/2 error only as its cause.
-        SendError::Http2(hyper) => std::iter::successors(
-            std::error::Error::source(hyper),
-            |error| error.source(),
-        )
-        .find_map(|error| error.downcast_ref::<h2::Error>())
-        .is_some_and(|h2| {
-            h2.is_remote()
-                && match h2.reason() {
-                    Some(h2::Reason::NO_ERROR) => h2.is_go_away(),
-                    Some(h2::Reason::REFUSED_STREAM) => true,
-                    _ => false,
-                }
-        }),
+        SendError::Http2(hyper) => {
+            std::iter::successors(std::error::Error::source(hyper), |error| error.source())
+                .find_map(|error| error.downcast_ref::<h2::Error>())
+                .is_some_and(|h2| {
+                    h2.is_remote()
+                        && match h2.reason() {
+                            Some(h2::Reason::NO_ERROR) => h2.is_go_away(),
+                            Some(h2::Reason::REFUSED_STREAM) => true,
+                            _ => false,
+                        }
+                })
+        }
         SendError::Connect(_) | SendError::TimedOut => false,
     }
 }

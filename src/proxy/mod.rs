@@ -498,10 +498,10 @@ fn respond(
     client_host: Option<&HeaderValue>,
 ) -> Response<UpstreamBody> {
     let (mut parts, body) = response.into_parts();
-    // An HTTP/1.1 upstream's head comes without the connection's fields, save a 101's,
-    // which here goes to a client that asked for no upgrade; HTTP/2 has none (RFC 9113
-    // §8.2.2).
-    if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+    // An HTTP/1.1 upstream's head comes without the connection's fields (`http1::codec`),
+    // save a 101's, which here goes to a client that asked for no upgrade. HTTP/2 refuses
+    // most of them (RFC 9113 §8.2.2), not `Proxy-Authenticate`.
+    if parts.status == StatusCode::SWITCHING_PROTOCOLS || parts.version == Version::HTTP_2 {
         headers::strip_hop_by_hop(&mut parts.headers);
     }
     if let (Some(location), Some(host)) = (parts.headers.get(header::LOCATION), client_host) {
