@@ -153,9 +153,9 @@ struct ConnectionFields {
     length: Result<Option<u64>, &'static str>,
 }
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// How many `Content-Length` fields a head has, a list counting as several.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LengthFields {
-    #[default]
     None,
     One,
     Several,
