@@ -225,8 +225,10 @@ impl Proxy {
                 ),
             };
             let mut report = Report {
-                observer: self.observer.as_deref(),
-                started: self.observer.is_some().then(Instant::now),
+                observer: self
+                    .observer
+                    .as_deref()
+                    .map(|observer| (observer, Instant::now())),
                 method: request.method().clone(),
                 path,
                 route: route.map(|r| r.name.as_str()),

@@ -95,9 +95,8 @@ impl Failure {
 /// [`super::Proxy::handle`], or earlier when the client went away and hyper dropped the
 /// request (an HTTP/2 stream reset, say), then as [`CLIENT_CLOSED`].
 pub(super) struct Report<'a> {
-    pub(super) observer: Option<&'a dyn RequestObserver>,
-    /// When the request arrived; read only for an observer.
-    pub(super) started: Option<Instant>,
+    /// Who is told, and when the request arrived (no clock read without an observer).
+    pub(super) observer: Option<(&'a dyn RequestObserver, Instant)>,
     pub(super) method: Method,
     pub(super) path: &'a str,
     pub(super) route: Option<&'a str>,
@@ -114,7 +113,7 @@ impl Drop for Report<'_> {
         if let Some(span) = self.span.take() {
             span.end(self.route, status, failure.and_then(Failure::kind));
         }
-        let (Some(observer), Some(started)) = (self.observer, self.started) else {
+        let Some((observer, started)) = self.observer else {
             return;
         };
         observer.request(&RequestRecord {

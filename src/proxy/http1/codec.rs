@@ -9,7 +9,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
 use super::super::forward::{Outbound, MAX_RESPONSE_HEAD};
-use super::super::headers::{is_hop_by_hop, list};
+use super::super::headers::{is_hop_by_hop, list, strip_hop_by_hop};
 use super::WireError;
 
 /// Most fields in a response head or a trailer section (hyper's limit too).
@@ -245,14 +245,17 @@ pub(crate) fn parse_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, Wir
     // One copy of the head for every value to share; the read buffer stays ours.
     let head = Bytes::copy_from_slice(&buf[..length]);
     let base = buf.as_ptr() as usize;
+    let value_of = |field: &httparse::Header<'_>| {
+        let start = field.value.as_ptr() as usize - base;
+        HeaderValue::from_maybe_shared(head.slice(start..start + field.value.len()))
+            .map_err(|_| WireError::Malformed("invalid header value"))
+    };
     let mut headers = HeaderMap::with_capacity(response.headers.len());
     let mut connection = ConnectionFields::default();
     for field in response.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| WireError::Malformed("invalid header name"))?;
-        let start = field.value.as_ptr() as usize - base;
-        let value = HeaderValue::from_maybe_shared(head.slice(start..start + field.value.len()))
-            .map_err(|_| WireError::Malformed("invalid header value"))?;
+        let value = value_of(field)?;
         if !connection.read(&name, field.value) || whole {
             headers.append(name, value);
         }
@@ -275,13 +278,14 @@ pub(crate) fn parse_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, Wir
             }
         }
         if connection.names_fields {
+            // Rare: the fields `Connection` names go as a request's do, by the one function
+            // that removes them, given the `Connection` fields back.
             for field in response.headers.iter() {
                 if field.name.eq_ignore_ascii_case("connection") {
-                    for named in list(field.value).filter_map(|token| HeaderName::from_bytes(token).ok()) {
-                        headers.remove(named);
-                    }
+                    headers.append(header::CONNECTION, value_of(field)?);
                 }
             }
+            strip_hop_by_hop(&mut headers);
         }
     }
     buf.advance(length);
