@@ -1,12 +1,12 @@
 //! Link settings of the release binary on Linux.
 //!
-//! - Code layout: `link/hot-text.ld` (made by `bench/hot_text.py`) places the functions that
+//! - Code layout: `link/hot-text.ld` (made by `bench/layout.py`) places the functions that
 //!   start-up and the request path run side by side, ahead of the rest of `.text`. The kernel
 //!   maps a binary's code 64 KiB around each page fault, so scattered start-up code kept most of
 //!   the 7 MiB of code resident in an idle proxy (bench/results-footprint.md).
 //! - Stripping: done here, at link time, rather than by the profile's `strip`: the profile is
 //!   part of every crate's symbol hash, so a build that keeps its symbols for
-//!   `bench/hot_text.py` (`MINTPROXY_KEEP_SYMBOLS=1`) must differ from the release build in link
+//!   `bench/layout.py` (`MINTPROXY_KEEP_SYMBOLS=1`) must differ from the release build in link
 //!   arguments only, or the names in `link/hot-text.ld` would match nothing.
 
 use std::env;

@@ -80,7 +80,7 @@ cp "$TARGET_DIR/release/mintproxy" "$BIN"
 strip -o "$WORK/mintproxy-stripped" "$BIN"
 BUILT_BYTES=$(stat -c %s "$BIN")
 # The code laid out by link/hot-text.ld (build.rs): its output section as linked, against the
-# bytes of functions the script listed when bench/hot_text.py wrote it.
+# bytes of functions the script listed when bench/layout.py wrote it.
 read -r HOT_BYTES HOT_LISTED < <(bash "$ROOT/link/coverage.sh" "$BIN" \
     <(cd "$ROOT" && git show "$REV_SHA:link/hot-text.ld" 2>/dev/null || true))
 STRIPPED_BYTES=$(stat -c %s "$WORK/mintproxy-stripped")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # How much of link/hot-text.ld a binary's layout still matches: the bytes its .text.hot section
-# holds, then the bytes of functions the script listed when bench/hot_text.py wrote it. A
+# holds, then the bytes of functions the script listed when bench/layout.py wrote it. A
 # function renamed since, or a dependency or toolchain of another version, matches nothing.
 #
 #   bash link/coverage.sh BINARY [SCRIPT]      # SCRIPT: default link/hot-text.ld; prints "HOT LISTED"
