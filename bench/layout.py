@@ -53,6 +53,7 @@ NICE_BUILD=10.
 
 import collections
 import glob
+import hashlib
 import os
 import re
 import shutil
@@ -65,6 +66,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROFILE = os.path.join(ROOT, "link", "mintproxy.profdata")
+CARGO_CONFIG = os.path.join(ROOT, ".cargo", "config.toml")
 SCRIPT = os.path.join(ROOT, "link", "hot-text.ld")
 GENERATE_DIR = os.path.join(ROOT, "target", "pgo-generate")
 SYMBOLS_DIR = os.path.join(ROOT, "target", "hot-text")
@@ -210,7 +212,17 @@ def write_profile(work):
         run(work, [binary], name, args, port, requests,
             {**env, "LLVM_PROFILE_FILE": os.path.join(raw, f"{name}-%p-%m.profraw")})
     subprocess.run([merge, "merge", "-o", PROFILE, *sorted(glob.glob(os.path.join(raw, "*.profraw")))], check=True)
-    log(f"wrote {os.path.relpath(PROFILE, ROOT)}, {os.path.getsize(PROFILE)} bytes")
+    with open(PROFILE, "rb") as file:
+        digest = hashlib.sha256(file.read()).hexdigest()[:16]
+    # the profile's digest among cargo's flags, so that every crate is rebuilt with the new profile
+    with open(CARGO_CONFIG) as file:
+        config, found = re.subn(r'mintproxy_profile=\\"[0-9a-f]*\\"', f'mintproxy_profile=\\\\"{digest}\\\\"',
+                                file.read())
+    if found != 1:
+        sys.exit(f"layout: {CARGO_CONFIG} has no mintproxy_profile flag to update")
+    with open(CARGO_CONFIG, "w") as file:
+        file.write(config)
+    log(f"wrote {os.path.relpath(PROFILE, ROOT)}, {os.path.getsize(PROFILE)} bytes, SHA-256 {digest}...")
 
 
 def self_costs(path):

@@ -1,8 +1,10 @@
 //! `link/rustc-wrapper.sh`, which cargo runs in place of rustc (`.cargo/config.toml`), adds
-//! the PGO profile to optimised x86-64 Linux crates and to nothing else. Run with `echo` as
-//! the compiler, so each case prints the command the wrapper would run.
+//! the PGO profile to optimised x86-64 Linux crates and to nothing else (run with `echo` as
+//! the compiler, so each case prints the command the wrapper would run); the profile's digest
+//! among cargo's flags is the profile's, so that cargo rebuilds what a new profile changes.
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
+use std::fs;
 use std::path::Path;
 use std::process::Command;
 
@@ -53,4 +55,21 @@ fn other_builds_run_rustc_as_given() {
     ] {
         assert_eq!(wrapped(args), args.join(" "));
     }
+}
+
+#[test]
+fn cargo_flags_carry_the_profiles_digest() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("sha256sum")
+        .arg(root.join("link/mintproxy.profdata"))
+        .output()
+        .expect("sha256sum runs");
+    assert!(out.status.success(), "{out:?}");
+    let digest = &String::from_utf8(out.stdout).unwrap()[..16];
+    let config = fs::read_to_string(root.join(".cargo/config.toml")).unwrap();
+    assert!(
+        config.contains(&format!(r#"mintproxy_profile=\"{digest}\""#)),
+        ".cargo/config.toml's mintproxy_profile is not {digest}, link/mintproxy.profdata's \
+         SHA-256: a profile written by hand? bench/layout.py writes both"
+    );
 }
