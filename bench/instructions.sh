@@ -22,6 +22,9 @@
 #   block with keepalive, proxy_ssl_verify on, proxy_ssl_trusted_certificate, proxy_ssl_name
 #   localhost, proxy_ssl_server_name on; mintproxy: --upstream https://localhost:PORT
 #   --upstream-ca ca.pem).
+# - the HTTP/2 upstream (UPSTREAMS=h2, mintproxy only: nginx proxies over HTTP/1.x): the same
+#   backend on a third port with `ssl http2`, so that ALPN picks HTTP/2, as with ZITADEL's APIs;
+#   mintproxy: --upstream https://localhost:PORT --upstream-ca ca.pem.
 #
 # For each proxy and upstream: the proxy starts under `valgrind --tool=callgrind
 # --instr-atstart=no` on core 0 (taskset); WARMUP_REQUESTS requests with `h2load --h1 -n
@@ -33,7 +36,7 @@
 # backend accepted while counting (0 when the proxy kept its pool).
 #
 # Knobs (environment): REQUESTS=20000 CLIENTS=16 WARMUP_REQUESTS=2000 BASE_PORT=18290 (uses
-#   BASE_PORT..BASE_PORT+2 on 127.0.0.1) TARGETS="mintproxy nginx" UPSTREAMS="plain https"
+#   BASE_PORT..BASE_PORT+3 on 127.0.0.1) TARGETS="mintproxy nginx" UPSTREAMS="plain https" (or h2)
 #   OUT=<file> (also write the table there) KEEP=1 (keep the work dir, with the callgrind files
 #   for callgrind_annotate) CG_TARGET_DIR=target/bench-rev-callgrind NICE_BUILD=10
 #   MP_RUST_LOG=warn (mintproxy's RUST_LOG: `info` counts the access log too, its lines going to
@@ -67,6 +70,7 @@ read -r -a MP_ARGS <<<"${MP_ARGS:-}"
 BACKEND_PORT=$BASE_PORT
 BACKEND_TLS_PORT=$((BASE_PORT + 1))
 PROXY_PORT=$((BASE_PORT + 2))
+BACKEND_H2_PORT=$((BASE_PORT + 3))
 TOKEN="bench-fake-token-0123456789abcdef0123456789abcdef"
 AUTH="Bearer $TOKEN"
 
@@ -100,7 +104,7 @@ CORES=$(nproc --all)
 PROXY_CORE=0
 LOAD_CORE=$((CORES > 1 ? 1 : 0))
 
-for port in "$BACKEND_PORT" "$BACKEND_TLS_PORT" "$PROXY_PORT"; do
+for port in "$BACKEND_PORT" "$BACKEND_TLS_PORT" "$PROXY_PORT" "$BACKEND_H2_PORT"; do
     if ss -Hltn "sport = :$port" | grep -q .; then die "port $port is taken; set BASE_PORT"; fi
 done
 
@@ -193,12 +197,13 @@ mkdir -p "$WORK/backend/tmp" "$WORK/nginx-plain/tmp" "$WORK/nginx-https/tmp"
     server {
         listen 127.0.0.1:$BACKEND_PORT;
         listen 127.0.0.1:$BACKEND_TLS_PORT ssl;
+        listen 127.0.0.1:$BACKEND_H2_PORT ssl http2;
         ssl_certificate $WORK/tls/server.pem;
         ssl_certificate_key $WORK/tls/server.key;
         ssl_protocols TLSv1.2 TLSv1.3;
         default_type text/plain;
         location = /bench-backend-status { stub_status; }
-        location = /bench-tls-info { return 200 "\$ssl_protocol \$ssl_cipher\n"; }
+        location = /bench-tls-info { return 200 "\$server_protocol \$ssl_protocol \$ssl_cipher\n"; }
         location / {
             if (\$http_authorization != "$AUTH") { return 401 "no bearer\n"; }
             return 200 "ok\n";
@@ -283,7 +288,10 @@ measure() { # target(mintproxy|nginx) upstream(plain|https)
     case "$target" in
         mintproxy)
             local up="http://127.0.0.1:$BACKEND_PORT" extra=()
-            if [ "$kind" = https ]; then up="https://localhost:$BACKEND_TLS_PORT" extra=(--upstream-ca "$WORK/tls/ca.pem"); fi
+            case "$kind" in
+                https) up="https://localhost:$BACKEND_TLS_PORT" extra=(--upstream-ca "$WORK/tls/ca.pem") ;;
+                h2) up="https://localhost:$BACKEND_H2_PORT" extra=(--upstream-ca "$WORK/tls/ca.pem") ;;
+            esac
             cmd=("$BIN" serve --listen "127.0.0.1:$PROXY_PORT" --upstream "$up" --token-file "$WORK/token"
                 ${MP_THREADS[@]+"${MP_THREADS[@]}"} ${extra[@]+"${extra[@]}"} ${MP_ARGS[@]+"${MP_ARGS[@]}"})
             ;;
@@ -343,6 +351,10 @@ measure() { # target(mintproxy|nginx) upstream(plain|https)
 
 for target in $TARGETS; do
     for kind in $UPSTREAMS; do
+        if [ "$target:$kind" = nginx:h2 ]; then
+            log "nginx, h2 upstream: skipped (nginx proxies to its upstreams over HTTP/1.x only)"
+            continue
+        fi
         measure "$target" "$kind"
     done
 done
@@ -354,7 +366,7 @@ done
     echo "$("$NGINX" -v 2>&1), master_process off; $(valgrind --version); $(h2load --version 2>&1 | head -1);"
     echo "h2load --h1 -t1 -n $REQUESTS -c $CLIENTS counted, after $WARMUP_REQUESTS requests of warm-up; $(rustc --version 2>/dev/null || echo rustc ?)."
     echo
-    echo "| target | upstream | instructions per request | instructions counted | upstream connections opened while counting | TLS to the backend |$CACHE_HEAD"
+    echo "| target | upstream | instructions per request | instructions counted | upstream connections opened while counting | protocol and TLS to the backend |$CACHE_HEAD"
     echo "| --- | --- | ---: | ---: | ---: | --- |$CACHE_RULE"
     printf '%s\n' "${ROWS[@]}"
 } >"$WORK/table.md"

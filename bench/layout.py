@@ -31,14 +31,17 @@ Writes the two files the release build reads on x86-64 Linux:
    hot loop); (2) those core's start-up ran; (3) those `threads` ran; (4) those the other
    workloads ran. An idle proxy with one thread touches the first two only.
 
-The workloads, against Python backends on 127.0.0.1 (plain, and TLS with a certificate from
-bench/tls_certs.sh), with h2load and curl; natively each makes ten times the requests:
+The workloads, against Python backends on 127.0.0.1 for HTTP/1.1 (plain, and TLS with a
+certificate from bench/tls_certs.sh) and nginx for HTTP/2 (TLS with ALPN, and h2c), with h2load
+and curl; natively each makes ten times the requests:
 - core: `serve --threads 1 --token-file` with the default log level (access log on), a plain
   upstream; start-up, then 2,000 HTTP/1.1 requests (h2load --h1 -c4);
 - quiet: the same with RUST_LOG=warn, as the benchmark runs it;
 - threads: the same on the multi-thread runtime (`--threads 2`), the default on several CPUs;
-- h2c and uploads; an HTTPS upstream (`--upstream-ca`), HTTP/1.1 and h2c; `demo`, whose proxy
-  mints tokens (RS256 assertions, the token endpoint over HTTP).
+- h2c and uploads; an HTTPS upstream (`--upstream-ca`), HTTP/1.1 and h2c; an HTTPS upstream
+  that speaks HTTP/2 (ALPN, as ZITADEL's APIs do), and an h2c upstream (`--upstream-http2`, a
+  plaintext gRPC server), each with HTTP/1.1 and h2c clients; `demo`, whose proxy mints tokens
+  (RS256 assertions, the token endpoint over HTTP).
 
 A profile older than the code costs only the functions that changed since: their counts no
 longer match and LLVM optimises them without. In the layout, a name that a later build no longer
@@ -47,7 +50,7 @@ names) matches nothing and costs nothing: that function goes back among the rest
 removing a dependency of mintproxy changes the crate's metadata and so every one of its own
 symbol names: rerun this then (CI fails when less than half of link/hot-text.ld matches,
 link/coverage.sh). Needs cargo, rustup's llvm-tools, valgrind (callgrind_control), h2load, curl,
-openssl, nm. Knobs (environment): BASE_PORT=18520 (uses BASE_PORT..BASE_PORT+3 on 127.0.0.1),
+openssl, nm, nginx. Knobs (environment): BASE_PORT=18520 (uses BASE_PORT..BASE_PORT+5 on 127.0.0.1),
 NICE_BUILD=10.
 """
 
@@ -71,7 +74,7 @@ SCRIPT = os.path.join(ROOT, "link", "hot-text.ld")
 GENERATE_DIR = os.path.join(ROOT, "target", "pgo-generate")
 SYMBOLS_DIR = os.path.join(ROOT, "target", "hot-text")
 BASE_PORT = int(os.environ.get("BASE_PORT", "18520"))
-PLAIN, TLS, PROXY, DEMO = (BASE_PORT + i for i in range(4))
+PLAIN, TLS, PROXY, DEMO, H2_TLS, H2C = (BASE_PORT + i for i in range(6))
 NICE_BUILD = os.environ.get("NICE_BUILD", "10")
 NATIVE_SCALE = 10  # natively, each workload makes this many times the requests it makes under callgrind
 
@@ -98,6 +101,26 @@ if len(sys.argv) > 2:
     context.load_cert_chain(sys.argv[2], sys.argv[3])
     server.socket = context.wrap_socket(server.socket, server_side=True)
 server.serve_forever()
+"""
+
+# The HTTP/2 backend: nginx, one process, in the work dir.
+NGINX = """
+master_process off;
+daemon off;
+pid {work}/nginx.pid;
+error_log {work}/nginx.err warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {work}/nginx-body;
+    server {{
+        listen 127.0.0.1:{h2_tls} ssl http2;
+        listen 127.0.0.1:{h2c} http2;
+        ssl_certificate {work}/tls/server.pem;
+        ssl_certificate_key {work}/tls/server.key;
+        location / {{ return 200 "ok\\n"; }}
+    }}
+}}
 """
 
 
@@ -165,12 +188,20 @@ def workloads(work, scale):
         http1(500)(url)
         h2c_and_upload(url)
 
+    def http1_and_h2c(url):
+        http1(500)(url)
+        load("h2load", "-n", str(1000 * scale), "-c", "4", "-m", "4", url)
+
     return [
         ("core", [*serve, "--threads", "1", *plain], PROXY, http1(2000), default_log),
         ("quiet", [*serve, "--threads", "1", *plain], PROXY, http1(2000), quiet_log),
         ("threads", [*serve, "--threads", "2", *plain], PROXY, http1(2000), default_log),
         ("h2c", [*serve, "--threads", "1", *plain], PROXY, h2c_and_upload, default_log),
         ("https", [*serve, "--threads", "1", *https], PROXY, both, quiet_log),
+        ("h2-upstream", [*serve, "--threads", "1", "--upstream", f"https://localhost:{H2_TLS}", "--upstream-ca",
+                         f"{work}/tls/ca.pem"], PROXY, http1_and_h2c, quiet_log),
+        ("h2c-upstream", [*serve, "--threads", "1", "--upstream", f"http://127.0.0.1:{H2C}", "--upstream-http2"],
+         PROXY, http1_and_h2c, quiet_log),
         ("demo", ["demo", "--listen", f"127.0.0.1:{DEMO}"], DEMO, http1(200), default_log),
     ]
 
@@ -291,7 +322,7 @@ def write_layout(work, commit):
     titles = ("the requests of `core` (HTTP/1.1, plain upstream, token file), most instructions first",
               "the start-up of `core`",
               "`threads`: the same on the multi-thread runtime (`--threads 2`), the default on several CPUs",
-              "the other workloads (RUST_LOG=warn, h2c, uploads, HTTPS upstream, demo's minting)")
+              "the other workloads (RUST_LOG=warn, h2c, uploads, HTTPS and HTTP/2 upstreams, demo's minting)")
     with open(SCRIPT, "w") as script:
         script.write(f"/* Generated by bench/layout.py at {commit}: do not edit. The functions that start-up\n"
                      "   and the request path run, side by side ahead of the rest of the code (build.rs). */\n"
@@ -308,9 +339,12 @@ def write_layout(work, commit):
 
 
 def main():
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
     for tool in ("cargo", "rustc", "valgrind", "callgrind_control", "h2load", "curl", "openssl", "nm"):
         if shutil.which(tool) is None:
             sys.exit(f"layout: needs {tool}")
+    if nginx is None:
+        sys.exit("layout: needs nginx")
     llvm_profdata()
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short=12", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
@@ -322,8 +356,12 @@ def main():
         backends.append(subprocess.Popen([sys.executable, "-c", BACKEND, str(PLAIN)]))
         backends.append(subprocess.Popen([sys.executable, "-c", BACKEND, str(TLS), f"{work}/tls/server.pem",
                                           f"{work}/tls/server.key"]))
-        wait_port(PLAIN)
-        wait_port(TLS)
+        os.mkdir(f"{work}/nginx-body")
+        with open(f"{work}/nginx.conf", "w") as conf:
+            conf.write(NGINX.format(work=work, h2_tls=H2_TLS, h2c=H2C))
+        backends.append(subprocess.Popen([nginx, "-c", f"{work}/nginx.conf"], stderr=subprocess.DEVNULL))
+        for port in (PLAIN, TLS, H2_TLS, H2C):
+            wait_port(port)
         write_profile(work)
         write_layout(work, commit)
     finally:
