@@ -40,8 +40,9 @@ and curl; natively each makes ten times the requests:
 - threads: the same on the multi-thread runtime (`--threads 2`), the default on several CPUs;
 - h2c and uploads; an HTTPS upstream (`--upstream-ca`), HTTP/1.1 and h2c; an HTTPS upstream
   that speaks HTTP/2 (ALPN, as ZITADEL's APIs do), and an h2c upstream (`--upstream-http2`, a
-  plaintext gRPC server), each with HTTP/1.1 and h2c clients; `demo`, whose proxy mints tokens
-  (RS256 assertions, the token endpoint over HTTP).
+  plaintext gRPC server), each with HTTP/1.1 and h2c clients; a TLS listener (`--tls-cert`),
+  HTTP/1.1 and HTTP/2 by ALPN; `demo`, whose proxy mints tokens (RS256 assertions, the token
+  endpoint over HTTP).
 
 A profile older than the code costs only the functions that changed since: their counts no
 longer match and LLVM optimises them without. In the layout, a name that a later build no longer
@@ -142,7 +143,8 @@ def wait_answer(url, seconds=120):
     """Until the proxy forwards a request (start-up under callgrind takes seconds)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        code = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", url],
+        # -k: the TLS listener's certificate names localhost, not the address
+        code = subprocess.run(["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", url],
                               capture_output=True, text=True).stdout
         if code == "200":
             return
@@ -163,7 +165,7 @@ def build(target_dir, env):
 
 
 def workloads(work, scale):
-    """(name, mintproxy's arguments, its port, the requests made once it answers, environment)."""
+    """(name, mintproxy's arguments, its URL, the requests made once it answers, environment)."""
     token = os.path.join(work, "token")
     with open(token, "w") as file:
         file.write("layout-token-0123456789abcdef\n")
@@ -172,6 +174,8 @@ def workloads(work, scale):
     with open(upload, "wb") as file:
         file.write(os.urandom(1 << 20))
     serve = ["serve", "--listen", f"127.0.0.1:{PROXY}", "--token-file", token]
+    tls_listener = ["--tls-cert", f"{work}/tls/server.pem", "--tls-key", f"{work}/tls/server.key"]
+    proxy, tls_proxy, demo = f"http://127.0.0.1:{PROXY}/", f"https://127.0.0.1:{PROXY}/", f"http://127.0.0.1:{DEMO}/"
     plain = ["--upstream", f"http://127.0.0.1:{PLAIN}"]
     https = ["--upstream", f"https://localhost:{TLS}", "--upstream-ca", f"{work}/tls/ca.pem"]
     default_log, quiet_log = {"RUST_LOG": "info"}, {"RUST_LOG": "warn"}
@@ -179,8 +183,11 @@ def workloads(work, scale):
     def http1(requests):
         return lambda url: load("h2load", "--h1", "-n", str(requests * scale), "-c", "4", url)
 
-    def h2c_and_upload(url):
+    def h2c(url):
         load("h2load", "-n", str(1000 * scale), "-c", "4", "-m", "4", url)
+
+    def h2c_and_upload(url):
+        h2c(url)
         load("curl", "-sf", "-o", "/dev/null", "--data-binary", f"@{upload}", url)
         load("curl", "-sf", "-o", "/dev/null", "--http2-prior-knowledge", "--data-binary", f"@{upload}", url)
 
@@ -190,29 +197,29 @@ def workloads(work, scale):
 
     def http1_and_h2c(url):
         http1(500)(url)
-        load("h2load", "-n", str(1000 * scale), "-c", "4", "-m", "4", url)
+        h2c(url)
 
     return [
-        ("core", [*serve, "--threads", "1", *plain], PROXY, http1(2000), default_log),
-        ("quiet", [*serve, "--threads", "1", *plain], PROXY, http1(2000), quiet_log),
-        ("threads", [*serve, "--threads", "2", *plain], PROXY, http1(2000), default_log),
-        ("h2c", [*serve, "--threads", "1", *plain], PROXY, h2c_and_upload, default_log),
-        ("https", [*serve, "--threads", "1", *https], PROXY, both, quiet_log),
+        ("core", [*serve, "--threads", "1", *plain], proxy, http1(2000), default_log),
+        ("quiet", [*serve, "--threads", "1", *plain], proxy, http1(2000), quiet_log),
+        ("threads", [*serve, "--threads", "2", *plain], proxy, http1(2000), default_log),
+        ("h2c", [*serve, "--threads", "1", *plain], proxy, h2c_and_upload, default_log),
+        ("https", [*serve, "--threads", "1", *https], proxy, both, quiet_log),
         ("h2-upstream", [*serve, "--threads", "1", "--upstream", f"https://localhost:{H2_TLS}", "--upstream-ca",
-                         f"{work}/tls/ca.pem"], PROXY, http1_and_h2c, quiet_log),
+                         f"{work}/tls/ca.pem"], proxy, http1_and_h2c, quiet_log),
         ("h2c-upstream", [*serve, "--threads", "1", "--upstream", f"http://127.0.0.1:{H2C}", "--upstream-http2"],
-         PROXY, http1_and_h2c, quiet_log),
-        ("demo", ["demo", "--listen", f"127.0.0.1:{DEMO}"], DEMO, http1(200), default_log),
+         proxy, http1_and_h2c, quiet_log),
+        ("tls-listener", [*serve, "--threads", "1", *plain, *tls_listener], tls_proxy, http1_and_h2c, quiet_log),
+        ("demo", ["demo", "--listen", f"127.0.0.1:{DEMO}"], demo, http1(200), default_log),
     ]
 
 
-def run(work, command, name, args, port, requests, env, dump_start_up=False):
+def run(work, command, name, args, url, requests, env, dump_start_up=False):
     """Starts `command args`, makes the requests once it answers, stops it with SIGTERM."""
     log(f"{name}: {' '.join(args)}")
     with open(os.path.join(work, f"{name}.err"), "w") as err:
         proc = subprocess.Popen([*command, *args], stdout=subprocess.DEVNULL, stderr=err,
                                 env={**os.environ, **env})
-    url = f"http://127.0.0.1:{port}/"
     wait_answer(url)
     if dump_start_up:
         subprocess.run(["callgrind_control", "-d", "start-up", str(proc.pid)], check=True, stdout=subprocess.DEVNULL)
@@ -239,8 +246,8 @@ def write_profile(work):
     raw = os.path.join(work, "profraw")
     # the build scripts' own counts go to the target dir; a fixed path keeps rebuilds incremental
     binary = build(GENERATE_DIR, {"RUSTFLAGS": f"-Cprofile-generate={GENERATE_DIR}/build-profraw"})
-    for name, args, port, requests, env in workloads(work, NATIVE_SCALE):
-        run(work, [binary], name, args, port, requests,
+    for name, args, url, requests, env in workloads(work, NATIVE_SCALE):
+        run(work, [binary], name, args, url, requests,
             {**env, "LLVM_PROFILE_FILE": os.path.join(raw, f"{name}-%p-%m.profraw")})
     subprocess.run([merge, "merge", "-o", PROFILE, *sorted(glob.glob(os.path.join(raw, "*.profraw")))], check=True)
     with open(PROFILE, "rb") as file:
@@ -293,11 +300,11 @@ def write_layout(work, commit):
     sizes = text_symbols(binary)
     # per workload: the callgrind file at exit; core's also the one dumped after start-up
     profiles = {}
-    for name, args, port, requests, env in workloads(work, 1):
+    for name, args, url, requests, env in workloads(work, 1):
         out = os.path.join(work, f"cg.{name}")
         valgrind = ["valgrind", "--tool=callgrind", "--demangle=no", "--compress-strings=no", "--compress-pos=no",
                     "--dump-line=no", f"--callgrind-out-file={out}"]
-        run(work, [*valgrind, binary], name, args, port, requests, env, dump_start_up=True)
+        run(work, [*valgrind, binary], name, args, url, requests, env, dump_start_up=True)
         profiles[name] = (out + ".1", out)
     core_start_up, core_requests = profiles.pop("core")
     phases = [self_costs(core_requests), self_costs(core_start_up), collections.Counter(), collections.Counter()]
@@ -322,7 +329,8 @@ def write_layout(work, commit):
     titles = ("the requests of `core` (HTTP/1.1, plain upstream, token file), most instructions first",
               "the start-up of `core`",
               "`threads`: the same on the multi-thread runtime (`--threads 2`), the default on several CPUs",
-              "the other workloads (RUST_LOG=warn, h2c, uploads, HTTPS and HTTP/2 upstreams, demo's minting)")
+              "the other workloads (RUST_LOG=warn, h2c, uploads, HTTPS and HTTP/2 upstreams, TLS listener, demo's "
+              "minting)")
     with open(SCRIPT, "w") as script:
         script.write(f"/* Generated by bench/layout.py at {commit}: do not edit. The functions that start-up\n"
                      "   and the request path run, side by side ahead of the rest of the code (build.rs). */\n"
